@@ -1,0 +1,51 @@
+# Test helpers (STYLE.md): one way to add unit and MPI tests, with labels.
+#   cmds_add_test(NAME name COMMAND cmd... [LABELS l...] [ENV k=v...] [FIXTURES_SETUP f] [FIXTURES_REQUIRED f] [TIMEOUT s])
+#   add_mpi_test(NAME name NPROCS n COMMAND cmd... [same options])
+# MPI tests run under MPIEXEC_EXECUTABLE with --oversubscribe (CI has 2 cores, tests use 4 ranks).
+set(CMDS_MPIEXEC_PREFLAGS --oversubscribe CACHE STRING "Flags before the program in MPI tests")
+if(CMAKE_HOST_SYSTEM_NAME STREQUAL "Linux")
+  execute_process(COMMAND id -u OUTPUT_VARIABLE _cmds_uid OUTPUT_STRIP_TRAILING_WHITESPACE)
+  if(_cmds_uid STREQUAL "0")
+    list(APPEND CMDS_MPIEXEC_PREFLAGS --allow-run-as-root)
+  endif()
+endif()
+
+function(_cmds_test_props name)
+  cmake_parse_arguments(T "" "TIMEOUT;FIXTURES_SETUP;FIXTURES_REQUIRED;WORKING_DIRECTORY" "LABELS;ENV" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  # OMP threads: keep each rank on one thread so oversubscribed MPI tests do not thrash.
+  set(_env "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1;CMDS_PROGRESS_INTERVAL=2;${T_ENV}")
+  set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
+    ENVIRONMENT "${_env}" SKIP_RETURN_CODE 77)
+  if(T_FIXTURES_SETUP)
+    set_tests_properties(${name} PROPERTIES FIXTURES_SETUP "${T_FIXTURES_SETUP}")
+  endif()
+  if(T_FIXTURES_REQUIRED)
+    set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED "${T_FIXTURES_REQUIRED}")
+  endif()
+endfunction()
+
+function(cmds_add_test)
+  cmake_parse_arguments(T "" "NAME;TIMEOUT;FIXTURES_SETUP;FIXTURES_REQUIRED;WORKING_DIRECTORY" "COMMAND;LABELS;ENV" ${ARGN})
+  if(NOT T_WORKING_DIRECTORY)
+    set(T_WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
+  endif()
+  add_test(NAME ${T_NAME} COMMAND ${T_COMMAND} WORKING_DIRECTORY ${T_WORKING_DIRECTORY})
+  _cmds_test_props(${T_NAME} TIMEOUT "${T_TIMEOUT}" LABELS ${T_LABELS} ENV ${T_ENV}
+    FIXTURES_SETUP "${T_FIXTURES_SETUP}" FIXTURES_REQUIRED "${T_FIXTURES_REQUIRED}")
+endfunction()
+
+function(add_mpi_test)
+  cmake_parse_arguments(T "" "NAME;NPROCS;TIMEOUT;FIXTURES_SETUP;FIXTURES_REQUIRED;WORKING_DIRECTORY" "COMMAND;LABELS;ENV" ${ARGN})
+  if(NOT T_WORKING_DIRECTORY)
+    set(T_WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
+  endif()
+  add_test(NAME ${T_NAME}
+    COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${T_NPROCS} ${CMDS_MPIEXEC_PREFLAGS}
+            ${MPIEXEC_PREFLAGS} ${T_COMMAND}
+    WORKING_DIRECTORY ${T_WORKING_DIRECTORY})
+  _cmds_test_props(${T_NAME} TIMEOUT "${T_TIMEOUT}" LABELS mpi ${T_LABELS} ENV ${T_ENV}
+    FIXTURES_SETUP "${T_FIXTURES_SETUP}" FIXTURES_REQUIRED "${T_FIXTURES_REQUIRED}")
+endfunction()

@@ -1,0 +1,27 @@
+/* fsutil: files and folders: atomic writes, mkdir -p, sorted listings. */
+#ifndef CMDS_FSUTIL_H
+#define CMDS_FSUTIL_H
+
+#include <stddef.h>
+
+#include "cmds_error.h"
+
+/* mkdir -p. */
+int cmds_mkdir_p(const char *path, cmds_error *err);
+/* Writes data to `<path>.partial`, fsyncs, renames to path. */
+int cmds_write_file_atomic(const char *path, const void *data, size_t len, cmds_error *err);
+int cmds_is_dir(const char *path);
+int cmds_is_file(const char *path);
+
+/* Sorted (byte order, as Python's sorted()) list of the entries of `dir` whose names
+ * end with `suffix` (NULL or "" = all; hidden entries are skipped); want: 0 any,
+ * 1 files only, 2 folders only. Returns the count or -1 (err set). Free with
+ * cmds_free_list. */
+int cmds_list_dir(const char *dir, const char *suffix, int want, char ***names, cmds_error *err);
+void cmds_free_list(char **names, int n);
+
+/* Joins up to four path parts with '/' into out (cap bytes). Returns out. */
+char *cmds_path_join(char *out, size_t cap, const char *a, const char *b, const char *c,
+                     const char *d);
+
+#endif
