@@ -70,6 +70,7 @@ void cmds_h5_abandon(cmds_h5file *f) {
   f->id = H5I_INVALID_HID;
   MPI_Barrier(f->comm);
   if (rank == 0) unlink(f->partial);
+  MPI_Barrier(f->comm); /* gone for everyone when this returns */
 }
 
 int cmds_h5_write_schema(hid_t file, const char *schema, int version) {
@@ -163,6 +164,7 @@ int cmds_h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t cap, co
     char *s = NULL;
     hid_t mt = H5Tcopy(H5T_C_S1);
     H5Tset_size(mt, H5T_VARIABLE);
+    H5Tset_cset(mt, H5Tget_cset(ft)); /* h5py writes UTF-8 */
     if (H5Aread(a, mt, &s) < 0 || !s) rc = CMDS_FAIL(err, CMDS_EIO, "%s: reading '%s'", what, name);
     else snprintf(buf, cap, "%s", s);
     if (s) H5free_memory(s);
@@ -170,8 +172,9 @@ int cmds_h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t cap, co
   } else {
     size_t n = H5Tget_size(ft);
     char *tmp = cmds_xcalloc(n + 1, 1);
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    H5Tset_size(mt, n);
+    hid_t mt = H5Tcopy(H5T_C_S1); /* n + 1: room for the NUL of NULLPAD strings (h5py) */
+    H5Tset_size(mt, n + 1);
+    H5Tset_cset(mt, H5Tget_cset(ft));
     if (H5Aread(a, mt, tmp) < 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: reading '%s'", what, name);
     else snprintf(buf, cap, "%s", tmp);
     H5Tclose(mt);
