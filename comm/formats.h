@@ -1,7 +1,7 @@
 /* formats: the input and output file formats of the datasets, with validation that
  * names the file and what was expected.
  *   PNG  (libpng): 8/16-bit gray, gray+alpha, RGB, RGBA; palette expanded to RGB.
- *   TIFF (libtiff): MVTec 3D-AD `xyz/*.tiff`, float32 with 3 samples per pixel.
+ *   TIFF (libtiff): MVTec 3D-AD xyz files (NNN.tiff), float32 with 3 samples per pixel.
  *   YAML (libyaml): EyeCandies `{id}_info_depth.yaml` (`normalization: {min, max}`).
  *   Text: EyeCandies `{id}_pose.txt`, a 4x4 (or 3x4) matrix of numbers.
  * Writers are atomic (write `<path>.partial`, rename). */
