@@ -3,7 +3,7 @@
  *   - foreground mask (RANSAC plane removal + padding + largest DBSCAN cluster for MVTec
  *     3D-AD; depth unprojection + the field's background removal for EyeCandies) matches the
  *     true object silhouette (IoU > 0.9 at the working resolution);
- *   - ground-truth defect masks lie on the object and are non-empty exactly for anomalous
+ *   - ground-truth defect masks lie on the object (but for sensor holes) and are non-empty exactly for anomalous
  *     samples; labels follow the defect folders (MVTec) / the masks (EyeCandies);
  *   - normals are unit length where the point is kept and face the camera.
  * Usage: test_prep_truth CACHE.h5 SYNTH_ROOT CATEGORY */
@@ -97,7 +97,8 @@ int main(int argc, char **argv) {
       n_anom += label;
       CHECK(label == (gt_n > 0), "%s: label %d but %lld gt pixels", id, label, (long long)gt_n);
       if (!eyec) CHECK(label == (strcmp(dt, "good") != 0), "%s: label %d for folder %s", id, label, dt);
-      if (gt_n) CHECK(gt_in >= 0.95 * (double)gt_n, "%s: %lld of %lld defect pixels off the object", id,
+      /* defects lie on the object; a few of their pixels may fall into sensor holes */
+      if (gt_n) CHECK(gt_in >= 0.8 * (double)gt_n, "%s: %lld of %lld defect pixels off the object", id,
                       (long long)(gt_n - gt_in), (long long)gt_n);
       CHECK(nrm_n > 0.5 * (double)inter && nrm_bad == 0,
             "%s: %lld normals, %lld not unit / not facing the camera / off the foreground", id,
