@@ -110,13 +110,15 @@ static int share_list(const cmds_mpi *mpi, const prep_args *a, const char *cat, 
   return CMDS_OK;
 }
 
-static void list_hash(const prep_args *a, const prep_list *l, char *out, size_t cap) {
+/* Rank 0: a hash of the sample list and of its source files' sizes and times. */
+static void list_hash(const prep_args *a, const char *cat, const prep_list *l, char *out, size_t cap) {
   uint64_t h = 0xcbf29ce484222325ull;
   for (int i = 0; i < l->n_support + l->n_test; i++) {
     char id[CMDS_SC_ID_LEN];
     prep_sample_id(a->format, &l->v[i], id, sizeof id);
     for (const char *p = id; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
     h = (h ^ (uint64_t)(l->v[i].group + 1)) * 0x100000001b3ull;
+    h = prep_sample_fingerprint(a->format, a->root, cat, &l->v[i], h);
   }
   snprintf(out, cap, "%016llx", (unsigned long long)h);
 }
@@ -191,7 +193,9 @@ static int prep_category(const cmds_mpi *mpi, const prep_args *a, const char *ca
   prep_list l = {0};
   int rc = share_list(mpi, a, cat, &l, err);
   if (rc) return rc;
-  list_hash(a, &l, hash, sizeof hash);
+  memset(hash, 0, sizeof hash);
+  if (mpi->rank == 0) list_hash(a, cat, &l, hash, sizeof hash);
+  MPI_CHECK(MPI_Bcast(hash, sizeof hash, MPI_CHAR, 0, mpi->comm));
   char *config = prep_params_json(&a->params, prep_format_name(a->format), a->root, a->shots);
 
   int skip = 0;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "formats.h"
 #include "fsutil.h"
@@ -78,6 +79,27 @@ static void resolve(prep_format f, const char *root, const char *cat, const prep
     snprintf(file, sizeof file, "%s_pose.txt", s->name);
     cmds_path_join(sp->pose, sizeof sp->pose, dir, file, NULL, NULL);
   }
+}
+
+static uint64_t fnv(uint64_t h, const void *data, size_t n) {
+  const unsigned char *p = data;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+uint64_t prep_sample_fingerprint(prep_format f, const char *root, const char *category,
+                                 const prep_sample *s, uint64_t h) {
+  sample_paths sp;
+  resolve(f, root, category, s, &sp);
+  const char *files[5] = {sp.rgb, sp.cloud, sp.gt, sp.yaml, sp.pose};
+  for (int k = 0; k < 5; k++) {
+    struct stat st;
+    if (!files[k][0] || stat(files[k], &st) != 0) continue;
+    int64_t id[3] = {(int64_t)st.st_size, (int64_t)st.st_mtim.tv_sec, (int64_t)st.st_mtim.tv_nsec};
+    h = fnv(h, files[k], strlen(files[k]));
+    h = fnv(h, id, sizeof id);
+  }
+  return h;
 }
 
 /* RGB as 8-bit, 3 channels; `allow_alpha` drops a 4th channel (EyeCandies renders). */

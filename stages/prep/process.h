@@ -29,6 +29,11 @@ void prep_params_default(prep_params *p);
 /* Every setting that shapes the cache's content, as JSON (stored in the cache). */
 char *prep_params_json(const prep_params *p, const char *dataset, const char *root, int shots);
 
+/* Folds the identity of a sample's source files (path, size, modification time) into the
+ * FNV-1a hash h, so a cache is rebuilt when its inputs change. */
+uint64_t prep_sample_fingerprint(prep_format f, const char *root, const char *category,
+                                 const prep_sample *s, uint64_t h);
+
 /* Fills row `row` of batch b. Errors name the file and what was expected. */
 int prep_process_sample(prep_format f, const char *root, const char *category, const prep_sample *s,
                         const prep_params *p, cmds_sample_batch *b, int64_t row, cmds_error *err);

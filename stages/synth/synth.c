@@ -450,13 +450,37 @@ int main(int argc, char **argv) {
     }
   }
   cmds_error err = {0};
-  char path[4200];
+  char path[4200], argkey[8192];
+  /* Everything that shapes the bytes: a dataset with the same key is not written again. */
+  int n = snprintf(argkey, sizeof argkey, "format=%s seed=%llu size=%d train=%d validation=%d test_good=%d "
+                   "test_per_defect=%d categories=", format, (unsigned long long)a.seed, a.size, a.train,
+                   a.validation, a.test_good, a.test_per_defect);
+  for (int i = 0; i < a.ncats && n < (int)sizeof argkey; i++)
+    n += snprintf(argkey + n, sizeof argkey - (size_t)n, "%s%s", i ? "," : "", a.cats[i]);
+  snprintf(path, sizeof path, "%s/.synth/manifest.json", a.out);
+  FILE *old = fopen(path, "r");
+  if (old) {
+    char line[8400];
+    int same = 0;
+    while (!same && fgets(line, sizeof line, old)) {
+      char want[8300];
+      snprintf(want, sizeof want, "\"args\": \"%s\"", argkey);
+      same = strstr(line, want) != NULL;
+    }
+    fclose(old);
+    if (same) {
+      printf("cmds-synth: %s is up to date (same arguments), nothing written\n", a.out);
+      cmds_free_list(a.cats, a.ncats);
+      return 0;
+    }
+  }
   snprintf(path, sizeof path, "%s/.synth", a.out);
   int rc = cmds_mkdir_p(path, &err);
   cmds_json man;
   cmds_json_init(&man, 1);
   cmds_json_object_begin(&man);
   cmds_json_kv_str(&man, "format", format);
+  cmds_json_kv_str(&man, "args", argkey);
   cmds_json_kv_int(&man, "seed", (int64_t)a.seed);
   cmds_json_kv_int(&man, "size", a.size);
   cmds_json_key(&man, "categories");
