@@ -1,4 +1,14 @@
-/* pointcloud: see pointcloud.h. */
+/* pointcloud: the point-cloud geometry of prep (see pointcloud.h for the contracts).
+ * Layout everywhere: (h, w, 3) float32, row-major; computations in double. Parallel loops
+ * write disjoint outputs or reduce integers, and every random draw comes from one serial
+ * stream keyed by the seed, so results are identical on any number of threads.
+ *   planes:  TLS fit (smallest eigenvector of the 3x3 scatter, Jacobi), RANSAC, removal;
+ *   padding: centred zero padding to a square;
+ *   DBSCAN:  uniform grid of cells of side eps/sqrt(3) (a cell's diagonal is eps, so a cell
+ *            holding min_points points is all core), core clusters by union-find over
+ *            neighbouring cells, border points by scikit-learn's first-cluster rule;
+ *   normals: central differences; EyeCandies: unprojection and the field's background
+ *            removal; MVTec: the whole cleaning chain. */
 #include "pointcloud.h"
 
 #include <math.h>
@@ -75,7 +85,6 @@ void cmds_plane_fit_tls(const double *pts, int64_t n, double plane[4]) {
 
 static int64_t count_inliers(const double *pts, int64_t n, const double pl[4], double dist) {
   int64_t cnt = 0;
-#pragma omp parallel for reduction(+ : cnt) schedule(static)
   for (int64_t i = 0; i < n; i++)
     cnt += fabs(pl[0] * pts[3 * i] + pl[1] * pts[3 * i + 1] + pl[2] * pts[3 * i + 2] + pl[3]) < dist;
   return cnt;
@@ -103,29 +112,45 @@ int cmds_plane_ransac(const float *xyz, int h, int w, const cmds_plane_params *p
                      "%lld valid points in the %d-pixel border strips, the background plane fit "
                      "needs at least %d", (long long)n, b, p->sample_points);
   }
-  int m = p->sample_points;
+  /* The samples are drawn serially from one stream (partial Fisher-Yates: m distinct points
+   * per hypothesis), so they depend on the seed only; the hypotheses are then scored in
+   * parallel and the best taken serially (first on ties): any thread count, same plane. */
+  int m = p->sample_points, iters = p->iterations > 0 ? p->iterations : 1;
   int64_t *idx = cmds_xmalloc(sizeof(int64_t) * (size_t)n);
+  int64_t *draws = cmds_xmalloc(sizeof(int64_t) * (size_t)iters * (size_t)m);
   for (int64_t i = 0; i < n; i++) idx[i] = i;
-  double *sample = cmds_xmalloc(sizeof(double) * 3 * (size_t)m);
   cmds_rng rng;
   cmds_rng_seed(&rng, p->seed);
-  int64_t best = -1;
-  double best_plane[4] = {0, 0, 1, 0}, hyp[4];
-  for (int it = 0; it < p->iterations; it++) {
-    for (int k = 0; k < m; k++) { /* partial Fisher-Yates: m distinct points */
+  for (int it = 0; it < iters; it++)
+    for (int k = 0; k < m; k++) {
       int64_t j = k + (int64_t)cmds_rng_below(&rng, (uint64_t)(n - k));
       int64_t t = idx[k];
       idx[k] = idx[j];
       idx[j] = t;
-      memcpy(sample + 3 * k, pts + 3 * idx[k], 3 * sizeof(double));
+      draws[(size_t)it * (size_t)m + (size_t)k] = idx[k];
     }
-    cmds_plane_fit_tls(sample, m, hyp);
-    int64_t cnt = count_inliers(pts, n, hyp, p->inlier_dist);
-    if (cnt > best) {
-      best = cnt;
-      memcpy(best_plane, hyp, sizeof hyp);
+  double *hyps = cmds_xmalloc(sizeof(double) * 4 * (size_t)iters);
+  int64_t *counts = cmds_xmalloc(sizeof(int64_t) * (size_t)iters);
+#pragma omp parallel
+  {
+    double *sample = cmds_xmalloc(sizeof(double) * 3 * (size_t)m);
+#pragma omp for schedule(static)
+    for (int it = 0; it < iters; it++) {
+      for (int k = 0; k < m; k++)
+        memcpy(sample + 3 * k, pts + 3 * draws[(size_t)it * (size_t)m + (size_t)k], 3 * sizeof(double));
+      cmds_plane_fit_tls(sample, m, hyps + 4 * it);
+      counts[it] = count_inliers(pts, n, hyps + 4 * it, p->inlier_dist);
     }
+    free(sample);
   }
+  int best_it = 0;
+  for (int it = 1; it < iters; it++)
+    if (counts[it] > counts[best_it]) best_it = it;
+  double best_plane[4];
+  memcpy(best_plane, hyps + 4 * best_it, sizeof best_plane);
+  free(hyps);
+  free(counts);
+  free(draws);
   /* Refit on the inliers of the best hypothesis. */
   int64_t k = 0;
   for (int64_t i = 0; i < n; i++) {
@@ -138,7 +163,6 @@ int cmds_plane_ransac(const float *xyz, int h, int w, const cmds_plane_params *p
   }
   cmds_plane_fit_tls(pts, k, plane);
   *inliers = k;
-  free(sample);
   free(idx);
   free(pts);
   return CMDS_OK;
@@ -156,6 +180,27 @@ int64_t cmds_plane_remove(float *xyz, int h, int w, const double plane[4], doubl
     }
   }
   return removed;
+}
+
+/* ---- padding ------------------------------------------------------------------------ */
+
+void cmds_pad_square_geometry(int h, int w, int multiple, int *side, int *top, int *left) {
+  int m = multiple < 1 ? 1 : multiple, s = h > w ? h : w;
+  s = (s + m - 1) / m * m;
+  *side = s;
+  *top = (s - h) / 2;
+  *left = (s - w) / 2;
+}
+
+void cmds_pad_square(const void *src, int h, int w, size_t elem_bytes, int multiple, void **dst,
+                     int *side, int *top, int *left) {
+  cmds_pad_square_geometry(h, w, multiple, side, top, left);
+  size_t s = (size_t)*side, row = (size_t)w * elem_bytes;
+  uint8_t *d = cmds_xcalloc(s * s, elem_bytes);
+  for (int r = 0; r < h; r++)
+    memcpy(d + (((size_t)(r + *top)) * s + (size_t)*left) * elem_bytes,
+           (const uint8_t *)src + (size_t)r * row, row);
+  *dst = d;
 }
 
 void cmds_pc_keep(float *xyz, int h, int w, const uint8_t *keep) {
@@ -343,13 +388,16 @@ int64_t cmds_dbscan_largest(const float *xyz, int h, int w, double eps, int min_
           if (linked) par[uf_find(par, o)] = uf_find(par, c);
         }
   }
+  /* Roots resolved once, serially: the parallel labelling below then only reads them (path
+   * compression inside a parallel loop would be a data race). */
+  for (int64_t c = 0; c < g.ncell; c++) par[c] = uf_find(par, c);
   /* Cluster order as scikit-learn numbers them: by the smallest pixel index of a core point. */
   int64_t *first = cmds_xmalloc(sizeof(int64_t) * (size_t)(g.ncell ? g.ncell : 1));
   for (int64_t c = 0; c < g.ncell; c++) first[c] = INT64_MAX;
   for (int64_t i = 0, c = 0; i < g.n; i++) {
     while (c + 1 < g.ncell && g.cstart[c + 1] <= i) c++;
     if (core[i]) {
-      int64_t r = uf_find(par, c);
+      int64_t r = par[c];
       if (g.pix[i] < first[r]) first[r] = g.pix[i];
     }
   }
@@ -360,7 +408,7 @@ int64_t cmds_dbscan_largest(const float *xyz, int h, int w, double eps, int min_
   for (int64_t c = 0; c < g.ncell; c++) {
     for (int64_t i = g.cstart[c]; i < g.cstart[c] + g.ccount[c]; i++) {
       if (core[i]) {
-        label[i] = uf_find(par, c);
+        label[i] = par[c];
         continue;
       }
       int64_t best = -1;
@@ -369,7 +417,7 @@ int64_t cmds_dbscan_largest(const float *xyz, int h, int w, double eps, int min_
           for (int dz = -REACH; dz <= REACH; dz++) {
             int64_t o = cell_find(&g, g.cxyz[c][0] + dx, g.cxyz[c][1] + dy, g.cxyz[c][2] + dz);
             if (o < 0 || !has_core[o]) continue;
-            int64_t r = uf_find(par, o);
+            int64_t r = par[o];
             if (best >= 0 && first[r] >= first[best]) continue;
             for (int64_t j = g.cstart[o]; j < g.cstart[o] + g.ccount[o]; j++)
               if (core[j] && dist2(g.p + 3 * i, g.p + 3 * j) <= e2) {
@@ -431,7 +479,7 @@ void cmds_normals_central(const float *xyz, int h, int w, float *normals) {
 
 /* ---- EyeCandies --------------------------------------------------------------------- */
 
-static int inverse4(const double m[16], double inv[16]) {
+int cmds_mat4_inverse(const double m[16], double inv[16]) {
   double a[4][8];
   for (int r = 0; r < 4; r++)
     for (int c = 0; c < 8; c++) a[r][c] = c < 4 ? m[r * 4 + c] : (double)(c - 4 == r);
@@ -468,7 +516,7 @@ int cmds_eyecandies_unproject(const float *depth, int h, int w, const double pos
       for (int k = 0; k < 4; k++) s += k4[r * 4 + k] * pose[k * 4 + c];
       m[r * 4 + c] = s;
     }
-  if (inverse4(m, inv)) return CMDS_FAIL(err, CMDS_EINPUT, "K @ pose is singular");
+  if (cmds_mat4_inverse(m, inv)) return CMDS_FAIL(err, CMDS_EINPUT, "K @ pose is singular");
   int64_t n = (int64_t)h * w, bad = -1;
   for (int64_t i = 0; i < n && bad < 0; i++)
     if (!(depth[i] > 0) || !isfinite(depth[i])) bad = i;
@@ -487,7 +535,20 @@ int cmds_eyecandies_unproject(const float *depth, int h, int w, const double pos
   return CMDS_OK;
 }
 
+void cmds_eyecandies_bg_params_default(cmds_eyecandies_bg_params *p) {
+  p->q1_max = -0.02;
+  p->q2_max = 1.8;
+  p->q0_abs_max = 1.0;
+  p->scale = 0.1;
+}
+
 void cmds_eyecandies_remove_background(float *xyz, int h, int w) {
+  cmds_eyecandies_bg_params p;
+  cmds_eyecandies_bg_params_default(&p);
+  cmds_eyecandies_remove_background_p(xyz, h, w, &p);
+}
+
+void cmds_eyecandies_remove_background_p(float *xyz, int h, int w, const cmds_eyecandies_bg_params *bp) {
   const float *pt = xyz + 3 * (size_t)(w / 2), *pb = xyz + 3 * ((size_t)(h - 1) * (size_t)w + (size_t)(w / 2));
   double s[3] = {0, pb[1], pb[2]};
   double dz = (double)pt[1] - pb[1], dy = (double)pt[2] - pb[2], nrm = sqrt(dz * dz + dy * dy);
@@ -499,11 +560,46 @@ void cmds_eyecandies_remove_background(float *xyz, int h, int w) {
     float *p = xyz + 3 * i;
     double d[3] = {p[0] - s[0], p[1] - s[1], p[2] - s[2]}, q[3], x[3];
     for (int r = 0; r < 3; r++) q[r] = R[r][0] * d[0] + R[r][1] * d[1] + R[r][2] * d[2];
-    if (q[1] > -0.02 || q[2] > 1.8 || q[0] > 1 || q[0] < -1)
+    if (q[1] > bp->q1_max || q[2] > bp->q2_max || q[0] > bp->q0_abs_max || q[0] < -bp->q0_abs_max)
       for (int k = 0; k < 3; k++) q[k] = -s[k];
     for (int r = 0; r < 3; r++) x[r] = R[0][r] * q[0] + R[1][r] * q[1] + R[2][r] * q[2] + s[r];
-    p[0] = (float)(x[0] * 0.1);
-    p[1] = (float)(x[2] * -0.1);
-    p[2] = (float)(x[1] * 0.1);
+    p[0] = (float)(x[0] * bp->scale);
+    p[1] = (float)(x[2] * -bp->scale);
+    p[2] = (float)(x[1] * bp->scale);
   }
+}
+
+/* ---- MVTec 3D-AD: the whole cleaning ------------------------------------------------ */
+
+void cmds_mvtec_params_default(cmds_mvtec_params *p) {
+  cmds_plane_params_default(&p->plane);
+  p->remove_dist = 0.005;
+  p->pad_multiple = 100;
+  p->dbscan_eps = 0.006;
+  p->dbscan_min_points = 30;
+}
+
+int cmds_mvtec_clean(const float *xyz, int h, int w, const cmds_mvtec_params *p, float **out,
+                     cmds_mvtec_result *res, cmds_error *err) {
+  memset(res, 0, sizeof *res);
+  *out = NULL;
+  int rc = cmds_plane_ransac(xyz, h, w, &p->plane, res->plane, &res->plane_inliers, err);
+  if (rc) return rc;
+  /* Remove on a copy: the caller's cloud stays as read. */
+  float *work = cmds_xmalloc(sizeof(float) * 3 * (size_t)h * (size_t)w);
+  memcpy(work, xyz, sizeof(float) * 3 * (size_t)h * (size_t)w);
+  res->removed = cmds_plane_remove(work, h, w, res->plane, p->remove_dist);
+  void *padded;
+  cmds_pad_square(work, h, w, 3 * sizeof(float), p->pad_multiple, &padded, &res->side, &res->top,
+                  &res->left);
+  free(work);
+  /* DBSCAN after padding, as the field's scripts do: the padding only adds missing points,
+   * so the clusters are those of the unpadded cloud. */
+  float *sq = padded;
+  uint8_t *keep = cmds_xmalloc((size_t)res->side * (size_t)res->side);
+  res->kept = cmds_dbscan_largest(sq, res->side, res->side, p->dbscan_eps, p->dbscan_min_points, keep);
+  cmds_pc_keep(sq, res->side, res->side, keep);
+  free(keep);
+  *out = sq;
+  return CMDS_OK;
 }

@@ -117,9 +117,10 @@ void cmds_resize_bicubic_aa_u8(const uint8_t *src, int sh, int sw, int c, uint8_
     pass_v(src, sh, sw, c, dst, dh);
     return;
   }
-  /* Pillow (since its 2026 releases) runs the vertical pass first when the height shrinks
-   * by more than twice as many pixels as the width; the 8-bit rounding between passes
-   * makes the order visible in the output, so we follow the same rule. */
+  /* The Pillow the fixtures come from (13.0) runs the vertical pass first when the height
+   * shrinks by more than twice as many pixels as the width; the 8-bit rounding between
+   * passes makes the order visible in the output, so we follow the same rule (the order_*
+   * fixtures sit on both sides of the boundary). */
   uint8_t *tmp;
   if (dh < sh && (sh - dh) > 2 * (sw - dw)) {
     tmp = cmds_xmalloc((size_t)dh * (size_t)sw * (size_t)c);
@@ -133,41 +134,57 @@ void cmds_resize_bicubic_aa_u8(const uint8_t *src, int sh, int sw, int c, uint8_
   free(tmp);
 }
 
-void cmds_resize_nearest_pil(const void *src, int sh, int sw, size_t elem_bytes, void *dst, int dh,
-                             int dw) {
-  /* Pillow maps output pixel centres through the affine transform: src = (o + 0.5) * in / out,
-   * truncated. */
-  double sx = (double)sw / dw, sy = (double)sh / dh;
-  int *xs = cmds_xmalloc(sizeof(int) * (size_t)dw);
-  for (int x = 0; x < dw; x++) {
-    int v = (int)((x + 0.5) * sx);
-    xs[x] = v < sw ? v : sw - 1;
+/* Pillow's NEAREST source index per output index along one axis. Pillow maps output pixel
+ * centres through its scaling transform incrementally: the position starts at 0.5 * scale
+ * and grows by scale per output pixel, in double, truncated. The running sum is not
+ * (o + 0.5) * scale: at 512 -> 224, o = 3 gives 7.999... by the sum and 8 by the product,
+ * and Pillow picks 7; the fixtures pin the sum down. */
+static int *nearest_pil_axis(int in, int out) {
+  int *idx = cmds_xmalloc(sizeof(int) * (size_t)out);
+  double scale = (double)in / out, pos = scale * 0.5;
+  for (int o = 0; o < out; o++) {
+    int v = (int)pos;
+    idx[o] = v < in ? v : in - 1;
+    pos += scale;
   }
+  return idx;
+}
+
+/* PyTorch's F.interpolate(mode='nearest'): scale = (float)in / out, source =
+ * min(floor(o * scale), in - 1), all in float32 as ATen's CPU kernel computes it. */
+static int *nearest_torch_axis(int in, int out) {
+  int *idx = cmds_xmalloc(sizeof(int) * (size_t)out);
+  float scale = (float)in / (float)out;
+  for (int o = 0; o < out; o++) {
+    int v = (int)floorf((float)o * scale);
+    idx[o] = v < in ? v : in - 1;
+  }
+  return idx;
+}
+
+/* Gathers dst[y][x] = src[ys[y]][xs[x]] for pixels of elem_bytes bytes. */
+static void gather(const void *src, int sw, size_t elem_bytes, void *dst, int dh, int dw, const int *ys,
+                   const int *xs) {
+#pragma omp parallel for schedule(static) if ((size_t)dh * (size_t)dw * elem_bytes > (1u << 20))
   for (int y = 0; y < dh; y++) {
-    int yy = (int)((y + 0.5) * sy);
-    if (yy >= sh) yy = sh - 1;
-    const uint8_t *row = (const uint8_t *)src + (size_t)yy * (size_t)sw * elem_bytes;
+    const uint8_t *row = (const uint8_t *)src + (size_t)ys[y] * (size_t)sw * elem_bytes;
     uint8_t *out = (uint8_t *)dst + (size_t)y * (size_t)dw * elem_bytes;
     for (int x = 0; x < dw; x++) memcpy(out + (size_t)x * elem_bytes, row + (size_t)xs[x] * elem_bytes, elem_bytes);
   }
+}
+
+void cmds_resize_nearest_pil(const void *src, int sh, int sw, size_t elem_bytes, void *dst, int dh,
+                             int dw) {
+  int *xs = nearest_pil_axis(sw, dw), *ys = nearest_pil_axis(sh, dh);
+  gather(src, sw, elem_bytes, dst, dh, dw, ys, xs);
   free(xs);
+  free(ys);
 }
 
 void cmds_resize_nearest_torch(const void *src, int sh, int sw, size_t elem_bytes, void *dst, int dh,
                                int dw) {
-  /* PyTorch: scale = (float)in / out, src = min(floor(o * scale), in - 1), in float32. */
-  float sx = (float)sw / (float)dw, sy = (float)sh / (float)dh;
-  int *xs = cmds_xmalloc(sizeof(int) * (size_t)dw);
-  for (int x = 0; x < dw; x++) {
-    int v = (int)floorf((float)x * sx);
-    xs[x] = v < sw ? v : sw - 1;
-  }
-  for (int y = 0; y < dh; y++) {
-    int yy = (int)floorf((float)y * sy);
-    if (yy >= sh) yy = sh - 1;
-    const uint8_t *row = (const uint8_t *)src + (size_t)yy * (size_t)sw * elem_bytes;
-    uint8_t *out = (uint8_t *)dst + (size_t)y * (size_t)dw * elem_bytes;
-    for (int x = 0; x < dw; x++) memcpy(out + (size_t)x * elem_bytes, row + (size_t)xs[x] * elem_bytes, elem_bytes);
-  }
+  int *xs = nearest_torch_axis(sw, dw), *ys = nearest_torch_axis(sh, dh);
+  gather(src, sw, elem_bytes, dst, dh, dw, ys, xs);
   free(xs);
+  free(ys);
 }

@@ -18,11 +18,8 @@ void prep_params_default(prep_params *p) {
   p->size = 224;
   p->seed = 0;
   p->zstd_level = 3;
-  cmds_plane_params_default(&p->plane);
-  p->plane_remove_dist = 0.005;
-  p->pad_multiple = 100;
-  p->dbscan_eps = 0.006;
-  p->dbscan_min_points = 30;
+  cmds_mvtec_params_default(&p->mvtec);
+  cmds_eyecandies_bg_params_default(&p->eyecandies_bg);
   p->eyecandies_focal = 711.11;
 }
 
@@ -36,15 +33,20 @@ char *prep_params_json(const prep_params *p, const char *dataset, const char *ro
   cmds_json_kv_int(&j, "resolution", p->size);
   cmds_json_kv_int(&j, "seed", (int64_t)p->seed);
   cmds_json_kv_int(&j, "zstd_level", p->zstd_level);
-  cmds_json_kv_int(&j, "ransac_iterations", p->plane.iterations);
-  cmds_json_kv_int(&j, "ransac_points", p->plane.sample_points);
-  cmds_json_kv_num(&j, "ransac_inlier_dist", p->plane.inlier_dist);
-  cmds_json_kv_int(&j, "ransac_border", p->plane.border);
-  cmds_json_kv_num(&j, "plane_remove_dist", p->plane_remove_dist);
-  cmds_json_kv_int(&j, "pad_multiple", p->pad_multiple);
-  cmds_json_kv_num(&j, "dbscan_eps", p->dbscan_eps);
-  cmds_json_kv_int(&j, "dbscan_min_points", p->dbscan_min_points);
+  const cmds_mvtec_params *m = &p->mvtec;
+  cmds_json_kv_int(&j, "ransac_iterations", m->plane.iterations);
+  cmds_json_kv_int(&j, "ransac_points", m->plane.sample_points);
+  cmds_json_kv_num(&j, "ransac_inlier_dist", m->plane.inlier_dist);
+  cmds_json_kv_int(&j, "ransac_border", m->plane.border);
+  cmds_json_kv_num(&j, "plane_remove_dist", m->remove_dist);
+  cmds_json_kv_int(&j, "pad_multiple", m->pad_multiple);
+  cmds_json_kv_num(&j, "dbscan_eps", m->dbscan_eps);
+  cmds_json_kv_int(&j, "dbscan_min_points", m->dbscan_min_points);
   cmds_json_kv_num(&j, "eyecandies_focal", p->eyecandies_focal);
+  cmds_json_kv_num(&j, "eyecandies_bg_q1_max", p->eyecandies_bg.q1_max);
+  cmds_json_kv_num(&j, "eyecandies_bg_q2_max", p->eyecandies_bg.q2_max);
+  cmds_json_kv_num(&j, "eyecandies_bg_q0_abs_max", p->eyecandies_bg.q0_abs_max);
+  cmds_json_kv_num(&j, "eyecandies_scale", p->eyecandies_bg.scale);
   cmds_json_object_end(&j);
   return j.buf; /* ownership passes to the caller */
 }
@@ -173,19 +175,20 @@ static int check_cloud(const char *path, const float *xyz, size_t px, cmds_error
   return CMDS_OK;
 }
 
-/* Pads `*buf` (h x w pixels of elem bytes) to the square of side/top/left in place. */
-static void pad_to(void **buf, int h, int w, size_t elem, int side, int top, int left) {
-  if (side == h && side == w) return;
-  uint8_t *dst = cmds_xcalloc((size_t)side * (size_t)side, elem);
-  for (int r = 0; r < h; r++)
-    memcpy(dst + (((size_t)(r + top) * (size_t)side) + (size_t)left) * elem,
-           (uint8_t *)*buf + (size_t)r * (size_t)w * elem, (size_t)w * elem);
+/* Replaces *buf (h x w pixels of elem bytes) by its centred zero padding to the square
+ * `side` (the same placement as the point cloud's). */
+static void pad_like(void **buf, int h, int w, size_t elem, int multiple) {
+  void *dst;
+  int side, top, left;
+  cmds_pad_square(*buf, h, w, elem, multiple, &dst, &side, &top, &left);
   free(*buf);
   *buf = dst;
 }
 
+/* MVTec 3D-AD: read, validate, then METHOD.md's cleaning (plane, removal, padding,
+ * largest cluster) in one call; *xyz_out is the padded, cleaned cloud. */
 static int load_cloud_mvtec(const sample_paths *sp, const prep_sample *s, const prep_params *p, int h,
-                            int w, float **xyz_out, double plane[4], cmds_error *err) {
+                            int w, float **xyz_out, cmds_mvtec_result *res, cmds_error *err) {
   cmds_imagef cloud;
   int rc = cmds_tiff_read_f32(sp->cloud, 3, &cloud, err);
   if (rc) return rc;
@@ -195,49 +198,22 @@ static int load_cloud_mvtec(const sample_paths *sp, const prep_sample *s, const 
     cmds_imagef_free(&cloud);
     return rc;
   }
-  float *xyz = cloud.data;
-  rc = check_cloud(sp->cloud, xyz, (size_t)w * (size_t)h, err);
-  cmds_plane_params pp = p->plane;
+  rc = check_cloud(sp->cloud, cloud.data, (size_t)w * (size_t)h, err);
+  cmds_mvtec_params mp = p->mvtec;
   char id[CMDS_SC_ID_LEN];
   prep_sample_id(PREP_MVTEC3D, s, id, sizeof id);
-  pp.seed = p->seed ^ cmds_hash_str(id); /* same sample, same stream, on any rank */
-  int64_t inliers = 0;
-  if (!rc) rc = cmds_plane_ransac(xyz, h, w, &pp, plane, &inliers, err);
-  if (rc) {
-    free(xyz);
-    return rc == CMDS_EINPUT && !strstr(err->msg, sp->cloud) ? cmds_error_wrap(err, "%s", sp->cloud) : rc;
+  mp.plane.seed = p->seed ^ cmds_hash_str(id); /* same sample, same stream, on any rank */
+  if (!rc) rc = cmds_mvtec_clean(cloud.data, h, w, &mp, xyz_out, res, err);
+  cmds_imagef_free(&cloud);
+  if (rc == CMDS_EINPUT && !strstr(err->msg, sp->cloud)) cmds_error_wrap(err, "%s", sp->cloud);
+  if (!rc && res->kept <= 0) {
+    free(*xyz_out);
+    *xyz_out = NULL;
+    rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: no object left after removing the background plane "
+                   "and clustering (eps %g, min %d points)", sp->cloud, mp.dbscan_eps,
+                   mp.dbscan_min_points);
   }
-  cmds_plane_remove(xyz, h, w, plane, p->plane_remove_dist);
-  *xyz_out = xyz;
-  return CMDS_OK;
-}
-
-/* Inverse of a 4x4 row-major matrix by Gauss-Jordan with partial pivoting; -1 if singular. */
-static int invert4(const double m[16], double inv[16]) {
-  double a[4][8];
-  for (int r = 0; r < 4; r++)
-    for (int c = 0; c < 8; c++) a[r][c] = c < 4 ? m[r * 4 + c] : (c - 4 == r);
-  for (int c = 0; c < 4; c++) {
-    int piv = c;
-    for (int r = c + 1; r < 4; r++)
-      if (fabs(a[r][c]) > fabs(a[piv][c])) piv = r;
-    if (fabs(a[piv][c]) < 1e-12) return -1;
-    for (int k = 0; k < 8; k++) {
-      double t = a[c][k];
-      a[c][k] = a[piv][k];
-      a[piv][k] = t;
-    }
-    double d = a[c][c];
-    for (int k = 0; k < 8; k++) a[c][k] /= d;
-    for (int r = 0; r < 4; r++) {
-      if (r == c) continue;
-      double f = a[r][c];
-      for (int k = 0; k < 8; k++) a[r][k] -= f * a[c][k];
-    }
-  }
-  for (int r = 0; r < 4; r++)
-    for (int c = 0; c < 4; c++) inv[r * 4 + c] = a[r][c + 4];
-  return 0;
+  return rc;
 }
 
 /* EyeCandies: the camera is not at the origin of the processed frame. Its centre is
@@ -245,7 +221,7 @@ static int invert4(const double m[16], double inv[16]) {
  * (0.1, -0.1, 0.1)); normals are turned to face it. */
 static void orient_to_camera(const double pose[16], const float *xyz, float *normals, size_t px) {
   double inv[16];
-  if (invert4(pose, inv)) return;
+  if (cmds_mat4_inverse(pose, inv)) return;
   double w = inv[15] != 0 ? inv[15] : 1;
   double cw[3] = {inv[3] / w, inv[7] / w, inv[11] / w};
   double cam[3] = {0.1 * cw[0], -0.1 * cw[2], 0.1 * cw[1]};
@@ -280,7 +256,7 @@ static int load_cloud_eyecandies(const sample_paths *sp, const prep_params *p, i
                    sp->yaml, dmin, dmax);
   if (!rc) rc = cmds_matrix4_read(sp->pose, pose, err);
   double inv[16];
-  if (!rc && invert4(pose, inv))
+  if (!rc && cmds_mat4_inverse(pose, inv))
     rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: the pose matrix is singular", sp->pose);
   if (rc) {
     cmds_image_free(&depth);
@@ -297,7 +273,7 @@ static int load_cloud_eyecandies(const sample_paths *sp, const prep_params *p, i
   rc = cmds_eyecandies_unproject(d, h, w, pose, p->eyecandies_focal, xyz, err);
   free(d);
   if (!rc) rc = check_cloud(sp->cloud, xyz, px, err);
-  if (!rc) cmds_eyecandies_remove_background(xyz, h, w);
+  if (!rc) cmds_eyecandies_remove_background_p(xyz, h, w, &p->eyecandies_bg);
   if (rc) {
     free(xyz);
     return rc;
@@ -312,11 +288,13 @@ int prep_process_sample(prep_format f, const char *root, const char *category, c
   resolve(f, root, category, s, &sp);
   const int S = p->size;
   const size_t spx = (size_t)S * (size_t)S;
-  uint8_t *rgb = NULL, *gt = NULL, *keep = NULL;
+  uint8_t *rgb = NULL, *gt = NULL;
   float *xyz = NULL, *normals = NULL;
   int h = 0, w = 0, rc;
   int64_t gt_count = 0, gt_nonzero = 0;
-  double plane[4] = {0, 0, 0, 0}, pose[16];
+  double pose[16];
+  cmds_mvtec_result res;
+  memset(&res, 0, sizeof res);
 
   rc = load_rgb(sp.rgb, f == PREP_EYECANDIES, &rgb, &h, &w, err);
   /* MVTec ships gt for every split; EyeCandies only for test_public. */
@@ -335,27 +313,18 @@ int prep_process_sample(prep_format f, const char *root, const char *category, c
     }
   }
   if (!rc)
-    rc = f == PREP_MVTEC3D ? load_cloud_mvtec(&sp, s, p, h, w, &xyz, plane, err)
+    rc = f == PREP_MVTEC3D ? load_cloud_mvtec(&sp, s, p, h, w, &xyz, &res, err)
                            : load_cloud_eyecandies(&sp, p, h, w, &xyz, pose, err);
-  int side = w > h ? w : h, top = 0, left = 0;
+  int side = 0;
   if (!rc) {
-    /* Centred zero padding (MVTec: to a multiple of 100; EyeCandies: square only). */
-    int multiple = f == PREP_MVTEC3D ? p->pad_multiple : 1;
-    side = (side + multiple - 1) / multiple * multiple;
-    top = (side - h) / 2;
-    left = (side - w) / 2;
-    pad_to((void **)&xyz, h, w, 3 * sizeof(float), side, top, left);
-    pad_to((void **)&rgb, h, w, 3, side, top, left);
-    pad_to((void **)&gt, h, w, 1, side, top, left);
-    if (f == PREP_MVTEC3D) {
-      keep = cmds_xmalloc((size_t)side * (size_t)side);
-      int64_t kept = cmds_dbscan_largest(xyz, side, side, p->dbscan_eps, p->dbscan_min_points, keep);
-      if (kept <= 0)
-        rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: no object left after removing the background plane "
-                       "and clustering (eps %g, min %d points)", sp.cloud, p->dbscan_eps,
-                       p->dbscan_min_points);
-      else cmds_pc_keep(xyz, side, side, keep);
-    }
+    /* Padding: MVTec to the cleaned cloud's square (a multiple of 100, centred), RGB and
+     * ground truth placed the same way; EyeCandies only squared. */
+    int multiple = f == PREP_MVTEC3D ? p->mvtec.pad_multiple : 1;
+    cmds_pad_square_geometry(h, w, multiple, &side, &res.top, &res.left);
+    if (f == PREP_EYECANDIES) pad_like((void **)&xyz, h, w, 3 * sizeof(float), multiple);
+    res.side = side;
+    pad_like((void **)&rgb, h, w, 3, multiple);
+    pad_like((void **)&gt, h, w, 1, multiple);
   }
   if (!rc) {
     normals = cmds_xmalloc((size_t)side * (size_t)side * 3 * sizeof(float));
@@ -384,13 +353,12 @@ int prep_process_sample(prep_format f, const char *root, const char *category, c
     b->native_hw[row * 2] = h;
     b->native_hw[row * 2 + 1] = w;
     b->pad[row * 3] = side;
-    b->pad[row * 3 + 1] = top;
-    b->pad[row * 3 + 2] = left;
-    memcpy(b->plane + row * 4, plane, sizeof plane);
+    b->pad[row * 3 + 1] = res.top;
+    b->pad[row * 3 + 2] = res.left;
+    memcpy(b->plane + row * 4, res.plane, sizeof res.plane);
   }
   free(rgb);
   free(gt);
-  free(keep);
   free(xyz);
   free(normals);
   return rc;

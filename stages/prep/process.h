@@ -17,11 +17,9 @@ typedef struct prep_params {
   int size;       /* working resolution S (224) */
   uint64_t seed;  /* RANSAC seed; each sample's stream is keyed by seed + sample id */
   int zstd_level; /* 3 */
-  cmds_plane_params plane; /* 1000 iterations, 50 points, inlier 0.004, border 10 */
-  double plane_remove_dist; /* 0.005 */
-  int pad_multiple;         /* 100 */
-  double dbscan_eps;        /* 0.006 */
-  int dbscan_min_points;    /* 30 */
+  cmds_mvtec_params mvtec; /* RANSAC 1000 x 50 points, inlier 0.004, border 10; removal
+                             * 0.005; padding to multiples of 100; DBSCAN eps 0.006, 30 */
+  cmds_eyecandies_bg_params eyecandies_bg; /* -0.02, 1.8, 1, scale 0.1 */
   double eyecandies_focal;  /* 711.11 */
 } prep_params;
 
