@@ -103,18 +103,25 @@ int cmds_sc_group_create(hid_t file, const char *name, int64_t n, int size, int 
   return CMDS_OK;
 }
 
-int cmds_sc_group_write(cmds_sc_group *g, int64_t row0, int64_t nrows, const cmds_sample_batch *b,
-                        cmds_error *err) {
+/* Rows [row0, row0 + nrows) of every dataset to or from batch rows [0, nrows). */
+static int group_rows(cmds_sc_group *g, int64_t row0, int64_t nrows, const cmds_sample_batch *b,
+                      int write, cmds_error *err) {
   CMDS_ASSERT(nrows <= b->cap && b->size == g->size);
   for (int k = 0; k < D_COUNT; k++) {
     hid_t t;
     hsize_t dims[4];
     dset_layout(k, 0, (hsize_t)g->size, &t, dims);
-    int rc = cmds_h5_write_rows(g->dset[k], t, row0, nrows, batch_ptr(b, k), err);
+    int rc = write ? cmds_h5_write_rows(g->dset[k], t, row0, nrows, batch_ptr(b, k), err)
+                   : cmds_h5_read_rows(g->dset[k], t, row0, nrows, batch_ptr(b, k), err);
     close_type(k, t);
     if (rc) return cmds_error_wrap(err, "dataset %s", dset_names[k]);
   }
   return CMDS_OK;
+}
+
+int cmds_sc_group_write(cmds_sc_group *g, int64_t row0, int64_t nrows, const cmds_sample_batch *b,
+                        cmds_error *err) {
+  return group_rows(g, row0, nrows, b, 1, err);
 }
 
 int cmds_sc_group_open(hid_t file, const char *name, const char *path, cmds_sc_group *g,
@@ -148,16 +155,7 @@ int cmds_sc_group_open(hid_t file, const char *name, const char *path, cmds_sc_g
 
 int cmds_sc_group_read(cmds_sc_group *g, int64_t row0, int64_t nrows, cmds_sample_batch *b,
                        cmds_error *err) {
-  CMDS_ASSERT(nrows <= b->cap && b->size == g->size);
-  for (int k = 0; k < D_COUNT; k++) {
-    hid_t t;
-    hsize_t dims[4];
-    dset_layout(k, 0, (hsize_t)g->size, &t, dims);
-    int rc = cmds_h5_read_rows(g->dset[k], t, row0, nrows, batch_ptr(b, k), err);
-    close_type(k, t);
-    if (rc) return cmds_error_wrap(err, "dataset %s", dset_names[k]);
-  }
-  return CMDS_OK;
+  return group_rows(g, row0, nrows, b, 0, err);
 }
 
 void cmds_sc_group_close(cmds_sc_group *g) {
