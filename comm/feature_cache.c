@@ -1,0 +1,215 @@
+/* feature_cache: see feature_cache.h and schemas/feature_cache_v1.md. */
+#include "feature_cache.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsutil.h"
+
+static const char *const group_names[2] = {"support", "test"};
+static const char *const mod_names[CMDS_FC_NMOD] = {"rgb", "normals", "normals_est"};
+
+const char *cmds_fc_modality_name(cmds_fc_modality m) { return mod_names[m]; }
+
+hid_t cmds_h5_f16_type(void) {
+  hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+  H5Tset_fields(t, 15, 10, 5, 0, 10); /* sign bit, exponent at 10 (5 bits), mantissa 10 bits */
+  H5Tset_size(t, 2);
+  H5Tset_ebias(t, 15);
+  return t;
+}
+
+static int write_info(hid_t file, const cmds_fc_info *in) {
+  char blocks[128] = "";
+  for (int64_t i = 0, n = 0; i < in->nblocks; i++)
+    n += snprintf(blocks + n, sizeof blocks - (size_t)n, "%s%lld", i ? "," : "", (long long)in->blocks[i]);
+  int rc = cmds_h5_write_schema(file, CMDS_FEATURE_CACHE_SCHEMA, CMDS_FEATURE_CACHE_VERSION);
+  rc |= cmds_h5_attr_write_str(file, "dataset", in->dataset);
+  rc |= cmds_h5_attr_write_str(file, "category", in->category);
+  rc |= cmds_h5_attr_write_str(file, "backbone", in->backbone);
+  rc |= cmds_h5_attr_write_str(file, "weights_id", in->weights_id);
+  rc |= cmds_h5_attr_write_str(file, "sample_list_hash", in->sample_list_hash);
+  rc |= cmds_h5_attr_write_str(file, "blocks", blocks);
+  rc |= cmds_h5_attr_write_i64(file, "grid", in->grid);
+  rc |= cmds_h5_attr_write_i64(file, "width", in->width);
+  rc |= cmds_h5_attr_write_i64(file, "image_size", in->image_size);
+  rc |= cmds_h5_attr_write_i64(file, "final_norm", in->final_norm);
+  rc |= cmds_h5_attr_write_i64(file, "modalities", in->modalities);
+  return rc ? -1 : 0;
+}
+
+int cmds_fc_read_info(hid_t file, const char *path, cmds_fc_info *in, cmds_error *err) {
+  memset(in, 0, sizeof *in);
+  char blocks[128];
+  int rc = cmds_h5_attr_read_str(file, "dataset", in->dataset, sizeof in->dataset, path, err);
+  if (!rc) rc = cmds_h5_attr_read_str(file, "category", in->category, sizeof in->category, path, err);
+  if (!rc) rc = cmds_h5_attr_read_str(file, "backbone", in->backbone, sizeof in->backbone, path, err);
+  if (!rc) rc = cmds_h5_attr_read_str(file, "weights_id", in->weights_id, sizeof in->weights_id, path, err);
+  if (!rc) rc = cmds_h5_attr_read_str(file, "sample_list_hash", in->sample_list_hash, sizeof in->sample_list_hash, path, err);
+  if (!rc) rc = cmds_h5_attr_read_str(file, "blocks", blocks, sizeof blocks, path, err);
+  if (!rc) rc = cmds_h5_attr_read_i64(file, "grid", &in->grid, path, err);
+  if (!rc) rc = cmds_h5_attr_read_i64(file, "width", &in->width, path, err);
+  if (!rc) rc = cmds_h5_attr_read_i64(file, "image_size", &in->image_size, path, err);
+  if (!rc) rc = cmds_h5_attr_read_i64(file, "final_norm", &in->final_norm, path, err);
+  if (!rc) rc = cmds_h5_attr_read_i64(file, "modalities", &in->modalities, path, err);
+  if (rc) return rc;
+  for (char *p = blocks; *p && in->nblocks < CMDS_FC_MAX_BLOCKS;) {
+    in->blocks[in->nblocks++] = strtoll(p, &p, 10);
+    if (*p == ',') p++;
+  }
+  for (int g = 0; g < 2; g++) {
+    char name[64];
+    hsize_t dims[8];
+    in->n[g] = 0;
+    for (int m = 0; m < CMDS_FC_NMOD; m++) {
+      if (!(in->modalities & (1 << m))) continue;
+      snprintf(name, sizeof name, "%s/%s", group_names[g], mod_names[m]);
+      int nd = cmds_h5_dataset_shape(file, name, dims, 8);
+      if (nd != 5 || dims[1] != (hsize_t)in->nblocks || dims[2] != (hsize_t)in->grid ||
+          dims[3] != (hsize_t)in->grid || dims[4] != (hsize_t)in->width)
+        return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /%s should be (N, %lld, %lld, %lld, %lld)", path, name,
+                         (long long)in->nblocks, (long long)in->grid, (long long)in->grid,
+                         (long long)in->width);
+      in->n[g] = (int64_t)dims[0];
+    }
+  }
+  return CMDS_OK;
+}
+
+int cmds_fc_create(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_fc_info *info,
+                   int zstd_level, cmds_error *err) {
+  int rc = cmds_h5_create(f, path, comm, err);
+  if (rc) return rc;
+  if (write_info(f->id, info)) rc = CMDS_FAIL(err, CMDS_EIO, "%s: writing attributes", f->partial);
+  hid_t f16 = cmds_h5_f16_type();
+  for (int g = 0; g < 2 && !rc; g++) {
+    hid_t grp = H5Gcreate2(f->id, group_names[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    for (int m = 0; m < CMDS_FC_NMOD && !rc; m++) {
+      if (!(info->modalities & (1 << m))) continue;
+      hsize_t dims[5] = {(hsize_t)info->n[g], (hsize_t)info->nblocks, (hsize_t)info->grid,
+                         (hsize_t)info->grid, (hsize_t)info->width};
+      hid_t d = cmds_h5_create_rows(grp, mod_names[m], f16, 5, dims, zstd_level, err);
+      char done[64];
+      snprintf(done, sizeof done, "%s_done", mod_names[m]);
+      /* Done flags: contiguous, all zero (fill value), written collectively per round. */
+      hsize_t n = (hsize_t)info->n[g];
+      hid_t space = H5Screate_simple(1, &n, NULL);
+      hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+      uint8_t zero = 0;
+      H5Pset_fill_value(dcpl, H5T_NATIVE_UINT8, &zero);
+      H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+      hid_t dd = H5Dcreate2(grp, done, H5T_NATIVE_UINT8, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+      H5Pclose(dcpl);
+      H5Sclose(space);
+      if (d < 0 || dd < 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot create /%s/%s", f->partial, group_names[g], mod_names[m]);
+      if (d >= 0) H5Dclose(d);
+      if (dd >= 0) H5Dclose(dd);
+    }
+    H5Gclose(grp);
+  }
+  H5Tclose(f16);
+  if (!rc && H5Fflush(f->id, H5F_SCOPE_GLOBAL) < 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: flush", f->partial);
+  return rc;
+}
+
+static int same_info(const cmds_fc_info *a, const cmds_fc_info *b) {
+  if (strcmp(a->dataset, b->dataset) || strcmp(a->category, b->category) || strcmp(a->backbone, b->backbone) ||
+      strcmp(a->weights_id, b->weights_id) || strcmp(a->sample_list_hash, b->sample_list_hash))
+    return 0;
+  if (a->nblocks != b->nblocks || a->grid != b->grid || a->width != b->width ||
+      a->image_size != b->image_size || a->final_norm != b->final_norm || a->modalities != b->modalities ||
+      a->n[0] != b->n[0] || a->n[1] != b->n[1])
+    return 0;
+  for (int64_t i = 0; i < a->nblocks; i++)
+    if (a->blocks[i] != b->blocks[i]) return 0;
+  return 1;
+}
+
+int cmds_fc_reopen(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_fc_info *want,
+                   cmds_error *err) {
+  memset(f, 0, sizeof *f);
+  f->id = H5I_INVALID_HID;
+  f->comm = comm;
+  snprintf(f->path, sizeof f->path, "%s", path);
+  snprintf(f->partial, sizeof f->partial, "%s.partial", path);
+  int rank, ok = 0;
+  MPI_Comm_rank(comm, &rank);
+  /* Rank 0 checks the partial file alone first: a file cut by a kill may not open at all. */
+  if (rank == 0 && cmds_is_file(f->partial)) {
+    hid_t t;
+    cmds_error e;
+    cmds_fc_info got;
+    if (!cmds_h5_open_read(&t, f->partial, MPI_COMM_SELF, CMDS_FEATURE_CACHE_SCHEMA,
+                           CMDS_FEATURE_CACHE_VERSION, &e)) {
+      ok = !cmds_fc_read_info(t, f->partial, &got, &e) && same_info(&got, want);
+      H5Fclose(t);
+    }
+  }
+  MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+  if (!ok) return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: no resumable partial file", f->partial);
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+  H5Pset_all_coll_metadata_ops(fapl, 1);
+  H5Pset_coll_metadata_write(fapl, 1);
+  f->id = H5Fopen(f->partial, H5F_ACC_RDWR, fapl);
+  H5Pclose(fapl);
+  if (f->id < 0) return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: cannot reopen for writing", f->partial);
+  return CMDS_OK;
+}
+
+static hid_t open_dset(hid_t file, int group, const char *name, cmds_error *err) {
+  char p[96];
+  snprintf(p, sizeof p, "%s/%s", group_names[group], name);
+  hid_t d = cmds_h5_exists(file, group_names[group]) && cmds_h5_exists(file, p) ? H5Dopen2(file, p, H5P_DEFAULT) : -1;
+  if (d < 0) CMDS_FAIL(err, CMDS_ESCHEMA, "feature cache: /%s is missing", p);
+  return d;
+}
+
+int cmds_fc_read_done(hid_t file, int group, cmds_fc_modality m, uint8_t *done, cmds_error *err) {
+  char name[64];
+  snprintf(name, sizeof name, "%s_done", mod_names[m]);
+  hid_t d = open_dset(file, group, name, err);
+  if (d < 0) return err->code;
+  herr_t rc = H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, done);
+  H5Dclose(d);
+  return rc < 0 ? CMDS_FAIL(err, CMDS_EIO, "reading /%s/%s", group_names[group], name) : CMDS_OK;
+}
+
+/* Collective write of rows of a 1-D or N-D dataset; an empty selection when nrows == 0. */
+static int write_rows(hid_t file, int group, const char *name, hid_t memtype, int64_t row0, int64_t nrows,
+                      const void *buf, cmds_error *err) {
+  hid_t d = open_dset(file, group, name, err);
+  if (d < 0) return err->code;
+  int rc = cmds_h5_write_rows(d, memtype, nrows ? row0 : 0, nrows, buf, err);
+  H5Dclose(d);
+  return rc ? cmds_error_wrap(err, "/%s/%s", group_names[group], name) : CMDS_OK;
+}
+
+int cmds_fc_write_rows(hid_t file, int group, cmds_fc_modality m, int64_t row0, int64_t nrows,
+                       const uint16_t *f16, cmds_error *err) {
+  hid_t t = cmds_h5_f16_type();
+  int rc = write_rows(file, group, mod_names[m], t, row0, nrows, f16, err);
+  H5Tclose(t);
+  if (!rc && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) rc = CMDS_FAIL(err, CMDS_EIO, "flushing features");
+  if (rc) return rc;
+  char name[64];
+  snprintf(name, sizeof name, "%s_done", mod_names[m]);
+  uint8_t *ones = cmds_xmalloc((size_t)(nrows ? nrows : 1));
+  memset(ones, 1, (size_t)(nrows ? nrows : 1));
+  rc = write_rows(file, group, name, H5T_NATIVE_UINT8, row0, nrows, ones, err);
+  free(ones);
+  if (!rc && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) rc = CMDS_FAIL(err, CMDS_EIO, "flushing done flags");
+  return rc;
+}
+
+int cmds_fc_read_rows(hid_t file, int group, cmds_fc_modality m, int64_t row0, int64_t nrows,
+                      uint16_t *f16, cmds_error *err) {
+  hid_t d = open_dset(file, group, mod_names[m], err);
+  if (d < 0) return err->code;
+  hid_t t = cmds_h5_f16_type();
+  int rc = cmds_h5_read_rows(d, t, row0, nrows, f16, err);
+  H5Tclose(t);
+  H5Dclose(d);
+  return rc;
+}

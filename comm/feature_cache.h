@@ -1,0 +1,64 @@
+/* feature_cache: the HDF5 layout of backbone features (schemas/feature_cache_v1.md),
+ * written by `features` and read by `train` and `score`. Per dataset/category one file;
+ * groups `support` and `test`; per modality (rgb, normals, normals_est) a float16 dataset
+ * (N, L, G, G, C) of the L chosen blocks' patch tokens on the G x G grid, one sample per
+ * chunk, zstd-compressed, plus a per-sample `<modality>_done` flag.
+ *
+ * Resumable: a file in progress lives at `<path>.partial`; every collective round writes
+ * feature rows, flushes, then sets their done flags and flushes again, so a killed job
+ * loses at most the round in flight. cmds_fc_reopen picks the partial file up again when
+ * its configuration matches; cmds_h5_commit renames it when every flag is set. */
+#ifndef CMDS_FEATURE_CACHE_H
+#define CMDS_FEATURE_CACHE_H
+
+#include <hdf5.h>
+#include <mpi.h>
+#include <stdint.h>
+
+#include "cmds_error.h"
+#include "h5io.h"
+
+#define CMDS_FEATURE_CACHE_SCHEMA "cmds.feature_cache"
+#define CMDS_FEATURE_CACHE_VERSION 1
+#define CMDS_FC_MAX_BLOCKS 8
+
+typedef enum { CMDS_FC_RGB = 0, CMDS_FC_NORMALS = 1, CMDS_FC_NORMALS_EST = 2, CMDS_FC_NMOD = 3 } cmds_fc_modality;
+
+typedef struct cmds_fc_info {
+  char dataset[32], category[128];
+  char backbone[64];         /* e.g. "dino_vitb8" */
+  char weights_id[96];       /* identity of the weights (file hash, or "random:<seed>") */
+  char sample_list_hash[32]; /* of the sample cache the features came from */
+  int64_t nblocks, blocks[CMDS_FC_MAX_BLOCKS]; /* 1-based block indices: 4, 7, 11 */
+  int64_t grid, width;       /* 28, 768 */
+  int64_t image_size;        /* 224 */
+  int64_t final_norm;        /* 0: block outputs as they are (METHOD.md section 3) */
+  int64_t n[2];              /* rows of support, test */
+  int64_t modalities;        /* bit mask of cmds_fc_modality present */
+} cmds_fc_info;
+
+const char *cmds_fc_modality_name(cmds_fc_modality m);
+/* HDF5's IEEE half type (what h5py/numpy call float16). Close with H5Tclose. */
+hid_t cmds_h5_f16_type(void);
+
+/* Collective: a new `<path>.partial` with every dataset and all done flags 0. */
+int cmds_fc_create(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_fc_info *info,
+                   int zstd_level, cmds_error *err);
+/* Collective: reopens `<path>.partial` read-write if it exists, is readable and was made
+ * with the same info; otherwise returns CMDS_ESCHEMA (the caller creates a new one). */
+int cmds_fc_reopen(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_fc_info *want,
+                   cmds_error *err);
+/* Root attributes of an open feature cache. */
+int cmds_fc_read_info(hid_t file, const char *path, cmds_fc_info *info, cmds_error *err);
+
+/* The done flags of rows [0, n) of a group's modality (any rank, independent). */
+int cmds_fc_read_done(hid_t file, int group, cmds_fc_modality m, uint8_t *done, cmds_error *err);
+/* Collective: writes feature rows [row0, row0 + nrows) (float16 bits, row-major
+ * (nrows, L, G, G, C)), flushes, marks them done, flushes. nrows may be 0. */
+int cmds_fc_write_rows(hid_t file, int group, cmds_fc_modality m, int64_t row0, int64_t nrows,
+                       const uint16_t *f16, cmds_error *err);
+/* Independent read of rows [row0, row0 + nrows) as float16 bits. */
+int cmds_fc_read_rows(hid_t file, int group, cmds_fc_modality m, int64_t row0, int64_t nrows,
+                      uint16_t *f16, cmds_error *err);
+
+#endif
