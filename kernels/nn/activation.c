@@ -1,0 +1,62 @@
+/* activation: CPU references and dispatchers for GELU and softmax (see activation.h). */
+#include "activation.h"
+
+#include <math.h>
+
+#ifdef CMDS_CUDA
+#include "nn_cuda.h"
+#endif
+
+void nn_softmax_row_cpu(float *y, const float *x, int64_t n) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+  double s = 0.0;
+  for (int64_t i = 0; i < n; i++) {
+    y[i] = expf(x[i] - m);
+    s += y[i];
+  }
+  float inv = (float)(1.0 / s);
+  for (int64_t i = 0; i < n; i++) y[i] *= inv;
+}
+
+int nn_gelu_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error *err) {
+  const char *op = "nn_gelu_forward";
+  if (!x) return CMDS_FAIL(err, CMDS_EINPUT, "%s: x missing", op);
+  int rc = nn_tensor_expect(x, op, "x", ctx->device, x->ndim, x->shape, err);
+  if (!rc) rc = nn_tensor_expect(y, op, "y", ctx->device, x->ndim, x->shape, err);
+  if (rc) return rc;
+  int64_t n = nn_tensor_numel(x);
+  if (ctx->device == NN_CPU) {
+    const float *xd = x->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) yd[i] = 0.5f * xd[i] * (1.0f + erff(xd[i] * (float)M_SQRT1_2));
+    return CMDS_OK;
+  }
+#ifdef CMDS_CUDA
+  return nn_gelu_cuda(ctx, y->data, x->data, n, err);
+#else
+  return CMDS_FAIL(err, CMDS_EINPUT, "%s: cuda tensors in a build without CUDA", op);
+#endif
+}
+
+int nn_softmax_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error *err) {
+  const char *op = "nn_softmax_forward";
+  if (!x || x->ndim < 1) return CMDS_FAIL(err, CMDS_EINPUT, "%s: x missing", op);
+  int rc = nn_tensor_expect(x, op, "x", ctx->device, x->ndim, x->shape, err);
+  if (!rc) rc = nn_tensor_expect(y, op, "y", ctx->device, x->ndim, x->shape, err);
+  if (rc) return rc;
+  int64_t C = x->shape[x->ndim - 1], rows = C ? nn_tensor_numel(x) / C : 0;
+  if (ctx->device == NN_CPU) {
+    const float *xd = x->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) nn_softmax_row_cpu(yd + r * C, xd + r * C, C);
+    return CMDS_OK;
+  }
+#ifdef CMDS_CUDA
+  return nn_softmax_cuda(ctx, y->data, x->data, rows, C, err);
+#else
+  return CMDS_FAIL(err, CMDS_EINPUT, "%s: cuda tensors in a build without CUDA", op);
+#endif
+}

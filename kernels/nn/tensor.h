@@ -1,0 +1,102 @@
+/* tensor: the small tensor / arena / context layer the nn ops share.
+ *
+ * A tensor is a view: an explicit shape of up to 4 dims (row-major, contiguous, so no
+ * strides yet), a dtype and a device, over memory that someone else owns, normally an
+ * arena. An arena is one allocation on one device with a bump pointer: the ops take
+ * their scratch (im2col columns, ...) from the context's scratch arena and hand it back
+ * with a mark/rewind pair, so nothing is allocated inside a forward pass. Between
+ * batches the caller resets the arena.
+ *
+ * The context says where ops run (the tensors' device must agree), carries the CUDA
+ * stream and cuBLAS handle, and the TF32 switch: off by default, so the CUDA path is
+ * fp32-exact up to summation order and can be compared with the CPU path at 1e-5. */
+#ifndef CMDS_NN_TENSOR_H
+#define CMDS_NN_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cmds_error.h"
+
+#define NN_MAX_DIMS 4
+
+typedef enum { NN_F32 = 0, NN_F16 = 1, NN_BF16 = 2 } nn_dtype;
+typedef enum { NN_CPU = 0, NN_CUDA = 1 } nn_device;
+
+typedef struct nn_tensor {
+  nn_dtype dtype;
+  nn_device device;
+  int ndim;
+  int64_t shape[NN_MAX_DIMS];
+  void *data;
+} nn_tensor;
+
+typedef struct nn_arena {
+  nn_device device;
+  size_t size_bytes;
+  size_t used_bytes;
+  size_t peak_bytes; /* high-water mark: how big the arena must be for this workload */
+  char *base;
+} nn_arena;
+
+typedef struct nn_ctx {
+  nn_device device;
+  nn_arena *scratch; /* on `device`; ops that need workspace take it from here */
+  void *stream;      /* cudaStream_t (NULL = default stream) when device is NN_CUDA */
+  void *cublas;      /* cublasHandle_t, created by nn_ctx_init for NN_CUDA */
+  int allow_tf32;    /* 0: fp32 GEMMs (default); 1: TF32 tensor cores for GEMMs */
+} nn_ctx;
+
+/* Bytes of one element. */
+size_t nn_dtype_size(nn_dtype t);
+const char *nn_dtype_name(nn_dtype t);
+const char *nn_device_name(nn_device d);
+
+/* 1 when this build has the CUDA backend and a GPU is visible, else 0. */
+int nn_cuda_available(void);
+
+/* --- arena --- */
+/* One allocation of size_bytes on `device` (64-byte aligned on the CPU, 256 on the GPU). */
+int nn_arena_init(nn_arena *a, nn_device device, size_t size_bytes, cmds_error *err);
+void nn_arena_free(nn_arena *a);
+/* Bump allocation, 256-byte aligned; NULL with *err set when the arena is full (the
+ * message says how much was asked for and how much is left). */
+void *nn_arena_alloc(nn_arena *a, size_t bytes, cmds_error *err);
+static inline size_t nn_arena_mark(const nn_arena *a) { return a->used_bytes; }
+static inline void nn_arena_rewind(nn_arena *a, size_t mark) { a->used_bytes = mark; }
+static inline void nn_arena_reset(nn_arena *a) { a->used_bytes = 0; }
+
+/* --- tensors --- */
+int64_t nn_tensor_numel(const nn_tensor *t);
+size_t nn_tensor_bytes(const nn_tensor *t);
+/* A view over existing memory. dims < 0 end the shape: nn_tensor_view(p, NN_F32, NN_CPU, 2, 3, -1, -1). */
+nn_tensor nn_tensor_view(void *data, nn_dtype dtype, nn_device device, int64_t d0, int64_t d1,
+                         int64_t d2, int64_t d3);
+/* A tensor of the given shape carved from the arena (dtype, device of the arena). */
+int nn_tensor_alloc(nn_tensor *t, nn_arena *a, nn_dtype dtype, int ndim, const int64_t *shape,
+                    cmds_error *err);
+/* Copies between tensors of equal dtype and element count, any devices (blocking). */
+int nn_tensor_copy(nn_tensor *dst, const nn_tensor *src, cmds_error *err);
+/* "(2, 3, 4)" into buf. */
+const char *nn_tensor_shape_str(const nn_tensor *t, char *buf, size_t n);
+
+/* Checks dtype F32, device and exact shape; the message names the op and the argument. */
+int nn_tensor_expect(const nn_tensor *t, const char *op, const char *arg, nn_device device,
+                     int ndim, const int64_t *shape, cmds_error *err);
+
+/* --- half-precision storage (round to nearest even) --- */
+uint16_t nn_f32_to_f16(float f);
+float nn_f16_to_f32(uint16_t h);
+uint16_t nn_f32_to_bf16(float f);
+float nn_bf16_to_f32(uint16_t h);
+
+/* --- context --- */
+/* For NN_CUDA: selects nothing (the caller did cudaSetDevice), creates the cuBLAS handle
+ * on `stream` (NULL: the default stream) and sets the math mode from allow_tf32. */
+int nn_ctx_init(nn_ctx *ctx, nn_device device, nn_arena *scratch, void *stream, int allow_tf32,
+                cmds_error *err);
+void nn_ctx_free(nn_ctx *ctx);
+/* Waits for the context's stream (no-op on the CPU); reports an asynchronous CUDA error. */
+int nn_ctx_sync(nn_ctx *ctx, cmds_error *err);
+
+#endif
