@@ -139,7 +139,7 @@ static void test_corrupt(const char *dir) {
   snprintf(p2, sizeof p2, "%s/truncated.safetensors", tmpdir);
   write_bytes(p2, buf, n - 4);
   expect_reject(p2, "end past the data area");
-  snprintf(p2, sizeof p2, "%s/tiny.safetensors", tmpdir);
+  snprintf(p2, sizeof p2, "%s/short.safetensors", tmpdir);
   write_bytes(p2, buf, 5);
   expect_reject(p2, "too short");
   snprintf(p2, sizeof p2, "%s/longheader.safetensors", tmpdir);
