@@ -10,9 +10,11 @@
 #include "blur.h"
 #include "conv.h"
 #include "cosine.h"
+#include "elementwise.h"
 #include "linear.h"
 #include "norm.h"
 #include "resize.h"
 #include "tensor.h"
+#include "vit.h"
 
 #endif

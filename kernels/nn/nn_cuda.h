@@ -35,6 +35,8 @@ int nn_layernorm_cuda(nn_ctx *c, float *y, const float *x, const float *g, const
 int nn_groupnorm_cuda(nn_ctx *c, float *y, const float *x, const float *g, const float *b,
                       int64_t B, int64_t C, int64_t HW, int64_t G, float eps, cmds_error *err);
 int nn_gelu_cuda(nn_ctx *c, float *y, const float *x, int64_t n, cmds_error *err);
+int nn_add_cuda(nn_ctx *c, float *y, const float *a, const float *b, int64_t n, int64_t nb,
+                cmds_error *err);
 int nn_softmax_cuda(nn_ctx *c, float *y, const float *x, int64_t rows, int64_t cols,
                     cmds_error *err);
 int nn_attention_cuda(nn_ctx *c, float *o, const float *q, const float *k, const float *v,

@@ -1,0 +1,137 @@
+/* test_vit: the ViT forward (kernels/nn/vit) against timm and transformers
+ * (tests/fixtures/gen_vit.py): a small random DINO-style ViT exported by each library in
+ * the names Hugging Face ships (timm; transformers as on the Hub; transformers 5 names in
+ * BF16), the patch tokens of blocks 4, 7 and 11 with and without the final LayerNorm, on
+ * the CPU path, to 1e-4 relative (L2). Broken checkpoints: a missing tensor and a wrong
+ * shape are named in the error; a file that is not a ViT says which names it looked for.
+ * With a GPU, the CUDA path is compared with the CPU path too.
+ * Usage: test_vit FIXTURE_DIR */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "npy.h"
+#include "vit.h"
+
+static const char *dir;
+
+static char *fpath(const char *name) {
+  static char b[2][1024];
+  static int k;
+  k ^= 1;
+  snprintf(b[k], sizeof b[k], "%s/%s", dir, name);
+  return b[k];
+}
+
+static double rel_l2(const float *got, const float *want, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = (double)got[i] - want[i];
+    num += d * d;
+    den += (double)want[i] * want[i];
+  }
+  return isfinite(num) ? sqrt(num / (den > 0 ? den : 1)) : INFINITY;
+}
+
+/* Runs the model on the fixture images; out (B, 3, NP, D) on the host. */
+static int run(vit_model *m, nn_device dev, int final_norm, float *host_out, cmds_error *err) {
+  npy_array img;
+  if (npy_load(fpath("images.npy"), &img)) return -1;
+  int64_t B = img.shape[0], H = img.shape[2], W = img.shape[3], P = m->cfg.patch, G = H / P, D = m->cfg.width;
+  int blocks[3] = {4, 7, 11};
+  float *patches = malloc(sizeof(float) * (size_t)(B * G * G * 3 * P * P));
+  vit_patchify_cpu(img.data, B, H, W, P, patches);
+  nn_arena scratch, io;
+  nn_ctx ctx;
+  int rc = nn_arena_init(&scratch, dev, vit_scratch_bytes(&m->cfg, B), err);
+  if (!rc) rc = nn_arena_init(&io, dev, sizeof(float) * (size_t)(B * G * G * (3 * P * P + 3 * D)) + 4096, err);
+  if (!rc) rc = nn_ctx_init(&ctx, dev, &scratch, NULL, 0, err);
+  nn_tensor pt, out;
+  int64_t ps[3] = {B, G * G, 3 * P * P}, os[4] = {B, 3, G * G, D};
+  if (!rc) rc = nn_tensor_alloc(&pt, &io, NN_F32, 3, ps, err);
+  if (!rc) rc = nn_tensor_alloc(&out, &io, NN_F32, 4, os, err);
+  nn_tensor hp = nn_tensor_view(patches, NN_F32, NN_CPU, B, G * G, 3 * P * P, -1);
+  nn_tensor ho = nn_tensor_view(host_out, NN_F32, NN_CPU, B, 3, G * G, D);
+  if (!rc) rc = nn_tensor_copy(&pt, &hp, err);
+  if (!rc) rc = vit_forward(m, &ctx, &pt, blocks, 3, final_norm, &out, err);
+  if (!rc) rc = nn_ctx_sync(&ctx, err);
+  if (!rc) rc = nn_tensor_copy(&ho, &out, err);
+  nn_ctx_free(&ctx);
+  nn_arena_free(&io);
+  nn_arena_free(&scratch);
+  free(patches);
+  npy_free(&img);
+  return rc;
+}
+
+static void check_model(const char *file, const char *want_plain, const char *want_norm, vit_layout layout) {
+  vit_model m;
+  cmds_error err = {0};
+  int rc = vit_load(&m, fpath(file), NN_CPU, 2, -1, &err);
+  CHECK(rc == 0, "%s: %s", file, err.msg);
+  if (rc) return;
+  CHECK(m.layout == layout && m.cfg.width == 32 && m.cfg.depth == 12 && m.cfg.patch == 8 && m.cfg.image == 32 &&
+            m.cfg.mlp == 128,
+        "%s: layout %s, config read from the shapes", file, vit_layout_name(m.layout));
+  for (int fn = 0; fn < 2; fn++) {
+    npy_array want;
+    if (npy_load(fpath(fn ? want_norm : want_plain), &want)) exit(1);
+    float *got = malloc(sizeof(float) * (size_t)want.count);
+    CHECK(run(&m, NN_CPU, fn, got, &err) == 0, "%s: %s", file, err.msg);
+    double e = rel_l2(got, want.data, want.count);
+    CHECK(e < 1e-4, "%s (final norm %d): relative L2 error %.2e vs the library", file, fn, e);
+    if (nn_cuda_available() && fn == 0) {
+      vit_model g;
+      float *gg = malloc(sizeof(float) * (size_t)want.count);
+      CHECK(vit_load(&g, fpath(file), NN_CUDA, 2, -1, &err) == 0 && run(&g, NN_CUDA, 0, gg, &err) == 0, "cuda: %s",
+            err.msg);
+      double eg = rel_l2(gg, got, want.count);
+      printf("%s: CUDA vs CPU relative L2 %.2e\n", file, eg);
+      CHECK(eg < 1e-5, "%s: CUDA vs CPU %.2e", file, eg);
+      vit_free(&g);
+      free(gg);
+    }
+    free(got);
+    npy_free(&want);
+  }
+  vit_free(&m);
+}
+
+int main(int argc, char **argv) {
+  dir = argc > 1 ? argv[1] : "tests/fixtures/vit";
+  check_model("timm.safetensors", "timm_out.npy", "timm_out_norm.npy", VIT_TIMM);
+  check_model("hf.safetensors", "hf_out.npy", "hf_out_norm.npy", VIT_HF);
+  check_model("hf5.safetensors", "hf_out.npy", "hf_out_norm.npy", VIT_HF5);
+
+  vit_model m;
+  cmds_error err = {0};
+  CHECK(vit_load(&m, fpath("hf_missing.safetensors"), NN_CPU, 2, -1, &err) == CMDS_EINPUT &&
+            strstr(err.msg, "encoder.layer.1.attention.attention.key.bias") && strstr(err.msg, "layernorm.weight") &&
+            strstr(err.msg, "hf_missing.safetensors"),
+        "every missing tensor named: %s", err.msg);
+  CHECK(vit_load(&m, fpath("timm_badshape.safetensors"), NN_CPU, 2, -1, &err) == CMDS_EINPUT &&
+            strstr(err.msg, "blocks.1.mlp.fc1.weight"),
+        "wrong shape named: %s", err.msg);
+  CHECK(vit_load(&m, fpath("images.npy"), NN_CPU, 2, -1, &err) == CMDS_EINPUT && strstr(err.msg, "images.npy"),
+        "not safetensors: %s", err.msg);
+  CHECK(vit_load(&m, fpath("hf.safetensors"), NN_CPU, 3, -1, &err) == CMDS_EINPUT && strstr(err.msg, "heads"),
+        "heads that do not divide the width: %s", err.msg);
+
+  /* The random stand-in backbone: deterministic, finite, right shape. */
+  vit_config c = {.image = 32, .patch = 8, .width = 32, .depth = 12, .heads = 2, .mlp = 128, .eps = 1e-6f};
+  vit_model r1, r2;
+  CHECK(vit_init_random(&r1, &c, 7, NN_CPU, &err) == 0 && vit_init_random(&r2, &c, 7, NN_CPU, &err) == 0, "%s",
+        err.msg);
+  float *o1 = malloc(sizeof(float) * 2 * 3 * 16 * 32), *o2 = malloc(sizeof(float) * 2 * 3 * 16 * 32);
+  CHECK(run(&r1, NN_CPU, 0, o1, &err) == 0 && run(&r2, NN_CPU, 0, o2, &err) == 0, "%s", err.msg);
+  int finite = 1;
+  for (int i = 0; i < 2 * 3 * 16 * 32; i++) finite &= isfinite(o1[i]);
+  CHECK(finite && !memcmp(o1, o2, sizeof(float) * 2 * 3 * 16 * 32), "random backbone: same seed, same output");
+  free(o1);
+  free(o2);
+  vit_free(&r1);
+  vit_free(&r2);
+  return CHECK_DONE();
+}
