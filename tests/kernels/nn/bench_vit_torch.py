@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""PyTorch (timm) ViT-B/8 forward at 224 with random weights, eager, same batch and blocks
+as bench_vit.c: images/s, median of REPS after a warm-up. Used by bench_vit.sh.
+  bench_vit_torch.py cpu|cuda BATCH REPS [tf32]"""
+import statistics
+import sys
+import time
+
+try:
+    import timm
+    import torch
+except ImportError as e:
+    print("reference: skipped (", e, ")")
+    sys.exit(0)
+
+dev, B, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+tf32 = len(sys.argv) > 4 and sys.argv[4] == "tf32"
+torch.backends.cuda.matmul.allow_tf32 = tf32
+torch.backends.cudnn.allow_tf32 = tf32
+m = timm.create_model("vit_base_patch8_224.dino", pretrained=False).eval().to(dev)
+x = torch.randn(B, 3, 224, 224)
+outs = {}
+for b in (4, 7, 11):
+    m.blocks[b - 1].register_forward_hook(lambda mod, i, o, b=b: outs.__setitem__(b, o))
+times = []
+with torch.inference_mode():
+    for k in range(reps + 1):
+        t0 = time.perf_counter()
+        xd = x.to(dev)
+        m.forward_features(xd)
+        feats = [outs[b][:, 1:] for b in (4, 7, 11)]
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        if k:
+            times.append(time.perf_counter() - t0)
+med = statistics.median(times)
+print(f"torch {dev} batch {B}{' tf32' if tf32 else ''}: {B / med:.2f} images/s (median of {reps}, {med:.4f} s per batch)")
