@@ -35,6 +35,11 @@ demo: build
 	    --root $(DEMO_OUT)/data/mvtec3d --out $(DEMO_OUT)/cache --shots 4
 	@OMP_NUM_THREADS=1 $(MPIEXEC) -n $(NP) $(BIN)/cmds-prep --dataset eyecandies \
 	    --root $(DEMO_OUT)/data/eyecandies --out $(DEMO_OUT)/cache --shots 4
+	@# No DINO weights here: a small random ViT stands in (--weights FILE.safetensors for the real one).
+	@OMP_NUM_THREADS=1 $(MPIEXEC) -n $(NP) $(BIN)/cmds-features --cache $(DEMO_OUT)/cache --dataset mvtec3d \
+	    --random-backbone 0
+	@OMP_NUM_THREADS=1 $(MPIEXEC) -n $(NP) $(BIN)/cmds-features --cache $(DEMO_OUT)/cache --dataset eyecandies \
+	    --random-backbone 0
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE bench

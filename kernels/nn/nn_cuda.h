@@ -17,6 +17,7 @@ extern "C" {
 
 /* memory, handles, streams (tensor.cu) */
 int nn_cuda_device_count(void);
+int nn_cuda_set_device(int d);
 int nn_cuda_malloc(void **p, size_t bytes, cmds_error *err);
 void nn_cuda_free(void *p);
 int nn_cuda_memcpy(void *dst, const void *src, size_t bytes, cmds_error *err);

@@ -26,6 +26,18 @@ int nn_cuda_available(void) {
 #endif
 }
 
+int nn_cuda_select(int local_rank) {
+#ifdef CMDS_CUDA
+  int n = nn_cuda_device_count();
+  if (n <= 0) return -1;
+  int d = local_rank % n;
+  return nn_cuda_set_device(d) == 0 ? d : -1;
+#else
+  (void)local_rank;
+  return -1;
+#endif
+}
+
 #ifndef CMDS_CUDA
 static int nn_no_cuda(cmds_error *err, const char *what) {
   return CMDS_FAIL(err, CMDS_EINPUT, "%s: this build has no CUDA backend (configure with -DCMDS_CUDA=ON)", what);

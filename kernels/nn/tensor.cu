@@ -3,6 +3,8 @@
 // line through the cmds_error of the caller.
 #include "nn_cuda.h"
 
+extern "C" int nn_cuda_set_device(int d) { return cudaSetDevice(d) == cudaSuccess ? 0 : -1; }
+
 extern "C" int nn_cuda_device_count(void) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {

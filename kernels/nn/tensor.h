@@ -54,6 +54,10 @@ const char *nn_device_name(nn_device d);
 
 /* 1 when this build has the CUDA backend and a GPU is visible, else 0. */
 int nn_cuda_available(void);
+/* One GPU per rank: selects GPU local_rank % count (Slurm / Open MPI give each rank of a node
+ * its local rank; CUDA_VISIBLE_DEVICES narrows the set). Returns the index, or -1 when
+ * there is no GPU or no CUDA backend. */
+int nn_cuda_select(int local_rank);
 
 /* --- arena --- */
 /* One allocation of size_bytes on `device` (64-byte aligned on the CPU, 256 on the GPU). */
