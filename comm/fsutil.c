@@ -124,3 +124,15 @@ char *cmds_path_join(char *out, size_t cap, const char *a, const char *b, const 
   }
   return out;
 }
+
+int cmds_split_commas(const char *list, char ***items) {
+  char *copy = cmds_xstrdup(list), *save = NULL;
+  int n = 0;
+  *items = NULL;
+  for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    *items = cmds_xrealloc(*items, sizeof(char *) * (size_t)(n + 1));
+    (*items)[n++] = cmds_xstrdup(t);
+  }
+  free(copy);
+  return n;
+}

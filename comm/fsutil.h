@@ -19,6 +19,9 @@ int cmds_is_file(const char *path);
  * cmds_free_list. */
 int cmds_list_dir(const char *dir, const char *suffix, int want, char ***names, cmds_error *err);
 void cmds_free_list(char **names, int n);
+/* Splits a comma-separated list ("bagel,cookie") into a new array of its non-empty items
+ * (free with cmds_free_list); returns the count. */
+int cmds_split_commas(const char *list, char ***items);
 
 /* Joins up to four path parts with '/' into out (cap bytes). Returns out. */
 char *cmds_path_join(char *out, size_t cap, const char *a, const char *b, const char *c,

@@ -370,12 +370,7 @@ int main(int argc, char **argv) {
   int ncats = 0;
   if (!rc) {
     if (a.categories) {
-      char *copy = cmds_xstrdup(a.categories);
-      for (char *t = strtok(copy, ","); t; t = strtok(NULL, ",")) {
-        cats = cmds_xrealloc(cats, sizeof(char *) * (size_t)(ncats + 1));
-        cats[ncats++] = cmds_xstrdup(t);
-      }
-      free(copy);
+      ncats = cmds_split_commas(a.categories, &cats);
     } else {
       char dir[4096];
       snprintf(dir, sizeof dir, "%s/%s", a.cache, a.dataset);

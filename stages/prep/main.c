@@ -285,12 +285,7 @@ int main(int argc, char **argv) {
   char **cats = NULL;
   int ncats = 0;
   if (a.categories) {
-    char *copy = cmds_xstrdup(a.categories);
-    for (char *t = strtok(copy, ","); t; t = strtok(NULL, ",")) {
-      cats = cmds_xrealloc(cats, (size_t)(ncats + 1) * sizeof *cats);
-      cats[ncats++] = cmds_xstrdup(t);
-    }
-    free(copy);
+    ncats = cmds_split_commas(a.categories, &cats);
   } else {
     int n = mpi.rank == 0 ? prep_list_categories(a.root, &cats, &err) : 0;
     rc = cmds_mpi_agree(&mpi, &err, n < 0 ? err.code : CMDS_OK);

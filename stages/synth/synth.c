@@ -432,16 +432,16 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (cats) {
-    char *copy = cmds_xstrdup(cats);
-    for (char *t = strtok(copy, ","); t; t = strtok(NULL, ",")) {
-      if (!*t || strchr(t, '/') || t[0] == '.') {
-        fprintf(stderr, "cmds-synth: --categories: '%s' is not a folder name\n", t);
+    a.ncats = cmds_split_commas(cats, &a.cats);
+    if (!a.ncats) {
+      fprintf(stderr, "cmds-synth: --categories: no category names in '%s'\n", cats);
+      return 2;
+    }
+    for (int i = 0; i < a.ncats; i++)
+      if (strchr(a.cats[i], '/') || a.cats[i][0] == '.') {
+        fprintf(stderr, "cmds-synth: --categories: '%s' is not a folder name\n", a.cats[i]);
         return 2;
       }
-      a.cats = cmds_xrealloc(a.cats, sizeof(char *) * (size_t)(a.ncats + 1));
-      a.cats[a.ncats++] = cmds_xstrdup(t);
-    }
-    free(copy);
   } else {
     const char *const *def = a.eyecandies ? eyec_cats : mvtec_cats;
     for (int i = 0; i < 10; i++) {
