@@ -5,10 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "json.h"
 #include "safetensors.h"
+#include "safetensors_write.h"
 
 typedef struct entry {
   char name[MAPPER_NAME_MAX + 48];
@@ -40,71 +39,29 @@ static int collect(mapper_model *const *models, mapper_adamw *const *opts, const
 int train_ckpt_save(const char *path, mapper_model *const *models, mapper_adamw *const *opts,
                     const char *const *prefixes, int n, const char *const *kv, int nkv, cmds_error *err) {
   entry *e = NULL;
-  int ne = collect(models, opts, prefixes, n, &e);
-  cmds_json j;
-  cmds_json_init(&j, 0);
-  cmds_json_object_begin(&j);
-  cmds_json_key(&j, "__metadata__");
-  cmds_json_object_begin(&j);
-  for (int i = 0; i < nkv; i++) cmds_json_kv_str(&j, kv[2 * i], kv[2 * i + 1]);
-  cmds_json_object_end(&j);
-  uint64_t off = 0;
-  for (int i = 0; i < ne; i++) {
-    uint64_t bytes = (uint64_t)nn_tensor_bytes(e[i].t);
-    cmds_json_key(&j, e[i].name);
-    cmds_json_object_begin(&j);
-    cmds_json_kv_str(&j, "dtype", "F32");
-    cmds_json_key(&j, "shape");
-    cmds_json_array_begin(&j);
-    for (int d = 0; d < e[i].t->ndim; d++) cmds_json_int(&j, e[i].t->shape[d]);
-    cmds_json_array_end(&j);
-    cmds_json_key(&j, "data_offsets");
-    cmds_json_array_begin(&j);
-    cmds_json_int(&j, (int64_t)off);
-    cmds_json_int(&j, (int64_t)(off + bytes));
-    cmds_json_array_end(&j);
-    cmds_json_object_end(&j);
-    off += bytes;
-  }
-  cmds_json_object_end(&j);
-  while (j.len % 8) cmds_json_raw(&j, " "); /* the data area starts 8-byte aligned */
-  char tmp[4200];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  int rc = CMDS_OK;
-  FILE *f = fopen(tmp, "wb");
-  if (!f) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot create", tmp);
-  uint64_t hlen = (uint64_t)j.len;
-  unsigned char len8[8];
-  for (int b = 0; b < 8; b++) len8[b] = (unsigned char)(hlen >> (8 * b));
-  if (!rc && (fwrite(len8, 1, 8, f) != 8 || fwrite(j.buf, 1, j.len, f) != j.len))
-    rc = CMDS_FAIL(err, CMDS_EIO, "%s: write failed", tmp);
-  float *host = NULL;
-  size_t host_cap = 0;
+  int ne = collect(models, opts, prefixes, n, &e), rc = CMDS_OK;
+  cmds_st_out *out = cmds_xcalloc((size_t)(ne ? ne : 1), sizeof *out);
+  float **host = cmds_xcalloc((size_t)(ne ? ne : 1), sizeof *host); /* copies of GPU tensors */
   for (int i = 0; i < ne && !rc; i++) {
-    size_t cnt = (size_t)nn_tensor_numel(e[i].t);
-    const float *src = e[i].t->data;
-    if (e[i].t->device != NN_CPU) {
-      if (host_cap < cnt) {
-        free(host);
-        host = cmds_xmalloc(sizeof(float) * cnt);
-        host_cap = cnt;
-      }
-      nn_tensor hv = *e[i].t;
+    const nn_tensor *t = e[i].t;
+    out[i].name = e[i].name;
+    out[i].dtype = CMDS_ST_F32;
+    out[i].ndim = t->ndim;
+    for (int d = 0; d < t->ndim; d++) out[i].shape[d] = t->shape[d];
+    out[i].data = t->data;
+    if (t->device != NN_CPU) {
+      host[i] = cmds_xmalloc(nn_tensor_bytes(t));
+      nn_tensor hv = *t;
       hv.device = NN_CPU;
-      hv.data = host;
-      rc = nn_tensor_copy(&hv, e[i].t, err);
-      src = host;
+      hv.data = host[i];
+      rc = nn_tensor_copy(&hv, t, err);
+      out[i].data = host[i];
     }
-    if (!rc && fwrite(src, sizeof(float), cnt, f) != cnt) rc = CMDS_FAIL(err, CMDS_EIO, "%s: write failed", tmp);
   }
+  if (!rc) rc = cmds_st_write(path, out, ne, kv, nkv, err);
+  for (int i = 0; i < ne; i++) free(host[i]);
   free(host);
-  if (f) {
-    if (!rc && (fflush(f) || fsync(fileno(f)))) rc = CMDS_FAIL(err, CMDS_EIO, "%s: flush failed", tmp);
-    if (fclose(f) && !rc) rc = CMDS_FAIL(err, CMDS_EIO, "%s: close failed", tmp);
-  }
-  if (!rc && rename(tmp, path)) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot rename to %s", tmp, path);
-  if (rc) remove(tmp);
-  cmds_json_free(&j);
+  free(out);
   free(e);
   return rc;
 }
