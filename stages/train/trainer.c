@@ -290,7 +290,13 @@ static int online_rgb(train_env *env, task_state *s, const int *rows, const int6
   int blocks[CMDS_FC_MAX_BLOCKS];
   for (int i = 0; i < s->L; i++) blocks[i] = (int)s->fi.blocks[i];
   int rc = nn_tensor_copy(&pv, &hp, err);
-  if (!rc) rc = vit_forward(m, &s->ctx, &pv, blocks, s->L, (int)s->fi.final_norm, &ov, err);
+  /* One image per forward: a GEMM's rounding can depend on its row count, and a slot's
+   * features must not depend on how many slots share its rank (the group size). */
+  for (int i = 0; i < cnt && !rc; i++) {
+    nn_tensor p1 = nn_tensor_view((float *)s->patches.data + (size_t)i * (size_t)(NP * in), NN_F32, s->ctx.device, 1, NP, in, -1);
+    nn_tensor o1 = nn_tensor_view((float *)s->vout.data + (size_t)i * s->row_f16, NN_F32, s->ctx.device, 1, s->L, NP, s->D);
+    rc = vit_forward(m, &s->ctx, &p1, blocks, s->L, (int)s->fi.final_norm, &o1, err);
+  }
   if (!rc) rc = nn_ctx_sync(&s->ctx, err);
   if (!rc) rc = nn_tensor_copy(&ho, &ov, err);
   if (!rc)
