@@ -135,6 +135,7 @@ int mapper_input_from_f16(nn_ctx *ctx, nn_tensor *x, const uint16_t *f16, int64_
                           int64_t G, int64_t D, cmds_error *err);
 
 /* safetensors (F32), every tensor named prefix + param name ("rgb_to_3d." + "adapt.0.conv.weight");
+ * schemas/mapper_weights_v1.md (metadata cmds_schema = cmds.mapper_weights, version 1);
  * metadata: the config keys as strings (mapper.kind, mapper.width, ...) plus `extra` pairs.
  * Written to path.tmp and renamed, so the file appears whole or not at all. */
 int mapper_save(const mapper_model *const *models, const char *const *prefixes, int n,
