@@ -541,6 +541,26 @@ static void write_sidecar_json(cmds_json *j, const train_task *t, const task_sta
   cmds_json_object_end(j);
 }
 
+/* 1 when the safetensors file `path` was made from the feature cache as it is now (same backbone
+ * weights and sample list), or when that cannot be told (no feature cache: the run reports it). */
+static int inputs_match(const train_env *env, const train_task *t, const char *path) {
+  char fc_path[4200], have_w[160], have_h[64];
+  snprintf(fc_path, sizeof fc_path, "%s/%s/%s.features.h5", env->cache, t->dataset, t->category);
+  cmds_error e = {0};
+  hid_t fc;
+  cmds_fc_info fi;
+  if (!cmds_is_file(fc_path) ||
+      cmds_h5_open_read(&fc, fc_path, MPI_COMM_SELF, CMDS_FEATURE_CACHE_SCHEMA, CMDS_FEATURE_CACHE_VERSION, &e))
+    return 1;
+  int rc = cmds_fc_read_info(fc, fc_path, &fi, &e);
+  H5Fclose(fc);
+  if (rc) return 1;
+  if (train_ckpt_meta(path, "cmds.weights_id", have_w, sizeof have_w, &e) ||
+      train_ckpt_meta(path, "cmds.sample_list_hash", have_h, sizeof have_h, &e))
+    return 0;
+  return !strcmp(have_w, fi.weights_id) && !strcmp(have_h, fi.sample_list_hash);
+}
+
 int train_task_run(train_env *env, const train_task *t, train_result *res, cmds_error *err) {
   memset(res, 0, sizeof *res);
   const cmds_mpi *g = &env->group;
@@ -564,8 +584,10 @@ int train_task_run(train_env *env, const train_task *t, train_result *res, cmds_
     char have[2048];
     cmds_error e = {0};
     if (train_ckpt_meta(final, "cmds.config_key", have, sizeof have, &e) == CMDS_OK) {
-      if (!strcmp(have, key)) skip = 1;
-      else
+      if (!strcmp(have, key)) {
+        skip = inputs_match(env, t, final);
+        if (!skip) fprintf(stderr, "[train] %s: made from other features (weights or sample list changed): retraining\n", final);
+      } else
         rc = CMDS_FAIL(err, CMDS_EINPUT,
                        "%s: a mapper trained with another configuration is already here (%s; this task: %s); "
                        "use another tag or --force",
@@ -598,8 +620,12 @@ int train_task_run(train_env *env, const train_task *t, train_result *res, cmds_
   if (!rc && !env->force && cmds_is_file(ckpt)) {
     char have[2048], step_s[32];
     cmds_error e = {0};
+    char have_w[160], have_h[64];
     int ok = train_ckpt_meta(ckpt, "cmds.config_key", have, sizeof have, &e) == CMDS_OK && !strcmp(have, key) &&
-             train_ckpt_meta(ckpt, "cmds.step", step_s, sizeof step_s, &e) == CMDS_OK;
+             train_ckpt_meta(ckpt, "cmds.step", step_s, sizeof step_s, &e) == CMDS_OK &&
+             train_ckpt_meta(ckpt, "cmds.weights_id", have_w, sizeof have_w, &e) == CMDS_OK &&
+             train_ckpt_meta(ckpt, "cmds.sample_list_hash", have_h, sizeof have_h, &e) == CMDS_OK &&
+             !strcmp(have_w, s.fi.weights_id) && !strcmp(have_h, s.fi.sample_list_hash);
     int ok_all = 0;
     MPI_CHECK(MPI_Allreduce(&ok, &ok_all, 1, MPI_INT, MPI_MIN, g->comm));
     if (ok_all) {
@@ -610,8 +636,8 @@ int train_task_run(train_env *env, const train_task *t, train_result *res, cmds_
       s.opt[0].step = s.opt[1].step = start;
       if (!rc && g->rank == 0) fprintf(stderr, "[train] %s: resuming from the checkpoint at step %lld\n", dir, (long long)start);
     } else if (g->rank == 0) {
-      fprintf(stderr, "[train] %s: ignoring a checkpoint of another configuration or an unreadable one (%s)\n", dir,
-              e.code ? e.msg : "configuration differs");
+      fprintf(stderr, "[train] %s: ignoring a checkpoint of another configuration or other features, or an unreadable one (%s)\n",
+              dir, e.code ? e.msg : "configuration or input features differ");
     }
   }
   res->start_step = start;

@@ -147,7 +147,8 @@ resume_sigkill)
   ok "resumed run bit-identical to the uninterrupted one" '[ $rc -eq 0 ]'
   ;;
 skip)
-  R=(--cache "$cache" --run "$run" --dataset mvtec3d --category bagel --shots 1 "${S[@]}" --set train.steps=4)
+  cp -r "$cache" "$run/cache"
+  R=(--cache "$run/cache" --run "$run" --dataset mvtec3d --category bagel --shots 1 "${S[@]}" --set train.steps=4)
   train -n 2 "$bin/cmds-train" "${R[@]}" >/dev/null
   ok "first run" '[ $? -eq 0 ]'
   d=$(model "$run" bagel 1 default)
@@ -159,6 +160,9 @@ skip)
   ok "another configuration under the same tag refused" '[ $rc -eq 2 ] && grep -q "another configuration" <<<"$out" && grep -q "train.steps=4" <<<"$out"'
   train -n 2 "$bin/cmds-train" "${R[@]}" --set train.steps=5 --force >/dev/null
   ok "--force retrains" '[ $? -eq 0 ] && grep -q "\"train.steps\": \"5\"" "$d/mapper.json"'
+  "${mp[@]}" -n 2 "$bin/cmds-features" --cache "$run/cache" --dataset mvtec3d --category bagel --random-backbone 1 --force >/dev/null
+  out=$(train -n 2 "$bin/cmds-train" "${R[@]}" --set train.steps=5 2>&1); rc=$?
+  ok "features remade with other weights: the model is retrained, not skipped" '[ $rc -eq 0 ] && ! grep -q "up to date, skipped" <<<"$out" && grep -q "\"weights_id\": \"random:1\"" "$d/mapper.json"'
   ;;
 bad_inputs)
   B=(--run "$run" --dataset mvtec3d --shots 1 "${S[@]}" --set train.steps=2)
@@ -202,6 +206,9 @@ bad_inputs)
     train -n 2 "$bin/cmds-train" --cache "$cache" "${B[@]}" --ranks-per-task 3
   expect "mapper configuration checked" 2 "mapper.ca_groups" \
     train -n 1 "$bin/cmds-train" --cache "$cache" "${B[@]}" --category bagel --set mapper.ca_groups=7
+  printf 'mvtec3d nosuch 1 a\nmvtec3d bagel 1 a train.steps=2\n' > "$run/mixed.txt"
+  out=$(train -n 2 "$bin/cmds-train" --cache "$cache" --run "$run/mixed" --tasks "$run/mixed.txt" "${S[@]}" 2>&1); rc=$?
+  ok "a failing task does not stop the others (rc $rc)" '[ $rc -eq 2 ] && grep -q "nosuch.features.h5" <<<"$out" && [ -f "$run/mixed/models/mvtec3d/bagel/k1/a/mapper.safetensors" ] && grep -q "\"tasks_failed\": 1" "$run/mixed/models/train.record.json" && grep -q "\"tasks_done\": 1" "$run/mixed/models/train.record.json"'
   expect "missing --run" 2 "--cache and --run are required" "${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --dataset mvtec3d
   ok "nothing written for failed tasks" '[ ! -e "$run/models/mvtec3d/bagel/k1/default/mapper.safetensors" ]'
   ;;
