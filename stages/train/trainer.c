@@ -89,8 +89,11 @@ void train_env_free(train_env *env) {
 static int ensure_backbone(train_env *env, const cmds_fc_info *fi, const char *fc_path, cmds_error *err) {
   char id[160];
   if (env->weights) {
-    int rc = weights_identity(env->weights, id, sizeof id, err);
-    if (rc) return rc;
+    if (!env->weights_id[0]) { /* hashing a 350 MB file once per process is enough */
+      int rc = weights_identity(env->weights, env->weights_id, sizeof env->weights_id, err);
+      if (rc) return rc;
+    }
+    snprintf(id, sizeof id, "%s", env->weights_id);
   } else {
     snprintf(id, sizeof id, "random:%llu", (unsigned long long)env->random_seed);
   }

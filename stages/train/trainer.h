@@ -41,6 +41,7 @@ typedef struct train_env {
   vit_model vit;
   int vit_loaded;
   char vit_id[160];
+  char weights_id[160]; /* identity of --weights, computed once */
 } train_env;
 
 enum { TRAIN_DONE = 0, TRAIN_SKIPPED = 1, TRAIN_INTERRUPTED = 2, TRAIN_FAILED = 3 };
