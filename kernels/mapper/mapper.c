@@ -933,7 +933,8 @@ int mapper_input_from_f16(nn_ctx *ctx, nn_tensor *x, const uint16_t *f16, int64_
   int rc = nn_tensor_expect(x, op, "x", ctx->device, 4, xs, err);
   if (rc) return rc;
   int direct = x->shape[2] == G && x->shape[3] == G;
-  if (!direct && !ctx->scratch) return CMDS_FAIL(err, CMDS_EINPUT, "%s: needs a scratch arena in the context", op);
+  if ((!direct || ctx->device != NN_CPU) && !ctx->scratch)
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: needs a scratch arena in the context", op);
   size_t mark = ctx->scratch ? nn_arena_mark(ctx->scratch) : 0;
   int64_t gs[4] = {B, L * D, G, G};
   nn_tensor g = direct ? *x : (nn_tensor){0};

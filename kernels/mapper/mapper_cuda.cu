@@ -14,8 +14,12 @@
     return CMDS_OK; \
   } while (0)
 
+// With a NULL stream (calls without a context: mapper_zero_grad, init) the whole device is
+// synchronised around the memset, so it is ordered with work on any stream, blocking or not.
 extern "C" int mapper_cuda_zero(nn_ctx *c, float *p, int64_t n, cmds_error *err) {
+  if (!c->stream) CUDA_CHECK(cudaDeviceSynchronize());
   CUDA_CHECK(cudaMemsetAsync(p, 0, (size_t)n * sizeof(float), nn_stream(c)));
+  if (!c->stream) CUDA_CHECK(cudaDeviceSynchronize());
   return CMDS_OK;
 }
 
