@@ -11,6 +11,7 @@
 #include "feature_cache.h"
 #include "fsutil.h"
 #include "h5io.h"
+#include "image/normalize.h"
 #include "image/resize.h"
 #include "mapper/mapper.h"
 #include "progress.h"
@@ -22,7 +23,6 @@
 #define TRAIN_SCHEMA_VERSION 1
 #define CKPT_SCHEMA "cmds.train_checkpoint"
 
-static const float imagenet_mean[3] = {0.485f, 0.456f, 0.406f}, imagenet_std[3] = {0.229f, 0.224f, 0.225f};
 static const char *const prefixes[2] = {"rgb_to_3d.", "3d_to_rgb."};
 
 enum { STREAM_R = 0, STREAM_E = 1 };
@@ -62,22 +62,6 @@ void train_task_dir(const train_env *env, const train_task *t, char *out, size_t
   snprintf(out, cap, "%s/models/%s/%s/k%d/%s", env->run, t->dataset, t->category, t->k, t->tag);
 }
 
-/* Identity of a weights file, as cmds-features writes it into the feature cache: the size
- * and a 64-bit FNV-1a hash of the bytes. */
-static int weights_identity(const char *path, char *out, size_t cap, cmds_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return CMDS_FAIL(err, CMDS_EINPUT, "%s: cannot open the weights", path);
-  uint64_t h = 0x9E3779B97F4A7C15ull, n = 0;
-  unsigned char buf[1 << 16];
-  size_t got;
-  while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-    for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 0x100000001b3ull;
-    n += got;
-  }
-  fclose(f);
-  snprintf(out, cap, "fnv64:%016llx:%llu", (unsigned long long)h, (unsigned long long)n);
-  return CMDS_OK;
-}
 
 void train_env_free(train_env *env) {
   if (env->vit_loaded) vit_free(&env->vit);
@@ -90,7 +74,7 @@ static int ensure_backbone(train_env *env, const cmds_fc_info *fi, const char *f
   char id[160];
   if (env->weights) {
     if (!env->weights_id[0]) { /* hashing a 350 MB file once per process is enough */
-      int rc = weights_identity(env->weights, env->weights_id, sizeof env->weights_id, err);
+      int rc = cmds_file_identity(env->weights, env->weights_id, sizeof env->weights_id, err);
       if (rc) return rc;
     }
     snprintf(id, sizeof id, "%s", env->weights_id);
@@ -278,10 +262,8 @@ static int online_rgb(train_env *env, task_state *s, const int *rows, const int6
     float *dst = s->images + (size_t)i * 3 * px;
     cmds_rng r;
     cmds_rng_seed(&r, mix3(seed ^ 0x4e4f495345ull, (uint64_t)step, ((uint64_t)stream << 32) | (uint64_t)slots[i]));
-    for (int c = 0; c < 3; c++)
-      for (size_t p = 0; p < px; p++)
-        dst[(size_t)c * px + p] = (src[3 * p + (size_t)c] / 255.0f - imagenet_mean[c]) / imagenet_std[c] +
-                                  (float)(sigma * cmds_rng_normal(&r));
+    cmds_backbone_input_rgb8(src, s->S, dst);
+    for (size_t p = 0; p < 3 * px; p++) dst[p] += (float)(sigma * cmds_rng_normal(&r));
   }
   vit_model *m = &env->vit;
   int64_t P = m->cfg.patch, NP = (int64_t)s->G * s->G, in = 3 * P * P;
