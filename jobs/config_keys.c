@@ -161,7 +161,7 @@ void config_name(const job_config *c, const job_config *base, int scope, char *o
   buf[0] = 0;
   for (int i = 0; i < JOB_NKEYS; i++) {
     if ((int)job_keys[i].scope != scope || !strcmp(c->v[i], base->v[i])) continue;
-    len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s-%s", len ? "+" : "", job_keys[i].name, c->v[i]);
+    len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s-%s", len ? "__" : "", job_keys[i].name, c->v[i]);
     if (len >= sizeof buf) len = sizeof buf - 1;
   }
   if (!len) {
@@ -169,10 +169,11 @@ void config_name(const job_config *c, const job_config *base, int scope, char *o
     return;
   }
   for (char *p = buf; *p; p++)
-    if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-' && *p != '+') *p = '-';
-  if (len > 80) {
+    if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-') *p = '-';
+  /* Stages keep names under 64 characters: long ones are cut and made unique by a hash. */
+  if (len > 56) {
     unsigned long long h = fnv64(CMDS_FNV64_INIT, buf, len);
-    snprintf(out, cap, "%.63s~%016llx", buf, h);
+    snprintf(out, cap, "%.38s-h%016llx", buf, h);
   } else {
     snprintf(out, cap, "%s", buf);
   }

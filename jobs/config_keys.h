@@ -45,8 +45,9 @@ int config_set(job_config *c, const char *key, const char *value, const char *wh
 /* 1 when every key of the given scope (or all keys when scope < 0) is equal. */
 int config_equal(const job_config *a, const job_config *b, int scope);
 /* Name of the keys of `scope` that differ from `base`: "default" when none, otherwise
- * "key-value" parts joined with '+', characters outside [A-Za-z0-9._-] replaced by '-';
- * longer than 80 characters: cut, plus a hash of the full text. Path-safe. */
+ * "key-value" parts joined with "__", characters outside [A-Za-z0-9._-] replaced by '-';
+ * longer than 56 characters: cut, plus "-h" and a hash of the full text. A path component
+ * the stages accept (at most 63 characters of [A-Za-z0-9._-]). */
 void config_name(const job_config *c, const job_config *base, int scope, char *out, size_t cap);
 /* "key=value key=value ..." of the keys of `scope` (all when scope < 0) that differ from
  * METHOD.md's defaults (tasks-file form). */
