@@ -84,9 +84,14 @@ typedef struct mapper_tape mapper_tape;
 mapper_tape *mapper_tape_new(const mapper_config *c, int64_t B, int64_t H, int64_t W,
                              nn_device device, cmds_error *err);
 void mapper_tape_free(mapper_tape *t);
-/* Bytes the tape needs, and the scratch (ctx->scratch) forward/backward need, for planning. */
+/* Bytes the tape needs, and the scratch (ctx->scratch) the calls need, for planning (same
+ * figures on both devices). mapper_scratch_bytes covers every call: an inference forward
+ * (tape NULL), which keeps its activations in the scratch, as well as training;
+ * mapper_scratch_bytes_train covers a training step only (forward with a tape, backward,
+ * loss), which is smaller because the tape holds the activations. */
 size_t mapper_tape_bytes(const mapper_config *c, int64_t B, int64_t H, int64_t W);
 size_t mapper_scratch_bytes(const mapper_config *c, int64_t B, int64_t H, int64_t W);
+size_t mapper_scratch_bytes_train(const mapper_config *c, int64_t B, int64_t H, int64_t W);
 
 /* P = mapper(x). tape NULL: inference; otherwise the tape records what backward needs. */
 int mapper_forward(mapper_model *m, nn_ctx *ctx, const nn_tensor *x, nn_tensor *p,

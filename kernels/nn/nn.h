@@ -7,6 +7,7 @@
 
 #include "activation.h"
 #include "attention.h"
+#include "backward.h"
 #include "blur.h"
 #include "conv.h"
 #include "cosine.h"
