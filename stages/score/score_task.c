@@ -65,8 +65,11 @@ static int read_model_meta(const char *path, const score_cfg *task_cfg, model_me
   cmds_st_file f;
   if ((rc = cmds_st_open(&f, path, err))) return rc;
   const char *kind = cmds_st_meta(&f, "mapper.kind"), *w = cmds_st_meta(&f, "mapper.width"),
-             *l = cmds_st_meta(&f, "mapper.layers");
-  if (!kind || !w || !l) {
+             *l = cmds_st_meta(&f, "mapper.layers"), *schema = cmds_st_meta(&f, "cmds_schema");
+  if (!schema || strcmp(schema, "cmds.mapper_weights")) {
+    rc = CMDS_FAIL(err, CMDS_ESCHEMA, "%s: metadata cmds_schema = '%s', expected cmds.mapper_weights (not a mapper file?)",
+                   path, schema ? schema : "(missing)");
+  } else if (!kind || !w || !l) {
     rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: metadata mapper.kind / mapper.width / mapper.layers missing (not a mapper file?)",
                    path);
   } else {
