@@ -373,7 +373,7 @@ size_t mapper_scratch_bytes_train(const mapper_config *c, int64_t B, int64_t H, 
   size_t total = 1024;
   for (int i = 0; i < n; i++) total += round256((size_t)e[i] * sizeof(float));
   size_t small = round256((size_t)(2 * B * (c->adapt_groups + c->ca_groups + 1)) * sizeof(float)) +
-                 round256((size_t)(B * HW + 2) * sizeof(float));
+                 round256((size_t)(B * HW + 4) * sizeof(float));
   return total + (cols > small ? cols : small);
 }
 
@@ -816,7 +816,7 @@ int mapper_loss(nn_ctx *ctx, const nn_tensor *P, const nn_tensor *T, const nn_te
 #ifdef CMDS_CUDA
     if (!ctx->scratch) return CMDS_FAIL(err, CMDS_EINPUT, "%s: needs a scratch arena in the context", op);
     size_t mark = nn_arena_mark(ctx->scratch);
-    float *tmp = nn_arena_alloc(ctx->scratch, (size_t)(B * HW + 2) * sizeof(float), err);
+    float *tmp = nn_arena_alloc(ctx->scratch, (size_t)(B * HW + 4) * sizeof(float), err);
     if (!tmp) return cmds_error_wrap(err, "%s", op);
     rc = mapper_cuda_loss(ctx, loss, dd, pd, td, md, layer_w, B, layers, D, HW, denom, tmp, err);
     nn_arena_rewind(ctx->scratch, mark);
@@ -933,7 +933,8 @@ int mapper_input_from_f16(nn_ctx *ctx, nn_tensor *x, const uint16_t *f16, int64_
   int rc = nn_tensor_expect(x, op, "x", ctx->device, 4, xs, err);
   if (rc) return rc;
   int direct = x->shape[2] == G && x->shape[3] == G;
-  if (!direct && !ctx->scratch) return CMDS_FAIL(err, CMDS_EINPUT, "%s: needs a scratch arena in the context", op);
+  if ((!direct || ctx->device != NN_CPU) && !ctx->scratch)
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: needs a scratch arena in the context", op);
   size_t mark = ctx->scratch ? nn_arena_mark(ctx->scratch) : 0;
   int64_t gs[4] = {B, L * D, G, G};
   nn_tensor g = direct ? *x : (nn_tensor){0};
@@ -970,17 +971,25 @@ done:
 
 static const char *kind_name(mapper_kind k) { return k == MAPPER_MLP ? "mlp" : "cmds"; }
 
-#define N_CFG_KEYS 9
+/* schemas/mapper_weights_v1.md */
+#define MAPPER_SCHEMA "cmds.mapper_weights"
+#define MAPPER_SCHEMA_VERSION "1"
+#define N_CFG_KEYS 11
 static void cfg_to_kv(const mapper_config *c, char vals[N_CFG_KEYS][32], const char *keys[N_CFG_KEYS]) {
   mapper_config r = cfg_resolved(c);
-  const int64_t v[N_CFG_KEYS] = {0, r.width, r.layers, r.adapt_groups, r.ca_reduction,
+  const int64_t v[N_CFG_KEYS] = {0, 0, 0, r.width, r.layers, r.adapt_groups, r.ca_reduction,
                                  r.ca_groups, r.sel_hidden, r.proj_hidden, r.mlp_hidden};
-  static const char *names[N_CFG_KEYS] = {"mapper.kind", "mapper.width", "mapper.layers",
+  static const char *names[N_CFG_KEYS] = {"cmds_schema", "cmds_schema_version", "mapper.kind",
+                                          "mapper.width", "mapper.layers",
                                           "mapper.adapt_groups", "mapper.ca_reduction", "mapper.ca_groups",
                                           "mapper.sel_hidden", "mapper.proj_hidden", "mapper.mlp_hidden"};
   for (int i = 0; i < N_CFG_KEYS; i++) {
     keys[i] = names[i];
     if (i == 0)
+      snprintf(vals[i], 32, "%s", MAPPER_SCHEMA);
+    else if (i == 1)
+      snprintf(vals[i], 32, "%s", MAPPER_SCHEMA_VERSION);
+    else if (i == 2)
       snprintf(vals[i], 32, "%s", kind_name(c->kind));
     else
       snprintf(vals[i], 32, "%lld", (long long)v[i]);
@@ -1061,8 +1070,13 @@ int mapper_load(mapper_model *m, const char *path, const char *prefix, nn_device
   if (rc) return rc;
   mapper_config c;
   memset(&c, 0, sizeof c);
-  const char *kind = cmds_st_meta(&f, "mapper.kind");
-  if (!kind) {
+  const char *kind = cmds_st_meta(&f, "mapper.kind"), *schema = cmds_st_meta(&f, "cmds_schema"),
+             *version = cmds_st_meta(&f, "cmds_schema_version");
+  if (!schema || strcmp(schema, MAPPER_SCHEMA) || !version || strcmp(version, MAPPER_SCHEMA_VERSION)) {
+    rc = CMDS_FAIL(err, CMDS_ESCHEMA, "%s: metadata cmds_schema = '%s' version '%s', expected %s version %s",
+                   path, schema ? schema : "(missing)", version ? version : "(missing)", MAPPER_SCHEMA,
+                   MAPPER_SCHEMA_VERSION);
+  } else if (!kind) {
     rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: metadata key mapper.kind missing (not a mapper file?)", path);
   } else if (!strcmp(kind, "cmds") || !strcmp(kind, "mlp")) {
     c.kind = strcmp(kind, "mlp") ? MAPPER_CMDS : MAPPER_MLP;

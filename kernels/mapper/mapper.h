@@ -74,6 +74,8 @@ int mapper_init(mapper_model *m, const mapper_config *c, uint64_t seed, nn_devic
 void mapper_free(mapper_model *m);
 mapper_param *mapper_find(mapper_model *m, const char *name);
 int64_t mapper_numel(const mapper_model *m); /* number of trainable scalars */
+/* Clears every grad. It takes no context, so on CUDA it synchronises the device around the
+ * memsets (ordered with work on any stream). */
 void mapper_zero_grad(mapper_model *m);
 /* Copies values (not grads) between models of the same configuration, any devices. */
 int mapper_copy(mapper_model *dst, const mapper_model *src, cmds_error *err);
@@ -130,11 +132,14 @@ double mapper_cosine_lr(int64_t step, int64_t total, double lr_max, double lr_mi
 
 /* Feature-cache rows to mapper input: f16 (B, L, G, G, D) as the feature cache stores them
  * (host memory) -> x (B, L*D, H, W) f32 on ctx's device: channels first, then bicubic
- * up-sampling (F.interpolate(mode="bicubic", align_corners=False); a copy when H = W = G). */
+ * up-sampling (F.interpolate(mode="bicubic", align_corners=False); a copy when H = W = G).
+ * Scratch: B*L*D*G*G f32 values when resizing, plus the f16 rows on CUDA (not included in
+ * mapper_scratch_bytes*, but far below them at the pipeline's sizes). */
 int mapper_input_from_f16(nn_ctx *ctx, nn_tensor *x, const uint16_t *f16, int64_t B, int64_t L,
                           int64_t G, int64_t D, cmds_error *err);
 
 /* safetensors (F32), every tensor named prefix + param name ("rgb_to_3d." + "adapt.0.conv.weight");
+ * schemas/mapper_weights_v1.md (metadata cmds_schema = cmds.mapper_weights, version 1);
  * metadata: the config keys as strings (mapper.kind, mapper.width, ...) plus `extra` pairs.
  * Written to path.tmp and renamed, so the file appears whole or not at all. */
 int mapper_save(const mapper_model *const *models, const char *const *prefixes, int n,
