@@ -188,3 +188,14 @@ void config_pairs(const job_config *c, int scope, char *out, size_t cap) {
     if (len >= cap) len = cap - 1;
   }
 }
+
+void config_setting_name(const job_config *c, char *out, size_t cap) {
+  size_t len = 0;
+  out[0] = 0;
+  for (int i = 0; i < JOB_NKEYS; i++) {
+    if (job_keys[i].scope != KEY_SCORE || !strcmp(c->v[i], job_keys[i].def)) continue;
+    len += (size_t)snprintf(out + len, cap - len, "%s%s-%s", len ? "_" : "", job_keys[i].name + 6, c->v[i]);
+    if (len >= cap) len = cap - 1;
+  }
+  if (!len) snprintf(out, cap, "default");
+}

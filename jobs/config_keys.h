@@ -49,6 +49,10 @@ int config_equal(const job_config *a, const job_config *b, int scope);
  * longer than 56 characters: cut, plus "-h" and a hash of the full text. A path component
  * the stages accept (at most 63 characters of [A-Za-z0-9._-]). */
 void config_name(const job_config *c, const job_config *base, int scope, char *out, size_t cap);
+/* The scoring setting's name as cmds-score derives it: the score.* keys that differ from
+ * METHOD.md's defaults as "<key without score.>-<value>" joined by '_' (l1-0.3_fusion-add),
+ * "default" when none does. */
+void config_setting_name(const job_config *c, char *out, size_t cap);
 /* "key=value key=value ..." of the keys of `scope` (all when scope < 0) that differ from
  * METHOD.md's defaults (tasks-file form). */
 void config_pairs(const job_config *c, int scope, char *out, size_t cap);

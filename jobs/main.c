@@ -189,6 +189,8 @@ static int run_stage(runner *r, int st, int task_index, cmds_error *err) {
   char started[32];
   utc_now(started, sizeof started);
   double t0 = cmds_now();
+  int saved_override = r->ranks_override;
+  if (task_index >= 0) r->ranks_override = 1; /* an array task is one rank (the submitter's --ntasks=1) */
   stage_cmd *c;
   int n = runner_stage_cmds(r, st, task_index, &c);
   int rc = 0;
@@ -213,6 +215,7 @@ static int run_stage(runner *r, int st, int task_index, cmds_error *err) {
     sl_free(&full);
   }
   runner_cmds_free(c, n);
+  r->ranks_override = saved_override;
   if (!rc && g_stop) rc = CMDS_FAIL(err, CMDS_EINTERRUPTED, "stopped by signal %d; run cmds-run again to resume", (int)g_stop);
   double el = cmds_now() - t0;
   if (!rc) {

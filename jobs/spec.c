@@ -747,8 +747,6 @@ static int add_task(const job_spec *s, job_plan *p, int e, int ds, const char *c
     merge_labels(&p->t[t].labels, labels);
     config_free(cfg);
   } else {
-    job_config defs;
-    config_defaults(&defs);
     p->t = cmds_xrealloc(p->t, (size_t)(p->nt + 1) * sizeof *p->t);
     job_task *x = &p->t[p->nt];
     memset(x, 0, sizeof *x);
@@ -756,8 +754,29 @@ static int add_task(const job_spec *s, job_plan *p, int e, int ds, const char *c
     x->cat = cat;
     x->k = k;
     x->cfg = *cfg;
-    config_name(cfg, &defs, KEY_TRAIN, x->tag, sizeof x->tag);
-    config_name(cfg, &defs, KEY_SCORE, x->setting, sizeof x->setting);
+    /* Names relative to the spec's base configuration (the stages compare the full
+     * configuration with a model's sidecar, so a changed base never reuses a stale model). */
+    config_name(cfg, &s->base, KEY_TRAIN, x->tag, sizeof x->tag);
+    config_setting_name(cfg, x->setting, sizeof x->setting);
+    /* A base whose training keys differ from METHOD.md's defaults: tags carry a hash of the
+     * full training configuration, so editing the base never meets a model made with other
+     * keys under the same name. (Setting names are absolute already.) */
+    job_config defs;
+    config_defaults(&defs);
+    for (int sc = KEY_TRAIN; sc <= KEY_TRAIN; sc++) {
+      if (config_equal(&s->base, &defs, sc)) continue;
+      unsigned long long h = CMDS_FNV64_INIT;
+      for (int i = 0; i < JOB_NKEYS; i++)
+        if ((int)job_keys[i].scope == sc) {
+          h = fnv64(h, job_keys[i].name, strlen(job_keys[i].name) + 1);
+          h = fnv64(h, cfg->v[i], strlen(cfg->v[i]) + 1);
+        }
+      char *name = sc == KEY_TRAIN ? x->tag : x->setting;
+      size_t cap = sc == KEY_TRAIN ? sizeof x->tag : sizeof x->setting;
+      if (strlen(name) > 52) name[52] = 0;
+      size_t l = strlen(name);
+      snprintf(name + l, cap - l, "-c%08llx", h & 0xffffffffull);
+    }
     config_free(&defs);
     x->label = cmds_xstrdup(config_equal(cfg, &s->base, -1) ? "" : label);
     x->labels = cmds_xstrdup(labels);
