@@ -245,7 +245,8 @@ int runner_stage_cmds(const runner *r, int stage, int task_index, stage_cmd **cm
     sl_push(&c->argv, s->run);
     sl_push(&c->argv, "--device");
     sl_push(&c->argv, s->device);
-    backbone_args(r, c);
+    /* score reads the feature cache only; train runs the backbone online (input noise). */
+    if (stage == ST_TRAIN) backbone_args(r, c);
     break;
   }
   case ST_METRICS: {
