@@ -64,6 +64,10 @@ int nn_cuda_available(void);
  * there is no GPU or no CUDA backend. */
 int nn_cuda_select(int local_rank);
 
+/* "NVIDIA H100 80GB HBM3 (132 SMs)" for the current GPU, or the CPU's model name and the
+ * OpenMP thread count, into buf (benchmarks name the machine they measured). */
+const char *nn_device_describe(nn_device d, char *buf, size_t n);
+
 /* --- arena --- */
 /* One allocation of size_bytes on `device` (64-byte aligned on the CPU, 256 on the GPU). */
 int nn_arena_init(nn_arena *a, nn_device device, size_t size_bytes, cmds_error *err);
