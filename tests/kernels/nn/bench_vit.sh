@@ -16,7 +16,7 @@ a=$(grep -o '[0-9.]* images/s' <<<"$ours" | head -1 | cut -d' ' -f1)
 b=$(grep -o '[0-9.]* images/s' <<<"$ref" | head -1 | cut -d' ' -f1)
 gf=$(grep -o '[0-9.]* GFLOP per image' <<<"$ours" | head -1 | cut -d' ' -f1)
 prec=${4:-fp32}
-gemm=$(grep "^gemm rate .* $prec\|^gemm rate cpu" <<<"$ours" | grep -o '[0-9.]* TFLOP/s' | head -1 | cut -d' ' -f1)
+gemm=$(grep "^gemm rate [a-z]* $prec " <<<"$ours" | grep -o '[0-9.]* TFLOP/s' | head -1 | cut -d' ' -f1)
 if [ -n "$b" ]; then
   awk -v a="$a" -v b="$b" 'BEGIN{printf "ratio ours/torch: %.2f\n", a/b}'
   [ -n "$gemm" ] && [ -n "$gf" ] &&
