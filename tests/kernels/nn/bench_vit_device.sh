@@ -16,6 +16,7 @@ cmake --build build -j"$threads" > "$out/build.log" 2>&1 || { grep -B2 -A6 "erro
 build/bin/test_vit tests/fixtures/vit > "$out/test_vit.log" 2>&1
 build/bin/test_vit_bf16_ops > "$out/test_vit_bf16_ops.log" 2>&1
 export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads OMP_WAIT_POLICY=passive
+{ build/bin/bench_nn_cuda; python3 tests/kernels/nn/bench_nn_torch.py; } > "$out/bench_ops.log" 2>&1
 for p in bf16 tf32 fp32; do
   tests/kernels/nn/bench_vit.sh build/bin/bench_vit cuda 64 10 $p
 done > "$out/bench_gpu.log" 2>&1
@@ -24,5 +25,6 @@ CMDS_NN_ATTN_THREADS=blas build/bin/bench_vit cpu 8 3 > "$out/bench_cpu_blas_att
 echo "== smi"; cat "$out/smi.txt"
 echo "== ctest"; grep -E "tests passed|tests failed|Failed|\*\*\*" "$out/ctest.log"
 echo "== parity"; grep -E "relative L2|rel L2|passed" "$out/test_vit.log" "$out/test_vit_bf16_ops.log" | sed 's|.*/||'
+echo "== gpu ops"; cat "$out/bench_ops.log"
 echo "== gpu"; cat "$out/bench_gpu.log"
 echo "== cpu"; cat "$out/bench_cpu.log"; echo "-- attention GEMMs threaded by OpenBLAS:"; cat "$out/bench_cpu_blas_attention.log"

@@ -127,6 +127,17 @@ int main(int argc, char **argv) {
   CHECK(vit_load(&m, fpath("hf.safetensors"), NN_CPU, 3, -1, &err) == CMDS_EINPUT && strstr(err.msg, "heads"),
         "heads that do not divide the width: %s", err.msg);
 
+  /* bf16 is a CUDA path: the CPU refuses it with a clear error. */
+  {
+    vit_model cm;
+    CHECK(vit_load(&cm, fpath("timm.safetensors"), NN_CPU, 2, -1, &err) == 0, "%s", err.msg);
+    float *o = malloc(sizeof(float) * 2 * 3 * 16 * 32 * 4);
+    CHECK(run(&cm, NN_CPU, 0, 1, o, &err) == CMDS_EINPUT && strstr(err.msg, "bf16"), "bf16 on the cpu: %s",
+          err.msg);
+    free(o);
+    vit_free(&cm);
+  }
+
   /* The random stand-in backbone: deterministic, finite, right shape. */
   vit_config c = {.image = 32, .patch = 8, .width = 32, .depth = 12, .heads = 2, .mlp = 128, .eps = 1e-6f};
   vit_model r1, r2;
