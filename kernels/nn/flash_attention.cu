@@ -9,8 +9,9 @@
 // scale folded into exp2), rescales its output accumulator, and adds P V with P converted to
 // bf16 straight from the S accumulators (the C layout of two n8 tiles is the A layout of one
 // k16 step). S never leaves registers; O is divided by l once at the end.
-// Shared rows are padded by 16 bytes (D + 8 elements): for D in {16, 32, 64, 128} the eight
-// 16-byte row segments an ldmatrix phase reads fall in distinct banks.
+// Head dims: multiples of 16 up to 128 (k16 steps; D / 8 even for the paired ldmatrix). Shared
+// rows are padded by 16 bytes (D + 8 elements, an odd number of 16-byte units for every such D),
+// so the eight 16-byte row segments an ldmatrix phase reads fall in distinct banks.
 // Keys past N (last tile) are zero-filled and masked to -inf; query rows past N compute on
 // zeros and are not written.
 #include <cuda_bf16.h>
@@ -222,9 +223,9 @@ extern "C" int nn_flash_attention_bf16_cuda(nn_ctx *c, uint16_t *o, const uint16
                                             const uint16_t *v, int64_t B, int64_t N, int64_t H, int64_t D,
                                             int64_t ld_q, int64_t ld_k, int64_t ld_v, int64_t ld_o,
                                             cmds_error *err) {
-  if (D != 16 && D != 32 && D != 64 && D != 128)
-    return CMDS_FAIL(err, CMDS_EINPUT, "flash attention (bf16, cuda): head dim %lld, supported 16, 32, 64, 128",
-                     (long long)D);
+  if (D < 16 || D > 128 || D % 16)
+    return CMDS_FAIL(err, CMDS_EINPUT,
+                     "flash attention (bf16, cuda): head dim %lld, supported multiples of 16 up to 128", (long long)D);
   if ((ld_q | ld_k | ld_v | ld_o) % 8 || ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o) % 16)
     return CMDS_FAIL(err, CMDS_EINPUT,
                      "flash attention (bf16, cuda): row strides must be multiples of 8 and rows 16-byte aligned");
@@ -238,7 +239,11 @@ extern "C" int nn_flash_attention_bf16_cuda(nn_ctx *c, uint16_t *o, const uint16
   switch (D) {
     case 16: return launch<16>(c, O, Q, K, V, B, N, H, ld_q, ld_k, ld_v, ld_o, err);
     case 32: return launch<32>(c, O, Q, K, V, B, N, H, ld_q, ld_k, ld_v, ld_o, err);
+    case 48: return launch<48>(c, O, Q, K, V, B, N, H, ld_q, ld_k, ld_v, ld_o, err);
     case 64: return launch<64>(c, O, Q, K, V, B, N, H, ld_q, ld_k, ld_v, ld_o, err);
+    case 80: return launch<80>(c, O, Q, K, V, B, N, H, ld_q, ld_k, ld_v, ld_o, err);
+    case 96: return launch<96>(c, O, Q, K, V, B, N, H, ld_q, ld_k, ld_v, ld_o, err);
+    case 112: return launch<112>(c, O, Q, K, V, B, N, H, ld_q, ld_k, ld_v, ld_o, err);
     default: return launch<128>(c, O, Q, K, V, B, N, H, ld_q, ld_k, ld_v, ld_o, err);
   }
 }

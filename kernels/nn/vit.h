@@ -73,8 +73,8 @@ void vit_patchify_cpu(const float *images, int64_t B, int64_t H, int64_t W, int6
  * Precision: f32 by default (CPU: the reference; CUDA: fp32 GEMMs, or TF32 with
  * ctx->allow_tf32). ctx->act_dtype = NN_BF16 on CUDA: bf16 weights (converted once, kept in
  * m->weights16) and activations, fp32 accumulation, LayerNorm and softmax statistics in f32,
- * the residual stream and the outputs in f32; our flash-attention kernel (head dim 16, 32,
- * 64 or 128). Within about 1e-2 (relative L2) of the f32 path. */
+ * the residual stream and the outputs in f32; our flash-attention kernel (head dim a multiple
+ * of 16 up to 128). Within about 1e-2 (relative L2) of the f32 path. */
 int vit_forward(vit_model *m, nn_ctx *ctx, const nn_tensor *patches, const int *blocks, int nblocks,
                 int final_norm, nn_tensor *out, cmds_error *err);
 /* Scratch bytes vit_forward needs for a batch of B. */

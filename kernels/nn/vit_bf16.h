@@ -24,7 +24,7 @@ int nn_lt_gemm_cuda(nn_ctx *c, void *y, nn_dtype y_type, const void *x, const vo
 
 /* Flash attention on bf16 q, k, v (B, N, H*D) with row strides ld_* (elements, multiples of
  * 8, 16-byte aligned rows), o (B, N, H*D) bf16; tensor cores (mma.sync m16n8k16) with an
- * fp32 online softmax; D in {16, 32, 64, 128}. */
+ * fp32 online softmax; D a multiple of 16 up to 128. */
 int nn_flash_attention_bf16_cuda(nn_ctx *c, uint16_t *o, const uint16_t *q, const uint16_t *k,
                                  const uint16_t *v, int64_t B, int64_t N, int64_t H, int64_t D, int64_t ld_q,
                                  int64_t ld_k, int64_t ld_v, int64_t ld_o, cmds_error *err);

@@ -1,8 +1,8 @@
 /* test_vit_bf16_ops: the CUDA kernels of the ViT's bf16 path against the f32 CPU path, on
  * fresh random inputs rounded to bf16 first (so the reference sees the same operands):
  * flash attention (ViT-B/8's 785 tokens x 12 heads of 64, odd sizes, every supported head
- * dim, peaky and flat softmaxes, q/k/v as column blocks of one fused qkv matrix), the
- * cuBLASLt bf16 GEMM (bf16 out with bias; f32 out accumulated onto y, the residual form),
+ * dim: the multiples of 16 up to 128, peaky and flat softmaxes, q/k/v as column blocks of one
+ * fused qkv matrix), the cuBLASLt bf16 GEMM (bf16 out with bias; f32 out accumulated onto y, the residual form),
  * LayerNorm f32 -> bf16, in-place bf16 GELU, and the f32 embedding / token gather kernels.
  * Outputs are poisoned with NaN before each run, so an unwritten value fails. Bounds:
  * ||gpu - cpu|| / ||cpu|| < 1e-2 for bf16 results (bf16 operands land between 1e-3 and
@@ -246,9 +246,13 @@ int main(void) {
   check_attention(1, 70, 2, 128, 0, 1.0);
   check_attention(2, 33, 3, 16, 1, 1.0);
   check_attention(2, 17, 2, 16, 1, 0.1);   /* the test ViT's shape; nearly flat softmax */
+  check_attention(2, 785, 2, 48, 1, 1.0);  /* the features stage's random stand-in (width 96, 2 heads) */
+  check_attention(1, 130, 2, 80, 0, 1.0);
+  check_attention(1, 97, 1, 96, 1, 1.0);
+  check_attention(1, 65, 2, 112, 0, 1.0);
   check_attention(1, 64, 1, 64, 0, 1.0);   /* exactly one tile */
   check_attention(1, 1, 1, 64, 0, 1.0);    /* one token */
-  CHECK(nn_flash_attention_bf16_cuda(&gpu, NULL, NULL, NULL, NULL, 1, 8, 1, 48, 48, 48, 48, 48, &err) == CMDS_EINPUT &&
+  CHECK(nn_flash_attention_bf16_cuda(&gpu, NULL, NULL, NULL, NULL, 1, 8, 1, 40, 40, 40, 40, 40, &err) == CMDS_EINPUT &&
             strstr(err.msg, "head dim"),
         "unsupported head dim refused: %s", err.msg);
   check_gemm(1000, 768, 300);
