@@ -1,8 +1,10 @@
-/* attention: CPU reference and dispatcher (see attention.h). */
+/* attention: CPU path through OpenBLAS GEMMs and the dispatcher (see attention.h). */
 #include "attention.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "activation.h"
@@ -11,34 +13,50 @@
 #include "nn_cuda.h"
 #endif
 
+size_t nn_attention_cpu_scratch_floats(int64_t N) {
+  return (size_t)omp_get_max_threads() * NN_ATTN_CPU_QB * (size_t)N;
+}
+
+/* One block: rows [i0, i0 + m) of head h of image b. s: (m, N) scores, then probabilities. */
+static void attention_block(float *o, const float *q, const float *k, const float *v, int64_t N,
+                            int64_t D, int64_t ld_q, int64_t ld_k, int64_t ld_v, int64_t ld_o,
+                            int64_t i0, int64_t m, float scale, float *s) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)N, (int)D, scale, q + i0 * ld_q, (int)ld_q, k,
+              (int)ld_k, 0.0f, s, (int)N);
+  for (int64_t r = 0; r < m; r++) nn_softmax_row_cpu(s + r * N, s + r * N, N);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)D, (int)N, 1.0f, s, (int)N, v, (int)ld_v,
+              0.0f, o + i0 * ld_o, (int)ld_o);
+}
+
 void nn_attention_cpu(float *o, const float *q, const float *k, const float *v, int64_t B,
                       int64_t N, int64_t H, int64_t D, int64_t ld_q, int64_t ld_k, int64_t ld_v,
                       int64_t ld_o, float *scratch) {
+  if (B == 0 || N == 0) return;
   float scale = 1.0f / sqrtf((float)D);
+  const int64_t QB = NN_ATTN_CPU_QB, nqb = (N + QB - 1) / QB, nblk = B * H * nqb;
+  const char *mode = getenv("CMDS_NN_ATTN_THREADS");
+  if (mode && !strcmp(mode, "blas")) { /* comparison mode: OpenBLAS threads each GEMM */
+    for (int64_t r = 0; r < nblk; r++) {
+      int64_t b = r / (H * nqb), h = (r / nqb) % H, i0 = (r % nqb) * QB, m = N - i0 < QB ? N - i0 : QB;
+      attention_block(o + b * N * ld_o + h * D, q + b * N * ld_q + h * D, k + b * N * ld_k + h * D,
+                      v + b * N * ld_v + h * D, N, D, ld_q, ld_k, ld_v, ld_o, i0, m, scale, scratch);
+    }
+    return;
+  }
+  /* OpenMP over blocks, each GEMM on its calling thread: never OpenMP x OpenBLAS threads. */
+  int blas_threads = openblas_get_num_threads();
+  if (blas_threads > 1) openblas_set_num_threads(1);
 #pragma omp parallel
   {
-    float *s = scratch + (int64_t)omp_get_thread_num() * N;  /* (N) scores of one query */
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < B * H * N; r++) {
-      int64_t b = r / (H * N), h = (r / N) % H, i = r % N;
-      const float *qi = q + (b * N + i) * ld_q + h * D;
-      const float *kb = k + b * N * ld_k + h * D, *vb = v + b * N * ld_v + h * D;
-      for (int64_t j = 0; j < N; j++) {
-        const float *kj = kb + j * ld_k;
-        float acc = 0.0f;
-        for (int64_t d = 0; d < D; d++) acc += qi[d] * kj[d];
-        s[j] = acc * scale;
-      }
-      nn_softmax_row_cpu(s, s, N);
-      float *oi = o + (b * N + i) * ld_o + h * D;
-      memset(oi, 0, (size_t)D * sizeof *oi);
-      for (int64_t j = 0; j < N; j++) {
-        const float *vj = vb + j * ld_v;
-        float p = s[j];
-        for (int64_t d = 0; d < D; d++) oi[d] += p * vj[d];
-      }
+    float *s = scratch + (size_t)omp_get_thread_num() * QB * (size_t)N;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t r = 0; r < nblk; r++) {
+      int64_t b = r / (H * nqb), h = (r / nqb) % H, i0 = (r % nqb) * QB, m = N - i0 < QB ? N - i0 : QB;
+      attention_block(o + b * N * ld_o + h * D, q + b * N * ld_q + h * D, k + b * N * ld_k + h * D,
+                      v + b * N * ld_v + h * D, N, D, ld_q, ld_k, ld_v, ld_o, i0, m, scale, s);
     }
   }
+  if (blas_threads > 1) openblas_set_num_threads(blas_threads);
 }
 
 int nn_attention_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn_tensor *k,
@@ -58,7 +76,7 @@ int nn_attention_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn
   if (ctx->device == NN_CPU) {
     if (!ctx->scratch) return CMDS_FAIL(err, CMDS_EINPUT, "%s: needs a scratch arena in the context", op);
     size_t mark = nn_arena_mark(ctx->scratch);
-    float *s = nn_arena_alloc(ctx->scratch, (size_t)omp_get_max_threads() * (size_t)N * sizeof(float), err);
+    float *s = nn_arena_alloc(ctx->scratch, nn_attention_cpu_scratch_floats(N) * sizeof(float), err);
     if (!s) return cmds_error_wrap(err, "%s scores", op);
     nn_attention_cpu(o->data, q->data, k->data, v->data, B, N, heads, D, C, C, C, C, s);
     nn_arena_rewind(ctx->scratch, mark);

@@ -2,23 +2,34 @@
  * head, no mask, no dropout (a ViT block's core).
  *   q, k, v (B, N, C) with C = H * D; head h is columns [h*D, (h+1)*D) (the layout a
  *   linear produces and the output projection reads)   ->   o (B, N, C)
- * CPU: per (batch, head, query row) scores over all N keys in a per-thread scratch row
- * (threads x N floats from ctx->scratch), softmax, weighted sum of v.
- * CUDA: one fused kernel with an online (running max / running sum) softmax over key
+ * CPU: per (batch, head, block of NN_ATTN_CPU_QB query rows) two GEMMs through OpenBLAS,
+ * S = Q K^T / sqrt(D) into a per-thread (QB, N) scratch block, a row softmax, O = P V.
+ * OpenMP runs the blocks in parallel with OpenBLAS single-threaded inside (small GEMMs
+ * scale better over blocks than inside one GEMM; measured in analysis/kernels_gpu.md);
+ * CMDS_NN_ATTN_THREADS=blas in the environment runs the blocks in turn with OpenBLAS
+ * threading each GEMM instead (kept for that comparison).
+ * CUDA, fp32: one fused kernel with an online (running max / running sum) softmax over key
  * tiles held in shared memory; the N x N score matrix never exists in global memory.
- * Head dim D <= 128 on CUDA. */
+ * Head dim D <= 128 on CUDA. The bf16 tensor-core kernel is nn_flash_attention_bf16_cuda
+ * (flash_attention.cu, vit_bf16.h). */
 #ifndef CMDS_NN_ATTENTION_H
 #define CMDS_NN_ATTENTION_H
 
+#include <stddef.h>
+
 #include "tensor.h"
+
+#define NN_ATTN_CPU_QB 64 /* query rows per CPU block */
 
 int nn_attention_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn_tensor *k,
                          const nn_tensor *v, int64_t heads, cmds_error *err);
 
 /* Raw form with row strides (elements between consecutive tokens), so q, k, v can be
- * column blocks of one fused (B, N, 3C) qkv matrix. Scratch: omp_get_max_threads() * N floats. */
+ * column blocks of one fused (B, N, 3C) qkv matrix. scratch: nn_attention_cpu_scratch_floats(N). */
 void nn_attention_cpu(float *o, const float *q, const float *k, const float *v, int64_t B,
                       int64_t N, int64_t H, int64_t D, int64_t ld_q, int64_t ld_k, int64_t ld_v,
                       int64_t ld_o, float *scratch);
+/* Floats of scratch nn_attention_cpu needs for N tokens: omp_get_max_threads() * QB * N. */
+size_t nn_attention_cpu_scratch_floats(int64_t N);
 
 #endif

@@ -12,6 +12,7 @@ void nn_linear_cpu(float *y, int64_t ld_y, const float *x, int64_t ld_x, const f
   if (M == 0 || N == 0) return;
   float beta = 0.0f;
   if (b) {  /* start from the bias in every row, then accumulate x W^T onto it */
+#pragma omp parallel for schedule(static) if (M * N > 65536)
     for (int64_t i = 0; i < M; i++)
       for (int64_t j = 0; j < N; j++) y[i * ld_y + j] = b[j];
     beta = 1.0f;

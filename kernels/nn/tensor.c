@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #ifdef CMDS_CUDA
 #include "nn_cuda.h"
 #endif
@@ -36,6 +40,39 @@ int nn_cuda_select(int local_rank) {
   (void)local_rank;
   return -1;
 #endif
+}
+
+#ifdef CMDS_CUDA
+/* tensor.cu */
+void nn_cuda_device_name(char *buf, size_t n);
+#endif
+
+const char *nn_device_describe(nn_device d, char *buf, size_t n) {
+  if (n == 0) return buf;
+  snprintf(buf, n, "%s", d == NN_CPU ? "cpu" : "cuda (no backend in this build)");
+  if (d == NN_CUDA) {
+#ifdef CMDS_CUDA
+    nn_cuda_device_name(buf, n);
+#endif
+    return buf;
+  }
+  char line[512], model[256] = "unknown cpu";
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  while (f && fgets(line, sizeof line, f)) {
+    char *colon = strchr(line, ':');
+    if (!strncmp(line, "model name", 10) && colon) {
+      snprintf(model, sizeof model, "%s", colon + 2);
+      model[strcspn(model, "\n")] = 0;
+      break;
+    }
+  }
+  if (f) fclose(f);
+  int threads = 1;
+#ifdef _OPENMP
+  threads = omp_get_max_threads();
+#endif
+  snprintf(buf, n, "%s (%d OpenMP threads)", model, threads);
+  return buf;
 }
 
 #ifndef CMDS_CUDA

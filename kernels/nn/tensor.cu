@@ -1,6 +1,8 @@
 // tensor.cu: device memory, copies, the cuBLAS handle and stream sync for the nn CUDA
 // backend (entry points in nn_cuda.h). Every call is checked and reported with file and
 // line through the cmds_error of the caller.
+#include <stdio.h>
+
 #include "nn_cuda.h"
 
 extern "C" int nn_cuda_set_device(int d) { return cudaSetDevice(d) == cudaSuccess ? 0 : -1; }
@@ -44,4 +46,18 @@ extern "C" int nn_cuda_sync(void *stream, cmds_error *err) {
   CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)stream));
   CUDA_CHECK(cudaGetLastError());
   return CMDS_OK;
+}
+
+extern "C" void nn_cuda_device_name(char *buf, size_t n) {
+  int d = 0;
+  cudaDeviceProp p;
+  if (cudaGetDevice(&d) != cudaSuccess || cudaGetDeviceProperties(&p, d) != cudaSuccess) {
+    cudaGetLastError();
+    snprintf(buf, n, "cuda (device unknown)");
+    return;
+  }
+  int drv = 0;
+  cudaDriverGetVersion(&drv);
+  snprintf(buf, n, "%s (%d SMs, %.0f GiB, CUDA driver %d.%d)", p.name, p.multiProcessorCount,
+           (double)p.totalGlobalMem / (1 << 30), drv / 1000, (drv % 1000) / 10);
 }

@@ -8,8 +8,9 @@
  * batches the caller resets the arena.
  *
  * The context says where ops run (the tensors' device must agree), carries the CUDA
- * stream and cuBLAS handle, and the TF32 switch: off by default, so the CUDA path is
- * fp32-exact up to summation order and can be compared with the CPU path at 1e-5. */
+ * stream and cuBLAS handle, the TF32 switch and the bf16 switch (act_dtype): both off by
+ * default, so the CUDA path is fp32-exact up to summation order and can be compared with
+ * the CPU path at 1e-5. */
 #ifndef CMDS_NN_TENSOR_H
 #define CMDS_NN_TENSOR_H
 
@@ -45,6 +46,10 @@ typedef struct nn_ctx {
   void *stream;      /* cudaStream_t (NULL = default stream) when device is NN_CUDA */
   void *cublas;      /* cublasHandle_t, created by nn_ctx_init for NN_CUDA */
   int allow_tf32;    /* 0: fp32 GEMMs (default); 1: TF32 tensor cores for GEMMs */
+  /* NN_F32 (nn_ctx_init's default) or NN_BF16: forwards that have a bf16 path (vit_forward on
+   * CUDA) keep GEMM weights and activations in bf16 and accumulate in fp32; set it after
+   * nn_ctx_init. The single ops (nn_*_forward) stay f32 either way. */
+  nn_dtype act_dtype;
 } nn_ctx;
 
 /* Bytes of one element. */
@@ -58,6 +63,10 @@ int nn_cuda_available(void);
  * its local rank; CUDA_VISIBLE_DEVICES narrows the set). Returns the index, or -1 when
  * there is no GPU or no CUDA backend. */
 int nn_cuda_select(int local_rank);
+
+/* "NVIDIA H100 80GB HBM3 (132 SMs)" for the current GPU, or the CPU's model name and the
+ * OpenMP thread count, into buf (benchmarks name the machine they measured). */
+const char *nn_device_describe(nn_device d, char *buf, size_t n);
 
 /* --- arena --- */
 /* One allocation of size_bytes on `device` (64-byte aligned on the CPU, 256 on the GPU). */

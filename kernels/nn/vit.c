@@ -6,17 +6,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "activation.h"
 #include "attention.h"
-#include "elementwise.h"
 #include "linear.h"
 #include "norm.h"
 #include "rng.h"
 #include "safetensors.h"
 
-#ifdef _OPENMP
-#include <omp.h>
+#ifdef CMDS_CUDA
+#include "vit_bf16.h"
 #endif
+
 
 void vit_config_b8(vit_config *c) {
   c->image = 224;
@@ -329,8 +331,10 @@ int vit_init_random(vit_model *m, const vit_config *c, uint64_t seed, nn_device 
 
 void vit_free(vit_model *m) {
   nn_arena_free(&m->weights);
+  nn_arena_free(&m->weights16);
   free(m->blocks);
-  m->blocks = NULL;
+  free(m->blocks16);
+  m->blocks = m->blocks16 = NULL;
 }
 
 void vit_patchify_cpu(const float *images, int64_t B, int64_t H, int64_t W, int64_t P, float *patches) {
@@ -349,18 +353,157 @@ void vit_patchify_cpu(const float *images, int64_t B, int64_t H, int64_t W, int6
 
 size_t vit_scratch_bytes(const vit_config *c, int64_t B) {
   int64_t G = c->image / c->patch, T = 1 + G * G, D = c->width;
-  int threads = 1;
-#ifdef _OPENMP
-  threads = omp_get_max_threads();
-#endif
-  size_t acts = (size_t)(8 * B * T * D + B * T * c->mlp) * sizeof(float);
-  return acts + (size_t)threads * (size_t)T * sizeof(float) + 64 * 256;
+  /* x, h, qkv (3), att, patch rows: 7 B T D floats, the MLP hidden B T mlp (the bf16 path
+   * needs less); the CPU attention's score blocks; the cuBLASLt workspace (32 MB). */
+  size_t acts = (size_t)(7 * B * T * D + B * T * c->mlp) * sizeof(float);
+  return acts + nn_attention_cpu_scratch_floats(T) * sizeof(float) + ((size_t)32 << 20) + 64 * 256;
 }
 
-/* A view of rows [r0, r0 + n) of a 2-D or 1-D tensor. */
-static nn_tensor rows(const nn_tensor *t, int64_t r0, int64_t n) {
-  int64_t inner = t->ndim == 2 ? t->shape[1] : 1;
-  return nn_tensor_view((float *)t->data + r0 * inner, NN_F32, t->device, n, t->ndim == 2 ? inner : -1, -1, -1);
+/* bf16 copies of the block GEMM weights and of the biases added to bf16 outputs (qkv, fc1),
+ * made on the first bf16 forward and kept with the model. */
+static int ensure_bf16(vit_model *m, nn_ctx *ctx, cmds_error *err) {
+#ifdef CMDS_CUDA
+  if (m->blocks16) return CMDS_OK;
+  const vit_config *c = &m->cfg;
+  int64_t D = c->width, F = c->mlp;
+  size_t per_block = (size_t)(3 * D * D + 3 * D + D * D + F * D + F + D * F) * 2 + 6 * 256;
+  int rc = nn_arena_init(&m->weights16, NN_CUDA, per_block * (size_t)c->depth, err);
+  if (rc) return cmds_error_wrap(err, "vit bf16 weights");
+  m->blocks16 = cmds_xcalloc((size_t)c->depth, sizeof *m->blocks16);
+  for (int64_t i = 0; i < c->depth && !rc; i++) {
+    vit_block *f = &m->blocks[i], *h = &m->blocks16[i];
+    nn_tensor *src[6] = {&f->qkv_w, &f->qkv_b, &f->proj_w, &f->fc1_w, &f->fc1_b, &f->fc2_w};
+    nn_tensor *dst[6] = {&h->qkv_w, &h->qkv_b, &h->proj_w, &h->fc1_w, &h->fc1_b, &h->fc2_w};
+    for (int k = 0; k < 6 && !rc; k++) {
+      rc = nn_tensor_alloc(dst[k], &m->weights16, NN_BF16, src[k]->ndim, src[k]->shape, err);
+      if (!rc) rc = nn_f32_to_bf16_cuda(ctx, dst[k]->data, src[k]->data, nn_tensor_numel(src[k]), err);
+    }
+  }
+  if (!rc) rc = nn_ctx_sync(ctx, err);
+  if (rc) {
+    nn_arena_free(&m->weights16);
+    free(m->blocks16);
+    m->blocks16 = NULL;
+  }
+  return rc;
+#else
+  (void)m;
+  (void)ctx;
+  return CMDS_FAIL(err, CMDS_EINPUT, "vit_forward: bf16 needs the CUDA backend");
+#endif
+}
+
+/* ---- forward ------------------------------------------------------------------------ */
+
+/* CPU: x (M, N) += in (M, K) W^T + b: the residual connection folded into the GEMM (beta 1). */
+static void linear_residual_cpu(float *x, const float *in, const float *w, const float *b, int64_t M, int64_t K,
+                                int64_t N) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = 0; j < N; j++) x[i * N + j] += b[j];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, in, (int)K, w, (int)K, 1.0f, x,
+              (int)N);
+}
+
+/* x (B, T, D) = [cls; plin] + pos. */
+static int embed(nn_ctx *ctx, float *x, const float *plin, const vit_model *m, int64_t B, int64_t NP, int64_t D,
+                 cmds_error *err) {
+  const float *cls = m->cls.data, *pos = m->pos.data;
+  if (ctx->device == NN_CPU) {
+    int64_t T = NP + 1;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t t = 0; t < T; t++) {
+        const float *src = t ? plin + (b * NP + t - 1) * D : cls;
+        float *dst = x + (b * T + t) * D;
+        for (int64_t d = 0; d < D; d++) dst[d] = src[d] + pos[t * D + d];
+      }
+    return CMDS_OK;
+  }
+#ifdef CMDS_CUDA
+  return nn_vit_embed_cuda(ctx, x, plin, cls, pos, B, NP, D, err);
+#else
+  return CMDS_FAIL(err, CMDS_EINPUT, "vit_forward: cuda tensors in a build without CUDA");
+#endif
+}
+
+/* out[:, l] = the patch tokens of src (B, T, D). */
+static int gather(nn_ctx *ctx, nn_tensor *out, int l, const float *src, int64_t B, int64_t T, int64_t D,
+                  cmds_error *err) {
+  int64_t nb = out->shape[1], NP = T - 1;
+  float *o = (float *)out->data + l * NP * D;
+  if (ctx->device == NN_CPU) {
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < B; b++)
+      memcpy(o + b * nb * NP * D, src + (b * T + 1) * D, sizeof(float) * (size_t)(NP * D));
+    return CMDS_OK;
+  }
+#ifdef CMDS_CUDA
+  return nn_vit_gather_cuda(ctx, o, nb * NP * D, src, B, T, D, err);
+#else
+  return CMDS_FAIL(err, CMDS_EINPUT, "vit_forward: cuda tensors in a build without CUDA");
+#endif
+}
+
+typedef struct vit_acts {
+  nn_tensor x, h, qkv, att, mm, plin; /* f32 (B, T, D), (B, T, D), (B, T, 3D), (B, T, D), (B, T, mlp), (B, NP, D) */
+  void *h16, *qkv16, *att16, *mm16;   /* bf16 path: (B T, D), (B T, 3D), (B T, D), (B T, mlp) */
+} vit_acts;
+
+/* One block, f32 (CPU, or CUDA with fp32 / TF32 GEMMs). */
+static int block_f32(nn_ctx *ctx, const vit_config *c, vit_block *bk, vit_acts *A, int64_t B, int64_t T,
+                     float *attn_scratch, cmds_error *err) {
+  int64_t D = c->width, H = c->heads, hd = D / H, M = B * T;
+  float *x = A->x.data, *qkv = A->qkv.data, *att = A->att.data, *mm = A->mm.data;
+  int rc = nn_layernorm_forward(ctx, &A->h, &A->x, &bk->ln1_w, &bk->ln1_b, c->eps, err);
+  if (!rc) rc = nn_linear_forward(ctx, &A->qkv, &A->h, &bk->qkv_w, &bk->qkv_b, err);
+  if (rc) return rc;
+  if (ctx->device == NN_CPU) {
+    nn_attention_cpu(att, qkv, qkv + D, qkv + 2 * D, B, T, H, hd, 3 * D, 3 * D, 3 * D, D, attn_scratch);
+    linear_residual_cpu(x, att, bk->proj_w.data, bk->proj_b.data, M, D, D);
+    rc = nn_layernorm_forward(ctx, &A->h, &A->x, &bk->ln2_w, &bk->ln2_b, c->eps, err);
+    if (!rc) rc = nn_linear_forward(ctx, &A->mm, &A->h, &bk->fc1_w, &bk->fc1_b, err);
+    if (!rc) rc = nn_gelu_forward(ctx, &A->mm, &A->mm, err);
+    if (!rc) linear_residual_cpu(x, mm, bk->fc2_w.data, bk->fc2_b.data, M, c->mlp, D);
+    return rc;
+  }
+#ifdef CMDS_CUDA
+  (void)attn_scratch;
+  rc = nn_attention_cuda(ctx, att, qkv, qkv + D, qkv + 2 * D, B, T, H, hd, 3 * D, 3 * D, 3 * D, D, err);
+  if (!rc) rc = nn_lt_gemm_cuda(ctx, x, NN_F32, att, bk->proj_w.data, NN_F32, bk->proj_b.data, M, D, D, 1.0f, err);
+  if (!rc) rc = nn_layernorm_forward(ctx, &A->h, &A->x, &bk->ln2_w, &bk->ln2_b, c->eps, err);
+  if (!rc) rc = nn_linear_forward(ctx, &A->mm, &A->h, &bk->fc1_w, &bk->fc1_b, err);
+  if (!rc) rc = nn_gelu_forward(ctx, &A->mm, &A->mm, err);
+  if (!rc) rc = nn_lt_gemm_cuda(ctx, x, NN_F32, mm, bk->fc2_w.data, NN_F32, bk->fc2_b.data, M, c->mlp, D, 1.0f, err);
+  return rc;
+#else
+  return CMDS_FAIL(err, CMDS_EINPUT, "vit_forward: cuda tensors in a build without CUDA");
+#endif
+}
+
+/* One block on CUDA in bf16: the residual stream x stays f32; LayerNorm reads it and writes
+ * bf16; the GEMMs take bf16 operands (fp32 accumulate) with the bias in the epilogue, and the
+ * projections add onto x in f32 (beta 1). */
+static int block_bf16(nn_ctx *ctx, const vit_config *c, vit_block *bk, vit_block *b16, vit_acts *A, int64_t B,
+                      int64_t T, cmds_error *err) {
+#ifdef CMDS_CUDA
+  int64_t D = c->width, H = c->heads, hd = D / H, M = B * T, F = c->mlp;
+  float *x = A->x.data;
+  uint16_t *h = A->h16, *qkv = A->qkv16, *att = A->att16, *mm = A->mm16;
+  int rc = nn_layernorm_bf16_cuda(ctx, h, x, bk->ln1_w.data, bk->ln1_b.data, M, D, c->eps, err);
+  if (!rc) rc = nn_lt_gemm_cuda(ctx, qkv, NN_BF16, h, b16->qkv_w.data, NN_BF16, b16->qkv_b.data, M, D, 3 * D, 0.0f, err);
+  if (!rc)
+    rc = nn_flash_attention_bf16_cuda(ctx, att, qkv, qkv + D, qkv + 2 * D, B, T, H, hd, 3 * D, 3 * D, 3 * D, D, err);
+  if (!rc) rc = nn_lt_gemm_cuda(ctx, x, NN_F32, att, b16->proj_w.data, NN_BF16, bk->proj_b.data, M, D, D, 1.0f, err);
+  if (!rc) rc = nn_layernorm_bf16_cuda(ctx, h, x, bk->ln2_w.data, bk->ln2_b.data, M, D, c->eps, err);
+  if (!rc) rc = nn_lt_gemm_cuda(ctx, mm, NN_BF16, h, b16->fc1_w.data, NN_BF16, b16->fc1_b.data, M, D, F, 0.0f, err);
+  if (!rc) rc = nn_gelu_bf16_cuda(ctx, mm, M * F, err);
+  if (!rc) rc = nn_lt_gemm_cuda(ctx, x, NN_F32, mm, b16->fc2_w.data, NN_BF16, bk->fc2_b.data, M, F, D, 1.0f, err);
+  return rc;
+#else
+  (void)ctx, (void)c, (void)bk, (void)b16, (void)A, (void)B, (void)T;
+  return CMDS_FAIL(err, CMDS_EINPUT, "vit_forward: bf16 needs the CUDA backend");
+#endif
 }
 
 int vit_forward(vit_model *m, nn_ctx *ctx, const nn_tensor *patches, const int *blocks, int nblocks,
@@ -376,62 +519,53 @@ int vit_forward(vit_model *m, nn_ctx *ctx, const nn_tensor *patches, const int *
     if (blocks[l] < 1 || blocks[l] > c->depth)
       rc = CMDS_FAIL(err, CMDS_EINPUT, "vit_forward: block %d outside 1..%lld", blocks[l], (long long)c->depth);
   if (rc) return rc;
+  int bf16 = ctx->act_dtype == NN_BF16;
+  if (bf16 && ctx->device != NN_CUDA)
+    return CMDS_FAIL(err, CMDS_EINPUT, "vit_forward: bf16 runs on CUDA only; the CPU path is f32");
+  if (ctx->act_dtype != NN_F32 && !bf16)
+    return CMDS_FAIL(err, CMDS_EINPUT, "vit_forward: activations %s, f32 or bf16 supported",
+                     nn_dtype_name(ctx->act_dtype));
+  if (bf16 && (rc = ensure_bf16(m, ctx, err))) return rc;
   nn_arena *a = ctx->scratch;
   size_t mark = nn_arena_mark(a);
-  nn_tensor x, h, q, k, v, att, o, mm, plin;
-  int64_t sx[3] = {B, T, D}, sm[3] = {B, T, c->mlp}, sp[3] = {B, NP, D};
-  rc = nn_tensor_alloc(&x, a, NN_F32, 3, sx, err);
-  if (!rc) rc = nn_tensor_alloc(&h, a, NN_F32, 3, sx, err);
-  if (!rc) rc = nn_tensor_alloc(&q, a, NN_F32, 3, sx, err);
-  if (!rc) rc = nn_tensor_alloc(&k, a, NN_F32, 3, sx, err);
-  if (!rc) rc = nn_tensor_alloc(&v, a, NN_F32, 3, sx, err);
-  if (!rc) rc = nn_tensor_alloc(&att, a, NN_F32, 3, sx, err);
-  if (!rc) rc = nn_tensor_alloc(&o, a, NN_F32, 3, sx, err);
-  if (!rc) rc = nn_tensor_alloc(&mm, a, NN_F32, 3, sm, err);
-  if (!rc) rc = nn_tensor_alloc(&plin, a, NN_F32, 3, sp, err);
+  vit_acts A;
+  memset(&A, 0, sizeof A);
+  int64_t sx[3] = {B, T, D}, sq[3] = {B, T, 3 * D}, sm[3] = {B, T, c->mlp}, sp[3] = {B, NP, D};
+  float *attn_scratch = NULL;
+  rc = nn_tensor_alloc(&A.x, a, NN_F32, 3, sx, err);
+  if (!rc) rc = nn_tensor_alloc(&A.h, a, NN_F32, 3, sx, err);
+  if (!rc) rc = nn_tensor_alloc(&A.plin, a, NN_F32, 3, sp, err);
+  if (!rc && !bf16) {
+    rc = nn_tensor_alloc(&A.qkv, a, NN_F32, 3, sq, err);
+    if (!rc) rc = nn_tensor_alloc(&A.att, a, NN_F32, 3, sx, err);
+    if (!rc) rc = nn_tensor_alloc(&A.mm, a, NN_F32, 3, sm, err);
+    if (!rc && ctx->device == NN_CPU &&
+        !(attn_scratch = nn_arena_alloc(a, nn_attention_cpu_scratch_floats(T) * sizeof(float), err)))
+      rc = err->code;
+  } else if (!rc) {
+    size_t bt = (size_t)(B * T) * 2;
+    if (!(A.h16 = nn_arena_alloc(a, bt * (size_t)D, err)) || !(A.qkv16 = nn_arena_alloc(a, bt * 3 * (size_t)D, err)) ||
+        !(A.att16 = nn_arena_alloc(a, bt * (size_t)D, err)) || !(A.mm16 = nn_arena_alloc(a, bt * (size_t)c->mlp, err)))
+      rc = err->code;
+  }
   if (rc) {
     nn_arena_rewind(a, mark);
     return cmds_error_wrap(err, "vit_forward activations for a batch of %lld", (long long)B);
   }
-  /* Embeddings: [cls; patches W^T + b] + pos. */
-  rc = nn_linear_forward(ctx, &plin, patches, &m->patch_w, &m->patch_b, err);
-  for (int64_t b = 0; b < B && !rc; b++) {
-    nn_tensor x0 = nn_tensor_view((float *)x.data + b * T * D, NN_F32, ctx->device, D, -1, -1, -1);
-    nn_tensor xr = nn_tensor_view((float *)x.data + (b * T + 1) * D, NN_F32, ctx->device, NP * D, -1, -1, -1);
-    nn_tensor pr = nn_tensor_view((float *)plin.data + b * NP * D, NN_F32, ctx->device, NP * D, -1, -1, -1);
-    rc = nn_tensor_copy(&x0, &m->cls, err);
-    if (!rc) rc = nn_tensor_copy(&xr, &pr, err);
-  }
-  if (!rc) rc = nn_add_forward(ctx, &x, &x, &m->pos, err);
+  /* Embeddings: [cls; patches W^T + b] + pos (f32 on every path: 1% of the FLOPs). */
+  rc = nn_linear_forward(ctx, &A.plin, patches, &m->patch_w, &m->patch_b, err);
+  if (!rc) rc = embed(ctx, A.x.data, A.plin.data, m, B, NP, D, err);
   for (int64_t i = 0; i < c->depth && !rc; i++) {
-    vit_block *bk = &m->blocks[i];
-    nn_tensor wq = rows(&bk->qkv_w, 0, D), wk = rows(&bk->qkv_w, D, D), wv = rows(&bk->qkv_w, 2 * D, D);
-    nn_tensor bq = rows(&bk->qkv_b, 0, D), bkk = rows(&bk->qkv_b, D, D), bv = rows(&bk->qkv_b, 2 * D, D);
-    rc = nn_layernorm_forward(ctx, &h, &x, &bk->ln1_w, &bk->ln1_b, c->eps, err);
-    if (!rc) rc = nn_linear_forward(ctx, &q, &h, &wq, &bq, err);
-    if (!rc) rc = nn_linear_forward(ctx, &k, &h, &wk, &bkk, err);
-    if (!rc) rc = nn_linear_forward(ctx, &v, &h, &wv, &bv, err);
-    if (!rc) rc = nn_attention_forward(ctx, &att, &q, &k, &v, c->heads, err);
-    if (!rc) rc = nn_linear_forward(ctx, &o, &att, &bk->proj_w, &bk->proj_b, err);
-    if (!rc) rc = nn_add_forward(ctx, &x, &x, &o, err);
-    if (!rc) rc = nn_layernorm_forward(ctx, &h, &x, &bk->ln2_w, &bk->ln2_b, c->eps, err);
-    if (!rc) rc = nn_linear_forward(ctx, &mm, &h, &bk->fc1_w, &bk->fc1_b, err);
-    if (!rc) rc = nn_gelu_forward(ctx, &mm, &mm, err);
-    if (!rc) rc = nn_linear_forward(ctx, &o, &mm, &bk->fc2_w, &bk->fc2_b, err);
-    if (!rc) rc = nn_add_forward(ctx, &x, &x, &o, err);
+    rc = bf16 ? block_bf16(ctx, c, &m->blocks[i], &m->blocks16[i], &A, B, T, err)
+              : block_f32(ctx, c, &m->blocks[i], &A, B, T, attn_scratch, err);
     for (int l = 0; l < nblocks && !rc; l++) {
       if (blocks[l] != i + 1) continue;
-      const nn_tensor *src = &x;
+      const nn_tensor *src = &A.x;
       if (final_norm) {
-        rc = nn_layernorm_forward(ctx, &h, &x, &m->norm_w, &m->norm_b, c->eps, err);
-        src = &h;
+        rc = nn_layernorm_forward(ctx, &A.h, &A.x, &m->norm_w, &m->norm_b, c->eps, err);
+        src = &A.h;
       }
-      for (int64_t b = 0; b < B && !rc; b++) {
-        nn_tensor s = nn_tensor_view((float *)src->data + (b * T + 1) * D, NN_F32, ctx->device, NP * D, -1, -1, -1);
-        nn_tensor d = nn_tensor_view((float *)out->data + (b * nblocks + l) * NP * D, NN_F32, ctx->device, NP * D,
-                                     -1, -1, -1);
-        rc = nn_tensor_copy(&d, &s, err);
-      }
+      if (!rc) rc = gather(ctx, out, l, src->data, B, T, D, err);
     }
   }
   nn_arena_rewind(a, mark);

@@ -45,6 +45,10 @@ typedef struct vit_model {
   nn_tensor patch_w, patch_b;  /* (D, 3*P*P) (conv weight flattened as (c, ky, kx)), (D) */
   nn_tensor norm_w, norm_b;    /* final LayerNorm */
   vit_block *blocks;           /* depth */
+  /* bf16 path (ctx->act_dtype == NN_BF16, CUDA): bf16 copies of qkv_w, qkv_b, proj_w, fc1_w,
+   * fc1_b, fc2_w per block (other fields unused), made by the first bf16 forward. */
+  nn_arena weights16;
+  vit_block *blocks16;
 } vit_model;
 
 /* ViT-B/8 at 224: 768 wide, 12 blocks, 12 heads, MLP 3072. */
@@ -65,7 +69,12 @@ void vit_patchify_cpu(const float *images, int64_t B, int64_t H, int64_t W, int6
 /* Forward on ctx's device. patches: (B, G*G, 3*P*P) from vit_patchify_cpu, on ctx->device.
  * out: (B, nblocks, G*G, D): the patch tokens (no class token) after each listed block
  * (1-based), with the final LayerNorm applied if final_norm. Activations come from
- * ctx->scratch and are handed back before returning. */
+ * ctx->scratch and are handed back before returning.
+ * Precision: f32 by default (CPU: the reference; CUDA: fp32 GEMMs, or TF32 with
+ * ctx->allow_tf32). ctx->act_dtype = NN_BF16 on CUDA: bf16 weights (converted once, kept in
+ * m->weights16) and activations, fp32 accumulation, LayerNorm and softmax statistics in f32,
+ * the residual stream and the outputs in f32; our flash-attention kernel (head dim a multiple
+ * of 16 up to 128). Within about 1e-2 (relative L2) of the f32 path. */
 int vit_forward(vit_model *m, nn_ctx *ctx, const nn_tensor *patches, const int *blocks, int nblocks,
                 int final_norm, nn_tensor *out, cmds_error *err);
 /* Scratch bytes vit_forward needs for a batch of B. */

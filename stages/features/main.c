@@ -7,7 +7,7 @@
  *
  *   mpiexec -n R cmds-features --cache DIR --dataset mvtec3d|eyecandies
  *       [--category C[,C..]] [--weights FILE.safetensors | --random-backbone SEED]
- *       [--heads H] [--batch B] [--final-norm] [--device auto|cpu|cuda] [--tf32]
+ *       [--heads H] [--batch B] [--final-norm] [--device auto|cpu|cuda] [--precision fp32|tf32|bf16]
  *       [--zstd-level L] [--force]
  *
  * Inputs (METHOD.md sections 2-3): RGB / 255, normals encoded (n + 1) / 2, both
@@ -33,7 +33,7 @@ typedef struct feat_args {
   const char *cache, *dataset, *categories, *weights;
   uint64_t random_seed;
   int heads, batch, final_norm, tf32, zstd_level, force;
-  const char *device;
+  const char *device, *precision;
 } feat_args;
 
 static void usage(void) {
@@ -45,7 +45,10 @@ static void usage(void) {
          "  --batch B              images per forward (default 8)\n"
          "  --final-norm           apply the final LayerNorm (METHOD.md section 3: off)\n"
          "  --device auto|cpu|cuda (default auto: a GPU per rank when there are GPUs)\n"
-         "  --tf32                 TF32 tensor cores for the GEMMs on the GPU\n"
+         "  --precision P          GPU arithmetic: fp32 (default, matches the CPU to 1e-5), tf32 (TF32\n"
+         "                         tensor-core GEMMs) or bf16 (bf16 weights/activations, fp32 accumulation,\n"
+         "                         about 1e-2 from fp32, the fastest); the CPU path is always fp32\n"
+         "  --tf32                 same as --precision tf32\n"
          "  --zstd-level L         (default 3)    --force   recompute everything\n");
 }
 
@@ -54,11 +57,12 @@ static int parse_args(int argc, char **argv, feat_args *a, cmds_error *err) {
   a->batch = 8;
   a->zstd_level = 3;
   a->device = "auto";
+  a->precision = "fp32";
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(o, "-h") || !strcmp(o, "--help")) return -1;
     if (!strcmp(o, "--final-norm")) { a->final_norm = 1; continue; }
-    if (!strcmp(o, "--tf32")) { a->tf32 = 1; continue; }
+    if (!strcmp(o, "--tf32")) { a->precision = "tf32"; continue; }
     if (!strcmp(o, "--force")) { a->force = 1; continue; }
     if (!v) return CMDS_FAIL(err, CMDS_EINPUT, "%s needs a value (see --help)", o);
     i++;
@@ -70,6 +74,7 @@ static int parse_args(int argc, char **argv, feat_args *a, cmds_error *err) {
     else if (!strcmp(o, "--category")) a->categories = v;
     else if (!strcmp(o, "--weights")) a->weights = v;
     else if (!strcmp(o, "--device")) a->device = v;
+    else if (!strcmp(o, "--precision")) a->precision = v;
     else if (!strcmp(o, "--random-backbone") && num_ok) a->random_seed = (uint64_t)n;
     else if (!strcmp(o, "--heads") && num_ok && n > 0) a->heads = (int)n;
     else if (!strcmp(o, "--batch") && num_ok && n > 0 && n <= 4096) a->batch = (int)n;
@@ -77,6 +82,9 @@ static int parse_args(int argc, char **argv, feat_args *a, cmds_error *err) {
     else return CMDS_FAIL(err, CMDS_EINPUT, "bad option or value: %s %s (see --help)", o, v);
   }
   if (!a->cache || !a->dataset) return CMDS_FAIL(err, CMDS_EINPUT, "--cache and --dataset are required (see --help)");
+  if (strcmp(a->precision, "fp32") && strcmp(a->precision, "tf32") && strcmp(a->precision, "bf16"))
+    return CMDS_FAIL(err, CMDS_EINPUT, "--precision: expected fp32, tf32 or bf16, got '%s'", a->precision);
+  a->tf32 = !strcmp(a->precision, "tf32");
   if (strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda"))
     return CMDS_FAIL(err, CMDS_EINPUT, "--device: expected auto, cpu or cuda, got '%s'", a->device);
   return CMDS_OK;
@@ -280,6 +288,7 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
     cmds_json_kv_str(j, "weights", a->weights ? a->weights : "");
     cmds_json_kv_str(j, "weights_id", want.weights_id);
     cmds_json_kv_str(j, "device", nn_device_name(r->nn.device));
+    cmds_json_kv_str(j, "precision", r->nn.device == NN_CUDA ? a->precision : "fp32");
     cmds_json_kv_int(j, "images_computed", total);
     cmds_json_kv_bool(j, "resumed", resumed);
     cmds_json_kv_num(j, "images_per_s", (double)total / (el > 0 ? el : 1e-9));
@@ -381,6 +390,10 @@ int main(int argc, char **argv) {
     rc = nn_arena_init(&r.scratch, dev, vit_scratch_bytes(&m.cfg, B), &err);
     if (!rc) rc = nn_arena_init(&r.io, dev, sizeof(float) * (size_t)(B * NP * (in + 3 * r.D)) + 4096, &err);
     if (!rc) rc = nn_ctx_init(&r.nn, dev, &r.scratch, NULL, a.tf32, &err);
+    if (!rc && !strcmp(a.precision, "bf16")) {
+      if (dev == NN_CUDA) r.nn.act_dtype = NN_BF16;
+      else rc = CMDS_FAIL(&err, CMDS_EINPUT, "--precision bf16 needs a GPU (rank %d has none; the CPU path is fp32)", mpi.rank);
+    }
     if (!rc) rc = nn_tensor_alloc(&r.patches, &r.io, NN_F32, 3, ps, &err);
     if (!rc) rc = nn_tensor_alloc(&r.out, &r.io, NN_F32, 4, os, &err);
     r.images = cmds_xmalloc(sizeof(float) * (size_t)(B * 3 * r.S * r.S));

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""PyTorch (timm) ViT-B/8 forward at 224 with random weights, eager, same batch and blocks
-as bench_vit.c: images/s, median of REPS after a warm-up. Used by bench_vit.sh.
-  bench_vit_torch.py cpu|cuda BATCH REPS [tf32]"""
+"""PyTorch (timm) ViT-B/8 forward at 224 with random weights, eager, same batch, blocks and
+precision as bench_vit.c: images/s, median of REPS after a warm-up. Used by bench_vit.sh.
+  bench_vit_torch.py cpu|cuda BATCH REPS [fp32|tf32|bf16]
+fp32: fp32 everywhere; tf32: TF32 matmuls and convolutions; bf16: the model and the input
+cast to bfloat16 (PyTorch's fastest eager bf16 inference; SDPA picks its flash kernel)."""
 import statistics
 import sys
 import time
@@ -14,11 +16,13 @@ except ImportError as e:
     sys.exit(0)
 
 dev, B, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-tf32 = len(sys.argv) > 4 and sys.argv[4] == "tf32"
+prec = sys.argv[4] if len(sys.argv) > 4 else "fp32"
+tf32 = prec == "tf32"
 torch.backends.cuda.matmul.allow_tf32 = tf32
 torch.backends.cudnn.allow_tf32 = tf32
-m = timm.create_model("vit_base_patch8_224.dino", pretrained=False).eval().to(dev)
-x = torch.randn(B, 3, 224, 224)
+dtype = torch.bfloat16 if prec == "bf16" else torch.float32
+m = timm.create_model("vit_base_patch8_224.dino", pretrained=False).eval().to(dev, dtype)
+x = torch.randn(B, 3, 224, 224).to(dtype)
 outs = {}
 for b in (4, 7, 11):
     m.blocks[b - 1].register_forward_hook(lambda mod, i, o, b=b: outs.__setitem__(b, o))
@@ -28,10 +32,12 @@ with torch.inference_mode():
         t0 = time.perf_counter()
         xd = x.to(dev)
         m.forward_features(xd)
-        feats = [outs[b][:, 1:] for b in (4, 7, 11)]
+        feats = [outs[b][:, 1:].float() for b in (4, 7, 11)]
         if dev == "cuda":
             torch.cuda.synchronize()
         if k:
             times.append(time.perf_counter() - t0)
 med = statistics.median(times)
-print(f"torch {dev} batch {B}{' tf32' if tf32 else ''}: {B / med:.2f} images/s (median of {reps}, {med:.4f} s per batch)")
+where = torch.cuda.get_device_name() if dev == "cuda" else f"{torch.get_num_threads()} threads"
+print(f"torch {torch.__version__} {dev} ({where}) batch {B} {prec}: {B / med:.2f} images/s "
+      f"(median of {reps}, {med:.4f} s per batch)")

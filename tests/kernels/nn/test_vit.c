@@ -4,7 +4,8 @@
  * BF16), the patch tokens of blocks 4, 7 and 11 with and without the final LayerNorm, on
  * the CPU path, to 1e-4 relative (L2). Broken checkpoints: a missing tensor and a wrong
  * shape are named in the error; a file that is not a ViT says which names it looked for.
- * With a GPU, the CUDA path is compared with the CPU path too.
+ * With a GPU, the CUDA path is compared with the CPU path too: fp32 to 1e-5, and the bf16
+ * path (ctx.act_dtype = NN_BF16) to 2e-2.
  * Usage: test_vit FIXTURE_DIR */
 #include <math.h>
 #include <stdio.h>
@@ -36,7 +37,7 @@ static double rel_l2(const float *got, const float *want, int64_t n) {
 }
 
 /* Runs the model on the fixture images; out (B, 3, NP, D) on the host. */
-static int run(vit_model *m, nn_device dev, int final_norm, float *host_out, cmds_error *err) {
+static int run(vit_model *m, nn_device dev, int final_norm, int bf16, float *host_out, cmds_error *err) {
   npy_array img;
   if (npy_load(fpath("images.npy"), &img)) return -1;
   int64_t B = img.shape[0], H = img.shape[2], W = img.shape[3], P = m->cfg.patch, G = H / P, D = m->cfg.width;
@@ -48,6 +49,7 @@ static int run(vit_model *m, nn_device dev, int final_norm, float *host_out, cmd
   int rc = nn_arena_init(&scratch, dev, vit_scratch_bytes(&m->cfg, B), err);
   if (!rc) rc = nn_arena_init(&io, dev, sizeof(float) * (size_t)(B * G * G * (3 * P * P + 3 * D)) + 4096, err);
   if (!rc) rc = nn_ctx_init(&ctx, dev, &scratch, NULL, 0, err);
+  if (!rc && bf16) ctx.act_dtype = NN_BF16;
   nn_tensor pt, out;
   int64_t ps[3] = {B, G * G, 3 * P * P}, os[4] = {B, 3, G * G, D};
   if (!rc) rc = nn_tensor_alloc(&pt, &io, NN_F32, 3, ps, err);
@@ -79,17 +81,23 @@ static void check_model(const char *file, const char *want_plain, const char *wa
     npy_array want;
     if (npy_load(fpath(fn ? want_norm : want_plain), &want)) exit(1);
     float *got = malloc(sizeof(float) * (size_t)want.count);
-    CHECK(run(&m, NN_CPU, fn, got, &err) == 0, "%s: %s", file, err.msg);
+    CHECK(run(&m, NN_CPU, fn, 0, got, &err) == 0, "%s: %s", file, err.msg);
     double e = rel_l2(got, want.data, want.count);
     CHECK(e < 1e-4, "%s (final norm %d): relative L2 error %.2e vs the library", file, fn, e);
     if (nn_cuda_available() && fn == 0) {
       vit_model g;
       float *gg = malloc(sizeof(float) * (size_t)want.count);
-      CHECK(vit_load(&g, fpath(file), NN_CUDA, 2, -1, &err) == 0 && run(&g, NN_CUDA, 0, gg, &err) == 0, "cuda: %s",
+      CHECK(vit_load(&g, fpath(file), NN_CUDA, 2, -1, &err) == 0 && run(&g, NN_CUDA, 0, 0, gg, &err) == 0, "cuda: %s",
             err.msg);
       double eg = rel_l2(gg, got, want.count);
       printf("%s: CUDA vs CPU relative L2 %.2e\n", file, eg);
       CHECK(eg < 1e-5, "%s: CUDA vs CPU %.2e", file, eg);
+      /* bf16 weights and activations, f32 accumulation and statistics: bf16 tolerance */
+      for (int i = 0; i < want.count; i++) gg[i] = NAN;
+      CHECK(run(&g, NN_CUDA, 0, 1, gg, &err) == 0, "cuda bf16: %s", err.msg);
+      eg = rel_l2(gg, got, want.count);
+      printf("%s: CUDA bf16 vs CPU f32 relative L2 %.2e\n", file, eg);
+      CHECK(eg < 2e-2, "%s: CUDA bf16 vs CPU %.2e", file, eg);
       vit_free(&g);
       free(gg);
     }
@@ -119,13 +127,24 @@ int main(int argc, char **argv) {
   CHECK(vit_load(&m, fpath("hf.safetensors"), NN_CPU, 3, -1, &err) == CMDS_EINPUT && strstr(err.msg, "heads"),
         "heads that do not divide the width: %s", err.msg);
 
+  /* bf16 is a CUDA path: the CPU refuses it with a clear error. */
+  {
+    vit_model cm;
+    CHECK(vit_load(&cm, fpath("timm.safetensors"), NN_CPU, 2, -1, &err) == 0, "%s", err.msg);
+    float *o = malloc(sizeof(float) * 2 * 3 * 16 * 32 * 4);
+    CHECK(run(&cm, NN_CPU, 0, 1, o, &err) == CMDS_EINPUT && strstr(err.msg, "bf16"), "bf16 on the cpu: %s",
+          err.msg);
+    free(o);
+    vit_free(&cm);
+  }
+
   /* The random stand-in backbone: deterministic, finite, right shape. */
   vit_config c = {.image = 32, .patch = 8, .width = 32, .depth = 12, .heads = 2, .mlp = 128, .eps = 1e-6f};
   vit_model r1, r2;
   CHECK(vit_init_random(&r1, &c, 7, NN_CPU, &err) == 0 && vit_init_random(&r2, &c, 7, NN_CPU, &err) == 0, "%s",
         err.msg);
   float *o1 = malloc(sizeof(float) * 2 * 3 * 16 * 32), *o2 = malloc(sizeof(float) * 2 * 3 * 16 * 32);
-  CHECK(run(&r1, NN_CPU, 0, o1, &err) == 0 && run(&r2, NN_CPU, 0, o2, &err) == 0, "%s", err.msg);
+  CHECK(run(&r1, NN_CPU, 0, 0, o1, &err) == 0 && run(&r2, NN_CPU, 0, 0, o2, &err) == 0, "%s", err.msg);
   int finite = 1;
   for (int i = 0; i < 2 * 3 * 16 * 32; i++) finite &= isfinite(o1[i]);
   CHECK(finite && !memcmp(o1, o2, sizeof(float) * 2 * 3 * 16 * 32), "random backbone: same seed, same output");
