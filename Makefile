@@ -11,7 +11,6 @@ CMAKE_FLAGS ?=
 ifdef CI
 CMAKE_FLAGS += -DCMDS_WERROR=ON
 endif
-MPIEXEC  := mpiexec --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root,)
 BIN      := $(BUILD)/bin
 
 .PHONY: deps configure build demo test bench asan clean
@@ -25,21 +24,11 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# The demo job: synthetic MVTec 3D-AD-layout data, then every stage that exists.
+# The demo job (jobs/demo.yaml): synthetic MVTec 3D-AD and EyeCandies-layout data, a small
+# random ViT standing in for DINO, then prep, features, train, score, metrics and the table,
+# every MPI stage on NP ranks, everything under DEMO_OUT. Re-running skips what is done.
 demo: build
-	@$(BIN)/cmds-synth --format mvtec3d --out $(DEMO_OUT)/data/mvtec3d --seed 7 --size 400 \
-	    --categories bagel,cookie,foam
-	@$(BIN)/cmds-synth --format eyecandies --out $(DEMO_OUT)/data/eyecandies --seed 7 --size 256 \
-	    --categories CandyCane
-	@OMP_NUM_THREADS=1 $(MPIEXEC) -n $(NP) $(BIN)/cmds-prep --dataset mvtec3d \
-	    --root $(DEMO_OUT)/data/mvtec3d --out $(DEMO_OUT)/cache --shots 4
-	@OMP_NUM_THREADS=1 $(MPIEXEC) -n $(NP) $(BIN)/cmds-prep --dataset eyecandies \
-	    --root $(DEMO_OUT)/data/eyecandies --out $(DEMO_OUT)/cache --shots 4
-	@# No DINO weights here: a small random ViT stands in (--weights FILE.safetensors for the real one).
-	@OMP_NUM_THREADS=1 $(MPIEXEC) -n $(NP) $(BIN)/cmds-features --cache $(DEMO_OUT)/cache --dataset mvtec3d \
-	    --random-backbone 0
-	@OMP_NUM_THREADS=1 $(MPIEXEC) -n $(NP) $(BIN)/cmds-features --cache $(DEMO_OUT)/cache --dataset eyecandies \
-	    --random-backbone 0
+	@DEMO_OUT=$(DEMO_OUT) NP=$(NP) OMP_NUM_THREADS=1 $(BIN)/cmds-run jobs/demo.yaml -n $(NP)
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE bench

@@ -6,7 +6,8 @@ pkgs=(build-essential cmake pkg-config git
       libopenmpi-dev openmpi-bin
       libhdf5-openmpi-dev hdf5-tools
       libzstd-dev libpng-dev libtiff-dev libyaml-dev libopenblas-dev
-      gnuplot-nox)
+      gnuplot-nox
+      slurmctld slurmd slurm-client munge)   # the one-node Slurm of tests/slurm
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,4 +136,21 @@ int cmds_split_commas(const char *list, char ***items) {
   }
   free(copy);
   return n;
+}
+
+int cmds_file_identity(const char *path, char *out, size_t cap, cmds_error *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return CMDS_FAIL(err, CMDS_EINPUT, "%s: cannot open: %s", path, strerror(errno));
+  uint64_t h = 0x9E3779B97F4A7C15ull, n = 0;
+  unsigned char buf[1 << 16];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+    for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 0x100000001b3ull;
+    n += got;
+  }
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) return CMDS_FAIL(err, CMDS_EIO, "%s: read error", path);
+  snprintf(out, cap, "fnv64:%016llx:%llu", (unsigned long long)h, (unsigned long long)n);
+  return CMDS_OK;
 }

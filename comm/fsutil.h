@@ -23,6 +23,11 @@ void cmds_free_list(char **names, int n);
  * (free with cmds_free_list); returns the count. */
 int cmds_split_commas(const char *list, char ***items);
 
+/* Identity of a file's content ("fnv64:<hash>:<size>": a 64-bit FNV-1a hash of the bytes and
+ * the size), e.g. of a weights file: `features` writes it into the feature cache and
+ * `train`/`score` check that their --weights hash to the same. */
+int cmds_file_identity(const char *path, char *out, size_t cap, cmds_error *err);
+
 /* Joins up to four path parts with '/' into out (cap bytes). Returns out. */
 char *cmds_path_join(char *out, size_t cap, const char *a, const char *b, const char *c,
                      const char *d);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct sbuf {
   char *p;
@@ -99,7 +100,8 @@ int cmds_st_write(const char *path, const cmds_st_out *t, int n, const char *con
     for (int d = 0; d < t[i].ndim; d++) bytes *= (size_t)t[i].shape[d];
     if (bytes && fwrite(t[i].data, 1, bytes, f) != bytes) ok = 0;
   }
-  if (fflush(f) != 0) ok = 0;
+  /* durable before it gets its final name: a crash leaves the old file or the new one */
+  if (fflush(f) != 0 || fsync(fileno(f)) != 0) ok = 0;
   if (fclose(f) != 0) ok = 0;
   if (!ok) {
     rc = CMDS_FAIL(err, CMDS_EIO, "%s: write failed: %s", tmp, strerror(errno));

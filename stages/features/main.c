@@ -23,6 +23,7 @@
 #include "feature_cache.h"
 #include "fsutil.h"
 #include "h5io.h"
+#include "image/normalize.h"
 #include "progress.h"
 #include "record.h"
 #include "sample_cache.h"
@@ -34,8 +35,6 @@ typedef struct feat_args {
   int heads, batch, final_norm, tf32, zstd_level, force;
   const char *device;
 } feat_args;
-
-static const float imagenet_mean[3] = {0.485f, 0.456f, 0.406f}, imagenet_std[3] = {0.229f, 0.224f, 0.225f};
 
 static void usage(void) {
   printf("usage: cmds-features --cache DIR --dataset mvtec3d|eyecandies [options]\n"
@@ -83,33 +82,7 @@ static int parse_args(int argc, char **argv, feat_args *a, cmds_error *err) {
   return CMDS_OK;
 }
 
-/* Identity of a weights file: its size and a 64-bit hash of its bytes. */
-static int weights_identity(const char *path, char *out, size_t cap, cmds_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return CMDS_FAIL(err, CMDS_EINPUT, "%s: cannot open the weights", path);
-  uint64_t h = 0x9E3779B97F4A7C15ull, n = 0;
-  unsigned char buf[1 << 16];
-  size_t got;
-  while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-    for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 0x100000001b3ull;
-    n += got;
-  }
-  fclose(f);
-  snprintf(out, cap, "fnv64:%016llx:%llu", (unsigned long long)h, (unsigned long long)n);
-  return CMDS_OK;
-}
 
-/* Image (S, S, 3) as the backbone's normalised (3, S, S) input. mode 0: RGB uint8;
- * 1: unit normals float, encoded (n + 1) / 2. */
-static void to_input(const void *src, int mode, int S, float *dst) {
-  size_t px = (size_t)S * (size_t)S;
-  for (size_t i = 0; i < px; i++)
-    for (int c = 0; c < 3; c++) {
-      float v = mode == 0 ? ((const uint8_t *)src)[3 * i + (size_t)c] / 255.0f
-                          : (((const float *)src)[3 * i + (size_t)c] + 1.0f) * 0.5f;
-      dst[(size_t)c * px + i] = (v - imagenet_mean[c]) / imagenet_std[c];
-    }
-}
 
 typedef struct run_ctx {
   const cmds_mpi *mpi;
@@ -182,8 +155,11 @@ static int run_group(run_ctx *r, hid_t sc, hid_t fc, int g, cmds_fc_modality mod
       lrc = cmds_sc_group_read(&grp, row, 1, &sb, err);
       if (!lrc && mod == CMDS_FC_NORMALS_EST) lrc = cmds_h5_read_rows(est_d, H5T_NATIVE_FLOAT, row, 1, est, err);
       if (!lrc)
-        to_input(mod == CMDS_FC_RGB ? (void *)sb.rgb : mod == CMDS_FC_NORMALS ? (void *)sb.normals : (void *)est,
-                 mod != CMDS_FC_RGB, r->S, r->images + (size_t)i * 3 * (size_t)r->S * (size_t)r->S);
+      {
+        float *dst = r->images + (size_t)i * 3 * (size_t)r->S * (size_t)r->S;
+        if (mod == CMDS_FC_RGB) cmds_backbone_input_rgb8(sb.rgb, r->S, dst);
+        else cmds_backbone_input_normals(mod == CMDS_FC_NORMALS ? sb.normals : est, r->S, dst);
+      }
     }
     if (!lrc && cnt) lrc = forward(r, (int)cnt, err);
     rc = cmds_mpi_agree(r->mpi, err, lrc);
@@ -254,7 +230,7 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
   if (cmds_h5_exists(sc, "test") && H5Lexists(sc, "test/normals_est", H5P_DEFAULT) > 0)
     want.modalities |= 1 << CMDS_FC_NORMALS_EST;
   cmds_sc_info_free(&si);
-  if (a->weights) rc = rc ? rc : cmds_mpi_agree(mpi, err, weights_identity(a->weights, want.weights_id, sizeof want.weights_id, err));
+  if (a->weights) rc = rc ? rc : cmds_mpi_agree(mpi, err, cmds_file_identity(a->weights, want.weights_id, sizeof want.weights_id, err));
   else snprintf(want.weights_id, sizeof want.weights_id, "random:%llu", (unsigned long long)a->random_seed);
 
   /* Up to date? Same configuration in a complete file: skip. */

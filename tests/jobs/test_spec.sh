@@ -1,0 +1,103 @@
+#!/bin/sh
+# cmds-run's spec reading and planning, without running any stage (--dry-run):
+#  - bad specs stop with an error naming the file, the line or field, and what was expected;
+#  - jobs/reproduce.yaml resolves into the paper's task counts, and scoring-only settings
+#    (Table 4, Figure 5) share the trained models instead of retraining;
+#  - names: tags, settings as cmds-score derives them, labels.
+# Usage: test_spec.sh BIN SOURCE_DIR WORK
+set -u
+bin=$1; src=$2; work=$3
+rm -rf "$work"; mkdir -p "$work"
+pass=0; fail=0
+ok() { if [ "$1" = 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $2" >&2; fi; }
+
+# A bad spec must fail (non-zero) with a message matching $2.
+bad() {
+  name=$1; want=$2
+  "$bin/cmds-run" "$work/$name.yaml" --dry-run >"$work/$name.out" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && grep -q -- "$want" "$work/$name.out"
+  ok $? "$name: expected failure with '$want', got rc=$rc: $(cat "$work/$name.out")"
+}
+base() {
+  cat <<EOS
+job: t
+version: 1
+run: $work/run
+cache: $work/cache
+backbone: {random: 0}
+datasets:
+  - {name: mvtec3d, root: $work/data, categories: [bagel, cookie]}
+shots: [1, 4]
+EOS
+}
+
+base > "$work/good.yaml"
+"$bin/cmds-run" "$work/good.yaml" --dry-run >"$work/good.out" 2>&1
+ok $? "good spec: $(cat "$work/good.out")"
+grep -q "4 results, 4 trained models" "$work/good.out"; ok $? "good spec: 2 categories x 2 shots"
+
+{ base; echo "shotz: [1]"; } > "$work/unknown_top.yaml"
+bad unknown_top "unknown_top.yaml line 9: top level: unknown key 'shotz'"
+{ base | sed 's/version: 1/version: 2/'; } > "$work/version.yaml"
+bad version "reads version 1 specs, the file says 2"
+{ base; printf 'config:\n  train.stepz: 10\n'; } > "$work/unknown_key.yaml"
+bad unknown_key "unknown configuration key 'train.stepz'"
+{ base; printf 'config:\n  score.fusion: sum\n'; } > "$work/bad_enum.yaml"
+bad bad_enum "score.fusion: expected one of mul|add|max|2d|3d, got 'sum'"
+{ base; printf 'config:\n  train.steps: -3\n'; } > "$work/bad_int.yaml"
+bad bad_int "train.steps: expected an integer >= 1, got '-3'"
+{ base | sed 's/{name: mvtec3d/{name: mvtec/'; } > "$work/bad_ds.yaml"
+bad bad_ds "datasets\[0\]: name: expected mvtec3d or eyecandies, got 'mvtec'"
+{ base | sed 's|run: .*|run: ${CMDS_TEST_UNSET_VAR}/run|'; } > "$work/unset_env.yaml"
+bad unset_env "environment variable CMDS_TEST_UNSET_VAR is not set"
+{ base; printf 'experiments:\n  - name: a\n    shots: [2]\n'; } > "$work/bad_shot.yaml"
+bad bad_shot "shot count 2 is not in the spec's shots"
+{ base; printf 'experiments:\n  - name: a\n    sweep:\n      backbone.final_norm: [0, 1]\n'; } > "$work/sweep_features.yaml"
+bad sweep_features "backbone.final_norm changes the feature cache"
+{ base; printf 'experiments:\n  - name: a\n    settings:\n      x: {score.fusion: add}\n  - name: b\n    settings:\n      x: {score.fusion: max}\n'; } > "$work/dup_label.yaml"
+bad dup_label "two different configurations make the table row 'x'"
+printf 'job: t\nversion: 1\n  - broken: [\n' > "$work/not_yaml.yaml"
+bad not_yaml "not valid YAML"
+bad missing_file "cannot open the job spec"
+
+# Env expansion with a default, and names.
+{ base | sed 's|run: .*|run: ${CMDS_TEST_UNSET_VAR:-/tmp/x}/run|'; printf 'config:\n  train.steps: 10\nexperiments:\n  - name: main\n  - name: abl\n    shots: [4]\n    settings:\n      mlp: {mapper.kind: mlp}\n      add: {score.fusion: add}\n      w: {score.l1: 1e-1}\n' ; } > "$work/names.yaml"
+"$bin/cmds-run" "$work/names.yaml" --dry-run >"$work/names.out" 2>&1; ok $? "names spec: $(cat "$work/names.out")"
+grep -q "run /tmp/x/run" "$work/names.out"; ok $? "\${VAR:-default} not expanded"
+# score.l1: 1e-1 is the base's 0.1: the same result as main (one result, row 'cmds').
+grep -q "8 results, 6 trained models" "$work/names.out"; ok $? "names: 4 main + 2 mlp + 2 add results; add shares the main models; w is the base"
+grep -q "mvtec3d bagel 4 mapper.kind-mlp-c[0-9a-f]\{8\} mapper.kind=mlp train.steps=10" "$work/names.out"; ok $? "tag of the mlp setting (hashed: the base moved train.steps)"
+grep -q "maps.fusion-add.h5 .* setting=add" "$work/names.out"; ok $? "setting name fusion-add and label add"
+grep -q "bagel/k1/default-c[0-9a-f]\{8\}/maps.default.h5 " "$work/names.out"; ok $? "default tag and setting"
+
+# The full reproduction: 2 datasets x 10 categories x k=1,2,4 (60), Table 3 (+30 results,
+# +30 models: real only, est only, MLP), Table 4 (+40 results, no model), Figure 5 (11 points,
+# 0.1 is the base: +600 results, no model).
+CMDS_DATA=/nonexistent CMDS_WEIGHTS=/nonexistent/w.safetensors "$bin/cmds-run" "$src/jobs/reproduce.yaml" --dry-run >"$work/repro.out" 2>&1
+ok $? "reproduce.yaml: $(head -5 "$work/repro.out")"
+grep -q "730 results, 90 trained models" "$work/repro.out"; ok $? "reproduce: 730 results from 90 models"
+grep -q "experiment table4: 50 results from 10 models" "$work/repro.out"; ok $? "table4 must not retrain"
+grep -q "experiment figure5: 660 results from 60 models" "$work/repro.out"; ok $? "figure5 must not retrain"
+grep -q "experiment table3: 40 results from 40 models" "$work/repro.out"; ok $? "table3: 4 settings x 10 categories"
+[ "$(grep -c '^mvtec3d .* train.streams=real$' "$work/repro.out")" = 10 ]; ok $? "real-only training tasks"
+grep -q "maps.l1-0.3_l2-0.3.h5 .* score.l1=0.3 score.l2=0.3" "$work/repro.out"; ok $? "figure5 settings and labels"
+# The demo spec resolves with the Makefile's variables.
+DEMO_OUT=$work/demo NP=3 "$bin/cmds-run" "$src/jobs/demo.yaml" --dry-run >"$work/demo.out" 2>&1; ok $? "demo.yaml"
+grep -q "mpiexec -n 3 " "$work/demo.out"; ok $? "demo: NP sets the ranks"
+DEMO_OUT=$work/demo "$bin/cmds-run" "$src/jobs/demo.yaml" --dry-run -n 4 | grep -q "mpiexec -n 4 "; ok $? "-n overrides the spec"
+# Nothing was written by the dry runs.
+[ ! -e "$work/run" ] && [ ! -e "$work/demo" ]; ok $? "--dry-run wrote files"
+# The Slurm chain (written, not submitted): afterok chain, arrays over the 8 demo units, GPUs only on GPU stages.
+DEMO_OUT=$work/demo "$bin/cmds-run" "$src/jobs/demo.yaml" --slurm --no-submit --slurm-dir "$src/slurm" >"$work/slurm.out" 2>&1; ok $? "--slurm --no-submit: $(tail -3 "$work/slurm.out")"
+s=$work/demo/run/slurm/submit.sh
+grep -q -- "--array=0-7 " "$s"; ok $? "train/score arrays over 8 units"
+[ "$(grep -c -- '--gpus-per-task=1' "$s")" = 3 ]; ok $? "GPUs only for features, train, score"
+grep -q 'dependency=afterok:\$prev' "$s"; ok $? "afterok chain"
+grep -q "%x-%A_%a.out" "$s"; ok $? "array output names"
+bash -n "$s"; ok $? "submit.sh is valid bash"
+for t in "$work"/demo/run/slurm/*.sbatch; do bash -n "$t"; ok $? "$t is valid bash"; done
+grep -q "^#SBATCH --requeue" "$work/demo/run/slurm/train.sbatch" && grep -q "^#SBATCH --signal=B:USR1@120" "$work/demo/run/slurm/train.sbatch"
+ok $? "train requeues on USR1"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
