@@ -31,22 +31,6 @@
 
 #define MAPS_ROUND_ROWS 32 /* rows per collective write of a maps file */
 
-/* Identity of a file: FNV-1a 64 of its bytes and its size. */
-static int file_identity(const char *path, char *out, size_t cap, cmds_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return CMDS_FAIL(err, CMDS_EINPUT, "%s: cannot open", path);
-  uint64_t h = 0xcbf29ce484222325ull, n = 0;
-  static unsigned char buf[1 << 16];
-  size_t got;
-  while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-    for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 0x100000001b3ull;
-    n += got;
-  }
-  fclose(f);
-  snprintf(out, cap, "fnv64:%016llx:%llu", (unsigned long long)h, (unsigned long long)n);
-  return CMDS_OK;
-}
-
 /* What the mapper file says about itself (rank 0 reads, every rank gets a copy). */
 typedef struct model_meta {
   char id[96], kind[16];
@@ -60,7 +44,7 @@ static int read_model_meta(const char *path, const score_cfg *task_cfg, model_me
   memset(m, 0, sizeof *m);
   if (!cmds_is_file(path))
     return CMDS_FAIL(err, CMDS_EINPUT, "%s: no trained mapper (run cmds-train for this task first)", path);
-  int rc = file_identity(path, m->id, sizeof m->id, err);
+  int rc = cmds_file_identity(path, m->id, sizeof m->id, err);
   if (rc) return rc;
   cmds_st_file f;
   if ((rc = cmds_st_open(&f, path, err))) return rc;
