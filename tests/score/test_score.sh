@@ -44,11 +44,11 @@ ok "full run succeeds" '[ $rc -eq 0 ]'
 out=$(tool check-streams "$work/a/$M/streams.h5" "$fx" 1e-5); rc=$?; echo "$out"
 ok "the four maps equal PyTorch's (1e-5)" '[ $rc -eq 0 ]'
 ok "record: streams computed, 15 mapper forwards" '[ "$(recval "$work/a" streams)" = computed ] && [ "$(recval "$work/a" mapper_forwards)" = 15 ]'
-printf 'add_real score.fusion=add score.streams=real\nest score.streams=est score.sigma=2  # comment\n' > "$work/settings.txt"
+printf 'add_real score.fusion=add score.streams=real\nest score.streams=est score.sigma=2  # comment\nnofg score.fg_mask=0\n' > "$work/settings.txt"
 score 2 "$work/a" --dataset mvtec3d --category bagel --shots 1 --settings "$work/settings.txt" >/dev/null; rc=$?
 ok "rescoring with a settings file succeeds" '[ $rc -eq 0 ]'
 ok "rescoring ran no mapper (record)" '[ "$(recval "$work/a" mapper_forwards)" = 0 ] && [ "$(recval "$work/a" streams)" = reused ]'
-for s in default add_real est; do
+for s in default add_real est nofg; do
   out=$(tool check-maps "$work/a/$M/maps.$s.h5" "$fx" "$s" 1e-5); rc=$?; echo "$out"
   ok "maps.$s.h5 equals the reference (1e-5)" '[ $rc -eq 0 ]'
 done
