@@ -19,6 +19,7 @@ void score_params_from_cfg(const score_cfg *c, score_params *p) {
   const char *s = c->value[SK_SCORE_STREAMS];
   p->streams = !strcmp(s, "real") ? STREAMS_REAL : !strcmp(s, "est") ? STREAMS_EST : STREAMS_BOTH;
   p->sigma = strtod(c->value[SK_SCORE_SIGMA], NULL);
+  p->fg_mask = strtol(c->value[SK_SCORE_FG_MASK], NULL, 10) != 0;
 }
 
 unsigned score_params_uses(const score_params *p) {
@@ -82,14 +83,17 @@ void score_finisher_free(score_finisher *f) {
   memset(f, 0, sizeof *f);
 }
 
-int score_finish(score_finisher *f, const float *psi, double sigma224, float *out, float *image_score,
-                 cmds_error *err) {
+int score_finish(score_finisher *f, const float *psi, const uint8_t *fg, double sigma224, float *out,
+                 float *image_score, cmds_error *err) {
   int R = f->R, S = f->S, rc = CMDS_OK;
   nn_tensor x = nn_tensor_view((void *)psi, NN_F32, NN_CPU, 1, 1, R, R);
   nn_tensor up = nn_tensor_view(f->up, NN_F32, NN_CPU, 1, 1, S, S);
   nn_tensor y = nn_tensor_view(out, NN_F32, NN_CPU, 1, 1, S, S);
   if (R != S) rc = nn_resize_forward(&f->ctx, &up, &x, NN_RESIZE_BILINEAR, err);
   else memcpy(f->up, psi, sizeof(float) * (size_t)S * (size_t)S);
+  if (!rc && fg)
+    for (size_t i = 0; i < (size_t)S * (size_t)S; i++)
+      if (!fg[i]) f->up[i] = 0.0f;
   float sigma_px = (float)(sigma224 * (double)S / 224.0);
   if (!rc) rc = nn_blur_forward(&f->ctx, &y, &up, sigma_px, err);
   if (rc) return cmds_error_wrap(err, "score.sigma=%g at %d px (sigma %g px)", sigma224, S, (double)sigma_px);

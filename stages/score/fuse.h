@@ -7,6 +7,7 @@
  *   streams=est:  A = Psi_2D^E,                B = Psi_3D^E       (l1, l2 unused)
  *   fusion: mul A*B | add A+B | max max(A, B) | 2d A | 3d B        -> Psi (R x R)
  *   Psi -> bilinear (align_corners=False) to S x S when R != S     (nn_resize_forward)
+ *       -> x fg (score.fg_mask=1: 0 where the sample cache's fg_mask is 0, no 3D point)
  *       -> Gaussian blur, sigma_px = float(score.sigma * S / 224)   (nn_blur_forward: scipy's
  *          gaussian_filter, mode reflect, truncate 4)
  *   image score = max of the smoothed map.
@@ -29,6 +30,7 @@ typedef struct score_params {
   score_fusion fusion;
   score_streams streams;
   double sigma; /* pixels at 224 */
+  int fg_mask;  /* zero the map where the point cloud has no point, before smoothing */
 } score_params;
 
 void score_params_from_cfg(const score_cfg *c, score_params *p);
@@ -49,8 +51,9 @@ typedef struct score_finisher {
 } score_finisher;
 int score_finisher_init(score_finisher *f, int R, int S, cmds_error *err);
 void score_finisher_free(score_finisher *f);
-/* psi (R x R) -> out (S x S) smoothed, *image_score = its max. */
-int score_finish(score_finisher *f, const float *psi, double sigma224, float *out, float *image_score,
-                 cmds_error *err);
+/* psi (R x R) -> out (S x S) smoothed, *image_score = its max. fg (S x S, 0/1) or NULL: the
+ * up-sampled map is zeroed where fg is 0 before the blur. */
+int score_finish(score_finisher *f, const float *psi, const uint8_t *fg, double sigma224, float *out,
+                 float *image_score, cmds_error *err);
 
 #endif

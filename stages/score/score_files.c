@@ -90,6 +90,7 @@ int score_streams_create(cmds_h5file *f, const char *path, MPI_Comm comm, const 
   for (int i = 0; i < PSI_N && !bad; i++)
     if (s->est || (i != PSI_2D_EST && i != PSI_3D_EST)) bad = make(f->id, psi_names[i], H5T_IEEE_F32LE, 3, dm, -1, err);
   if (!bad) bad = make(f->id, "masks", H5T_STD_U8LE, 3, dk, 3, err);
+  if (!bad) bad = make(f->id, "fg_masks", H5T_STD_U8LE, 3, dk, 3, err);
   if (!bad) bad = make(f->id, "labels", H5T_STD_U8LE, 1, d1, -1, err);
   if (!bad) bad = make(f->id, "sample_id", tid, 1, d1, -1, err);
   if (!bad) bad = make(f->id, "defect_type", tdef, 1, d1, -1, err);
@@ -132,7 +133,8 @@ int score_streams_reopen(cmds_h5file *f, const char *path, MPI_Comm comm, const 
     cmds_error e;
     score_streams_info got;
     if (!cmds_h5_open_read(&t, f->partial, MPI_COMM_SELF, SCORE_STREAMS_SCHEMA, SCORE_STREAMS_VERSION, &e)) {
-      ok = !score_streams_read_info(t, f->partial, &got, &e) && score_streams_same(&got, want);
+      ok = !score_streams_read_info(t, f->partial, &got, &e) && score_streams_same(&got, want) &&
+           cmds_h5_exists(t, "fg_masks");
       H5Fclose(t);
     }
   }
@@ -177,6 +179,7 @@ int score_streams_write_row(hid_t file, const score_streams_info *info, int has,
     if (info->est || (i != PSI_2D_EST && i != PSI_3D_EST))
       rc = write1(file, psi_names[i], H5T_NATIVE_FLOAT, has, row, has ? r->maps[i] : NULL, err);
   if (!rc) rc = write1(file, "masks", H5T_NATIVE_UINT8, has, row, has ? r->mask : NULL, err);
+  if (!rc) rc = write1(file, "fg_masks", H5T_NATIVE_UINT8, has, row, has ? r->fg : NULL, err);
   if (!rc) rc = write1(file, "labels", H5T_NATIVE_UINT8, has, row, &r->label, err);
   if (!rc) rc = write1(file, "sample_id", tid, has, row, id, err);
   if (!rc) rc = write1(file, "defect_type", tdef, has, row, def, err);
@@ -198,12 +201,13 @@ static int read1(hid_t file, const char *name, hid_t mt, int64_t row0, int64_t n
 }
 
 int score_streams_read_rows(hid_t file, const score_streams_info *info, int64_t row0, int64_t n, float *maps[PSI_N],
-                            uint8_t *masks, uint8_t *labels, char *ids, cmds_error *err) {
+                            uint8_t *masks, uint8_t *fg, uint8_t *labels, char *ids, cmds_error *err) {
   int rc = CMDS_OK;
   for (int i = 0; i < PSI_N && !rc; i++)
     if (maps[i] && (info->est || (i != PSI_2D_EST && i != PSI_3D_EST)))
       rc = read1(file, psi_names[i], H5T_NATIVE_FLOAT, row0, n, maps[i], err);
   if (!rc && masks) rc = read1(file, "masks", H5T_NATIVE_UINT8, row0, n, masks, err);
+  if (!rc && fg) rc = read1(file, "fg_masks", H5T_NATIVE_UINT8, row0, n, fg, err);
   if (!rc && labels) rc = read1(file, "labels", H5T_NATIVE_UINT8, row0, n, labels, err);
   if (!rc && ids) {
     hid_t tid = cmds_h5_str_type(SCORE_ID_LEN);

@@ -58,6 +58,7 @@ int score_streams_read_done(hid_t file, int64_t n, uint8_t *done, cmds_error *er
 typedef struct score_row {
   const float *maps[PSI_N];
   const uint8_t *mask; /* S*S */
+  const uint8_t *fg;   /* S*S: the sample cache's fg_mask */
   uint8_t label;
   const char *sample_id, *defect_type;
 } score_row;
@@ -66,9 +67,10 @@ typedef struct score_row {
 int score_streams_write_row(hid_t file, const score_streams_info *info, int has, int64_t row,
                             const score_row *r, cmds_error *err);
 /* Independent reads of rows [row0, row0 + n): maps (n, R, R) each (est ones only when
- * info->est; NULL entries skipped), masks (n, S, S), labels (n), ids (n, SCORE_ID_LEN). */
+ * info->est; NULL entries skipped), masks and fg (n, S, S), labels (n), ids (n, SCORE_ID_LEN);
+ * NULL buffers are skipped. */
 int score_streams_read_rows(hid_t file, const score_streams_info *info, int64_t row0, int64_t n,
-                            float *maps[PSI_N], uint8_t *masks, uint8_t *labels, char *ids,
+                            float *maps[PSI_N], uint8_t *masks, uint8_t *fg, uint8_t *labels, char *ids,
                             cmds_error *err);
 
 /* The maps file of one setting. */

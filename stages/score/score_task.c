@@ -31,22 +31,6 @@
 
 #define MAPS_ROUND_ROWS 32 /* rows per collective write of a maps file */
 
-/* Identity of a file: FNV-1a 64 of its bytes and its size. */
-static int file_identity(const char *path, char *out, size_t cap, cmds_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return CMDS_FAIL(err, CMDS_EINPUT, "%s: cannot open", path);
-  uint64_t h = 0xcbf29ce484222325ull, n = 0;
-  static unsigned char buf[1 << 16];
-  size_t got;
-  while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-    for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 0x100000001b3ull;
-    n += got;
-  }
-  fclose(f);
-  snprintf(out, cap, "fnv64:%016llx:%llu", (unsigned long long)h, (unsigned long long)n);
-  return CMDS_OK;
-}
-
 /* What the mapper file says about itself (rank 0 reads, every rank gets a copy). */
 typedef struct model_meta {
   char id[96], kind[16];
@@ -60,7 +44,7 @@ static int read_model_meta(const char *path, const score_cfg *task_cfg, model_me
   memset(m, 0, sizeof *m);
   if (!cmds_is_file(path))
     return CMDS_FAIL(err, CMDS_EINPUT, "%s: no trained mapper (run cmds-train for this task first)", path);
-  int rc = file_identity(path, m->id, sizeof m->id, err);
+  int rc = cmds_file_identity(path, m->id, sizeof m->id, err);
   if (rc) return rc;
   cmds_st_file f;
   if ((rc = cmds_st_open(&f, path, err))) return rc;
@@ -359,7 +343,9 @@ static int run_streams(const score_env *env, const score_task *t, task_io *io, i
     cmds_error e;
     score_streams_info got;
     if (!cmds_h5_open_read(&f, io->streams, MPI_COMM_SELF, SCORE_STREAMS_SCHEMA, SCORE_STREAMS_VERSION, &e)) {
-      reuse = !score_streams_read_info(f, io->streams, &got, &e) && score_streams_same(&got, w);
+      /* (files of early builds lack fg_masks: recomputed) */
+      reuse = !score_streams_read_info(f, io->streams, &got, &e) && score_streams_same(&got, w) &&
+              cmds_h5_exists(f, "fg_masks");
       H5Fclose(f);
     }
   }
@@ -433,7 +419,7 @@ static int run_streams(const score_env *env, const score_task *t, task_io *io, i
       rc = CMDS_FAIL(err, CMDS_EINTERRUPTED, "%s: stopped by a signal; finished rows are kept in %s.partial, rerun to "
                      "resume", label, io->streams);
     if (rc) break;
-    score_row sr = {.mask = sb.gt_mask, .label = sb.label[0], .sample_id = sb.sample_id, .defect_type = sb.defect_type};
+    score_row sr = {.mask = sb.gt_mask, .fg = sb.fg_mask, .label = sb.label[0], .sample_id = sb.sample_id, .defect_type = sb.defect_type};
     for (int i = 0; i < PSI_N; i++) sr.maps[i] = maps[i];
     rc = cmds_mpi_agree(mpi, err, score_streams_write_row(out.id, w, has, row, &sr, err));
     if (has && !rc) {
@@ -465,7 +451,7 @@ static int run_streams(const score_env *env, const score_task *t, task_io *io, i
 typedef struct rank_rows {
   int64_t b, e;
   float *maps[PSI_N]; /* (e - b, R, R) */
-  uint8_t *masks, *labels;
+  uint8_t *masks, *fg, *labels; /* (e - b, S, S), (e - b, S, S), (e - b) */
   char *ids;
 } rank_rows;
 
@@ -494,7 +480,8 @@ static int write_setting(const score_env *env, const task_io *io, const score_se
       size_t off = (size_t)((r0 + i) * R * R);
       score_fuse(&sp, rr->maps[PSI_2D_REAL] + off, rr->maps[PSI_2D_EST] ? rr->maps[PSI_2D_EST] + off : NULL,
                  rr->maps[PSI_3D_REAL] + off, rr->maps[PSI_3D_EST] ? rr->maps[PSI_3D_EST] + off : NULL, R * R, psi);
-      lrc = score_finish(&fin, psi, sp.sigma, scores + (size_t)(i * S * S), &img[i], err);
+      const uint8_t *fg = sp.fg_mask ? rr->fg + (size_t)((r0 + i) * S * S) : NULL;
+      lrc = score_finish(&fin, psi, fg, sp.sigma, scores + (size_t)(i * S * S), &img[i], err);
     }
     rc = cmds_mpi_agree(mpi, err, lrc);
     if (rc) break;
@@ -589,6 +576,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
       if (io->want.est || (i != PSI_2D_EST && i != PSI_3D_EST))
         rr.maps[i] = cmds_xmalloc(sizeof(float) * (size_t)(m1 * R * R));
     rr.masks = cmds_xmalloc((size_t)(m1 * S * S));
+    rr.fg = cmds_xmalloc((size_t)(m1 * S * S));
     rr.labels = cmds_xmalloc((size_t)m1);
     rr.ids = cmds_xcalloc((size_t)m1, SCORE_ID_LEN);
     rc = cmds_mpi_agree(mpi, err, cmds_h5_open_read(&sf, io->streams, mpi->comm, SCORE_STREAMS_SCHEMA,
@@ -598,7 +586,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
       int lrc = score_streams_read_info(sf, io->streams, &got, err);
       if (!lrc && !score_streams_same(&got, &io->want))
         lrc = CMDS_FAIL(err, CMDS_EINTERNAL, "%s: changed while scoring", io->streams);
-      if (!lrc) lrc = score_streams_read_rows(sf, &io->want, rr.b, m, rr.maps, rr.masks, rr.labels, rr.ids, err);
+      if (!lrc) lrc = score_streams_read_rows(sf, &io->want, rr.b, m, rr.maps, rr.masks, rr.fg, rr.labels, rr.ids, err);
       rc = cmds_mpi_agree(mpi, err, lrc);
     }
   }
@@ -622,6 +610,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
   if (sf >= 0) H5Fclose(sf);
   for (int i = 0; i < PSI_N; i++) free(rr.maps[i]);
   free(rr.masks);
+  free(rr.fg);
   free(rr.labels);
   free(rr.ids);
   int64_t tot[2] = {fw, comp}, sum[2];

@@ -44,6 +44,8 @@ static const key_def keys[SK_NKEYS] = {
     {"score.fusion", T_ENUM, "mul", "mul|add|max|2d|3d", 0, 0, "fusion"},
     {"score.streams", T_ENUM, "both", "both|real|est", 0, 0, "streams"},
     {"score.sigma", T_NUM, "4", NULL, 0, 63, "sigma"},
+    /* Proposed decision (docs-score.md): maps are 0 where the point cloud has no point */
+    {"score.fg_mask", T_INT, "1", NULL, 0, 1, "fg_mask"},
     {"backbone.final_norm", T_INT, "0", NULL, 0, 1, NULL},
 };
 

@@ -7,7 +7,7 @@
  * the ones its model was trained with. A tasks file is shared with cmds-train: one task per
  * line `dataset category k tag key=value ...`.
  *
- * A *setting* is a named choice of the score.* keys (l1, l2, fusion, streams, sigma); a
+ * A *setting* is a named choice of the score.* keys (l1, l2, fusion, streams, sigma, fg_mask); a
  * task (model folder) is scored under one or more settings, each giving maps.<setting>.h5.
  * Settings come from --setting NAME (with --set), from a settings file (lines
  * `name key=value ...`), or from tasks-file lines that differ only in score.* keys (then the
@@ -26,12 +26,12 @@ enum {
   SK_PROJ_HIDDEN, SK_MLP_HIDDEN,
   SK_STEPS, SK_BATCH, SK_LR, SK_LR_MIN, SK_WEIGHT_DECAY, SK_NOISE_SIGMA, SK_SEED, SK_STREAMS,
   SK_LAYER_WEIGHTS,
-  SK_SCORE_L1, SK_SCORE_L2, SK_SCORE_FUSION, SK_SCORE_STREAMS, SK_SCORE_SIGMA,
+  SK_SCORE_L1, SK_SCORE_L2, SK_SCORE_FUSION, SK_SCORE_STREAMS, SK_SCORE_SIGMA, SK_SCORE_FG_MASK,
   SK_FINAL_NORM,
   SK_NKEYS
 };
 #define SK_FIRST_SCORE SK_SCORE_L1
-#define SK_LAST_SCORE SK_SCORE_SIGMA
+#define SK_LAST_SCORE SK_SCORE_FG_MASK
 
 #define SCORE_CFG_VALUE_MAX 96
 #define SCORE_NAME_MAX 64

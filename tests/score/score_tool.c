@@ -30,9 +30,9 @@ static int load(const char *fx, const char *name, npy_array *a) {
 }
 
 static int caches(const char *fx, const char *cache, const char *dataset, const char *cat, int est, cmds_error *err) {
-  npy_array masks, labels, f[3][2];
+  npy_array masks, labels, fgm, f[3][2];
   const char *mods[3] = {"rgb", "normals", "normals_est"}, *grps[2] = {"support", "test"};
-  if (load(fx, "e2e_masks.npy", &masks) || load(fx, "e2e_labels.npy", &labels)) return 2;
+  if (load(fx, "e2e_masks.npy", &masks) || load(fx, "e2e_labels.npy", &labels) || load(fx, "e2e_fg.npy", &fgm)) return 2;
   for (int m = 0; m < 3; m++)
     for (int g = 0; g < 2; g++) {
       char n[128];
@@ -70,6 +70,7 @@ static int caches(const char *fx, const char *cache, const char *dataset, const 
     memset(b.fg_mask, 1, (size_t)(n * S * S));
     memset(b.gt_mask, 0, (size_t)(n * S * S));
     if (g) memcpy(b.gt_mask, masks.data, (size_t)(n * S * S));
+    if (g) memcpy(b.fg_mask, fgm.data, (size_t)(n * S * S));
     for (int64_t i = 0; i < n; i++) {
       b.label[i] = g ? ((uint8_t *)labels.data)[i] : 0;
       snprintf(b.defect_type + i * CMDS_SC_DEFECT_LEN, CMDS_SC_DEFECT_LEN, "%s", b.label[i] ? "crack" : "good");
@@ -108,6 +109,7 @@ static int caches(const char *fx, const char *cache, const char *dataset, const 
   if (!rc) rc = cmds_h5_commit(&file, err);
   npy_free(&masks);
   npy_free(&labels);
+  npy_free(&fgm);
   for (int m = 0; m < 3; m++)
     for (int g = 0; g < 2; g++) npy_free(&f[m][g]);
   return rc;

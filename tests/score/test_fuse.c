@@ -26,13 +26,15 @@ static int fails = 0, checks = 0;
 
 static void run_case(const char *fx, const char *name, int R, int S) {
   char p[4096];
-  npy_array st, ex, im;
+  npy_array st, ex, im, fgm;
   snprintf(p, sizeof p, "%s/score/fuse_%s_streams.npy", fx, name);
   if (npy_load(p, &st)) { fails++; return; }
   snprintf(p, sizeof p, "%s/score/fuse_%s_expected.npy", fx, name);
   if (npy_load(p, &ex)) { fails++; return; }
   snprintf(p, sizeof p, "%s/score/fuse_%s_image.npy", fx, name);
   if (npy_load(p, &im)) { fails++; return; }
+  snprintf(p, sizeof p, "%s/score/fuse_%s_fg.npy", fx, name);
+  if (npy_load(p, &fgm)) { fails++; return; }
   int N = (int)st.shape[0];
   CHECK(st.shape[2] == R && ex.shape[2] == S, "%s: fixture shapes", name);
   snprintf(p, sizeof p, "%s/score/fuse_settings.txt", fx);
@@ -48,31 +50,33 @@ static void run_case(const char *fx, const char *name, int R, int S) {
   double worst = 0.0;
   while (fgets(line, sizeof line, f)) {
     if (line[0] == '#') continue;
-    char l1[32], l2[32], fu[16], mo[16], sg[32];
-    if (sscanf(line, "%31s %31s %15s %15s %31s", l1, l2, fu, mo, sg) != 5) continue;
+    char l1[32], l2[32], fu[16], mo[16], sg[32], fm[8];
+    if (sscanf(line, "%31s %31s %15s %15s %31s %7s", l1, l2, fu, mo, sg, fm) != 6) continue;
     score_cfg c;
     score_cfg_default(&c);
-    char kv[5][64];
+    char kv[6][64];
     snprintf(kv[0], 64, "score.l1=%s", l1);
     snprintf(kv[1], 64, "score.l2=%s", l2);
     snprintf(kv[2], 64, "score.fusion=%s", fu);
     snprintf(kv[3], 64, "score.streams=%s", mo);
     snprintf(kv[4], 64, "score.sigma=%s", sg);
-    for (int k = 0; k < 5; k++) CHECK(score_cfg_set(&c, kv[k], "test", 1, &err) == 0, "%s: %s", kv[k], err.msg);
+    snprintf(kv[5], 64, "score.fg_mask=%s", fm);
+    for (int k = 0; k < 6; k++) CHECK(score_cfg_set(&c, kv[k], "test", 1, &err) == 0, "%s: %s", kv[k], err.msg);
     score_params sp;
     score_params_from_cfg(&c, &sp);
     for (int n = 0; n < N; n++) {
       const float *m = (const float *)st.data + (size_t)n * 4 * (size_t)(R * R);
       score_fuse(&sp, m + 0 * R * R, m + 1 * R * R, m + 2 * R * R, m + 3 * R * R, (int64_t)R * R, psi);
       float img = 0;
-      int rc = score_finish(&fin, psi, sp.sigma, out, &img, &err);
+      const uint8_t *fg = sp.fg_mask ? (const uint8_t *)fgm.data + (size_t)n * (size_t)(S * S) : NULL;
+      int rc = score_finish(&fin, psi, fg, sp.sigma, out, &img, &err);
       CHECK(rc == 0, "score_finish: %s", err.msg);
       const float *e = (const float *)ex.data + ((size_t)si * (size_t)N + (size_t)n) * (size_t)(S * S);
       double d = 0.0;
       for (int i = 0; i < S * S; i++) d = fmax(d, fabs((double)out[i] - (double)e[i]));
       double di = fabs((double)img - npy_get(&im, (int64_t)si * N + n));
-      CHECK(d <= 1e-5 && di <= 1e-5, "%s setting %d (%s %s %s %s %s) sample %d: max |diff| %g, image %g", name, si, l1,
-            l2, fu, mo, sg, n, d, di);
+      CHECK(d <= 1e-5 && di <= 1e-5, "%s setting %d (%s %s %s %s %s %s) sample %d: max |diff| %g, image %g", name, si,
+            l1, l2, fu, mo, sg, fm, n, d, di);
       worst = fmax(worst, fmax(d, di));
     }
     si++;
@@ -86,6 +90,7 @@ static void run_case(const char *fx, const char *name, int R, int S) {
   npy_free(&st);
   npy_free(&ex);
   npy_free(&im);
+  npy_free(&fgm);
 }
 
 static void test_keys(void) {
@@ -97,8 +102,10 @@ static void test_keys(void) {
   CHECK(!strcmp(name, "default"), "default name: %s", name);
   CHECK(score_cfg_set(&c, "score.l1=3e-1", NULL, 0, &err) == 0, "l1");
   CHECK(score_cfg_set(&c, "score.fusion=add", NULL, 0, &err) == 0, "fusion");
+  CHECK(score_cfg_set(&c, "score.fg_mask=0", NULL, 0, &err) == 0, "fg_mask");
+  CHECK(score_cfg_set(&c, "score.fg_mask=2", NULL, 0, &err) != 0 && strstr(err.msg, "score.fg_mask"), "fg_mask=2");
   score_cfg_setting_name(&c, name, sizeof name);
-  CHECK(!strcmp(name, "l1-0.3_fusion-add"), "derived name: %s", name);
+  CHECK(!strcmp(name, "l1-0.3_fusion-add_fg_mask-0"), "derived name: %s", name);
   CHECK(score_cfg_set(&c, "score.fusion=sum", "x.txt:2", 0, &err) != 0 && strstr(err.msg, "score.fusion") &&
             strstr(err.msg, "mul|add|max|2d|3d") && strstr(err.msg, "x.txt:2"),
         "bad fusion message: %s", err.msg);

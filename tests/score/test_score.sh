@@ -44,11 +44,11 @@ ok "full run succeeds" '[ $rc -eq 0 ]'
 out=$(tool check-streams "$work/a/$M/streams.h5" "$fx" 1e-5); rc=$?; echo "$out"
 ok "the four maps equal PyTorch's (1e-5)" '[ $rc -eq 0 ]'
 ok "record: streams computed, 15 mapper forwards" '[ "$(recval "$work/a" streams)" = computed ] && [ "$(recval "$work/a" mapper_forwards)" = 15 ]'
-printf 'add_real score.fusion=add score.streams=real\nest score.streams=est score.sigma=2  # comment\n' > "$work/settings.txt"
+printf 'add_real score.fusion=add score.streams=real\nest score.streams=est score.sigma=2  # comment\nnofg score.fg_mask=0\n' > "$work/settings.txt"
 score 2 "$work/a" --dataset mvtec3d --category bagel --shots 1 --settings "$work/settings.txt" >/dev/null; rc=$?
 ok "rescoring with a settings file succeeds" '[ $rc -eq 0 ]'
 ok "rescoring ran no mapper (record)" '[ "$(recval "$work/a" mapper_forwards)" = 0 ] && [ "$(recval "$work/a" streams)" = reused ]'
-for s in default add_real est; do
+for s in default add_real est nofg; do
   out=$(tool check-maps "$work/a/$M/maps.$s.h5" "$fx" "$s" 1e-5); rc=$?; echo "$out"
   ok "maps.$s.h5 equals the reference (1e-5)" '[ $rc -eq 0 ]'
 done
@@ -61,9 +61,11 @@ score 2 "$work/b" --dataset mvtec3d --category bagel --shots 1 --setting add_rea
 ok "full run with a setting computes the streams" '[ "$(recval "$work/b" mapper_forwards)" = 15 ]'
 ok "rescored equals the full run" 'same "$work/a/$M/maps.add_real.h5" "$work/b/$M/maps.add_real.h5"'
 # tasks file: two lines of one model folder = two settings; --task-index picks one line
-printf '# tasks\nmvtec3d bagel 1 default\nmvtec3d bagel 1 default score.l1=0.5 score.l2=0.2\n' > "$work/tasks.txt"
+printf '# tasks\nmvtec3d bagel 1 default\nmvtec3d cookie 1 default score.streams=real\nmvtec3d bagel 1 default score.l1=0.5 score.l2=0.2\n' > "$work/tasks.txt"
+model "$work/b" cookie default
 score 1 "$work/b" --tasks "$work/tasks.txt" >/dev/null; rc=$?
 ok "tasks file: derived setting name" '[ $rc -eq 0 ] && [ -e "$work/b/$M/maps.l1-0.5_l2-0.2.h5" ] && [ -e "$work/b/$M/maps.default.h5" ]'
+ok "tasks file: second task scored" '[ -e "$work/b/maps/mvtec3d/cookie/k1/default/maps.streams-real.h5" ]'
 ok "tasks file: default equals the first run" 'same "$work/a/$M/maps.default.h5" "$work/b/$M/maps.default.h5"'
 rm "$work/b/$M/maps.default.h5"
 out=$(score 1 "$work/b" --tasks "$work/tasks.txt" --task-index 0); rc=$?
