@@ -7,7 +7,11 @@
  *       metadata for the fixture caches
  *   score_tool check-streams STREAMS.h5 FIXTURES TOL     the four maps vs the PyTorch ones
  *   score_tool check-maps MAPS.h5 FIXTURES SETTING TOL   a maps file vs the reference
- *   score_tool attr FILE.h5 NAME                         prints a root attribute (int or string) */
+ *   score_tool attr FILE.h5 NAME                         prints a root attribute (int or string)
+ *   score_tool shuffle-mapper IN OUT SEED
+ *       a copy of a mapper file with the elements of every F32 tensor randomly permuted: same
+ *       header, metadata and weight distribution, no learned structure (the negative control
+ *       of the quality test) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +22,9 @@
 #include "h5io.h"
 #include "mapper.h"
 #include "npy.h"
+#include "rng.h"
+#include "safetensors.h"
+#include "fsutil.h"
 #include "sample_cache.h"
 
 #define WEIGHTS_ID "random:7"
@@ -246,6 +253,33 @@ static int attr(const char *path, const char *name, cmds_error *err) {
   return rc;
 }
 
+static int shuffle_mapper(const char *in, const char *out, uint64_t seed, cmds_error *err) {
+  cmds_st_file f;
+  int rc = cmds_st_open(&f, in, err);
+  if (rc) return rc;
+  size_t n = f.map_bytes;
+  unsigned char *copy = malloc(n);
+  memcpy(copy, f.map, n);
+  size_t data0 = 8 + (size_t)f.header_bytes;
+  cmds_rng r;
+  cmds_rng_seed(&r, seed);
+  for (int t = 0; t < f.n_tensors; t++) {
+    if (f.tensors[t].dtype != CMDS_ST_F32) continue;
+    float *v = (float *)(copy + data0 + f.tensors[t].begin);
+    uint64_t cnt = (f.tensors[t].end - f.tensors[t].begin) / 4;
+    for (uint64_t i = cnt; i > 1; i--) { /* Fisher-Yates */
+      uint64_t j = cmds_rng_below(&r, i);
+      float tmp = v[i - 1];
+      v[i - 1] = v[j];
+      v[j] = tmp;
+    }
+  }
+  cmds_st_close(&f);
+  rc = cmds_write_file_atomic(out, copy, n, err);
+  free(copy);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   cmds_mpi mpi;
   cmds_mpi_init(&argc, &argv, &mpi);
@@ -261,6 +295,8 @@ int main(int argc, char **argv) {
     rc = check_streams(argv[2], argv[3], atof(argv[4]), &err);
   else if (!strcmp(c, "check-maps") && argc == 6)
     rc = check_maps(argv[2], argv[3], argv[4], atof(argv[5]), &err);
+  else if (!strcmp(c, "shuffle-mapper") && argc == 5)
+    rc = shuffle_mapper(argv[2], argv[3], strtoull(argv[4], NULL, 10), &err);
   else if (!strcmp(c, "attr") && argc == 4)
     rc = attr(argv[2], argv[3], &err);
   else
