@@ -350,7 +350,8 @@ int main(int argc, char **argv) {
       }
       rc = run_stage(&r, st, task_index, &err);
     }
-    if (!rc && only < 0 && spec.stage_on[ST_REPORT]) print_tables(&r);
+    /* The tables at the end of a whole run, and in the report job's output under Slurm. */
+    if (!rc && (only < 0 ? spec.stage_on[ST_REPORT] : only == ST_REPORT)) print_tables(&r);
     if (!rc && only < 0) fprintf(stderr, "[cmds-run] job %s complete: %s/manifest.json\n", spec.name, spec.run);
     if (lock_fd >= 0) close(lock_fd);
   }
