@@ -10,8 +10,10 @@
 #  - the MPI stages really ran on 2 ranks started by srun (records: ranks 2, the Slurm job
 #    id), every stage is recorded as done and every output exists (models, maps, results,
 #    the report);
-#  - the results equal those of a plain `cmds-run SPEC` (mpiexec) into another run
-#    directory on the same caches: the metrics JSON identical except the maps path (the maps'
+#  - the same chain with `slurm.launcher: mpiexec` (Open MPI's mpiexec inside the jobs) into
+#    another run directory on the same caches: all jobs complete, metrics on 2 ranks;
+#  - the results of both equal those of a plain `cmds-run SPEC` (mpiexec, no Slurm) into a
+#    third run directory: the metrics JSON identical except the maps path (the maps'
 #    content hash included).
 # The daemons are always stopped (trap), leftover job processes of this cluster killed by
 # pid, the temporary directory removed. Skips (77) when not root or Slurm/munge are missing.
@@ -173,65 +175,83 @@ config:
   train.noise_sigma: 0
   score.l1: 0
   score.l2: 0
-slurm: {cpus_per_rank: 1, gpus_per_rank: 0}
+slurm: {cpus_per_rank: 1, gpus_per_rank: 0, launcher: $2}
 EOS
 }
-spec slurm >"$work/slurm.yaml"
-spec local >"$work/local.yaml"
 unset CMDS_SRUN_FLAGS SLURM_MPI_TYPE
-(cd "$work" && "$bin/cmds-run" "$work/slurm.yaml" --slurm --slurm-dir "$src/slurm") >"$work/submit.log" 2>&1
-ok $? "cmds-run --slurm failed: $(tail -5 "$work/submit.log")"
-jobs=$(sed -n 's/^cmds: \([a-z]*\) -> job \([0-9]*\)$/\1=\2/p' "$work/submit.log")
-[ "$(echo "$jobs" | grep -c .)" = 7 ]; ok $? "expected 7 chained jobs: $(cat "$work/submit.log")"
-echo "submitted: $(echo $jobs)"
+# Submits the spec's chain (run directory $1, launcher $2), waits for it, checks every job.
+chain() {
+  spec "$1" "$2" >"$work/$1.yaml"
+  (cd "$work" && "$bin/cmds-run" "$work/$1.yaml" --slurm --slurm-dir "$src/slurm") >"$work/$1.submit.log" 2>&1
+  ok $? "cmds-run --slurm failed: $(tail -5 "$work/$1.submit.log")"
+  jobs=$(sed -n 's/^cmds: \([a-z]*\) -> job \([0-9]*\)$/\1=\2/p' "$work/$1.submit.log")
+  [ "$(echo "$jobs" | grep -c .)" = 7 ]; ok $? "expected 7 chained jobs: $(cat "$work/$1.submit.log")"
+  echo "$1 ($2): submitted $(echo $jobs)"
+  # Wait for the chain (a failed job cancels its dependants: kill_invalid_depend); a job
+  # pending for a reason that never resolves stops the wait at once.
+  i=0
+  while [ -n "$(squeue -h -o %i 2>/dev/null)" ] && [ $i -lt 720 ]; do
+    if squeue -h -o %r 2>/dev/null | grep -Eq 'PartitionConfig|ReqNodeNotAvail|BadConstraints|NeverSatisfied|launch failed'; then
+      break
+    fi
+    sleep 0.25; i=$((i + 1))
+  done
+  [ -z "$(squeue -h -o %i)" ]; ok $? "jobs still queued (180 s at most): $(squeue 2>&1)"
+  echo "$1: chain finished ($(($(date +%s) - t_start)) s)"
+  for sj in $jobs; do
+    st=${sj%%=*}; id=${sj#*=}
+    states=$(scontrol -o show job "$id" 2>&1 | sed -n 's/.* JobState=\([A-Z_]*\) .* ExitCode=\([0-9:]*\) .*/\1 \2/p' | sort -u)
+    [ "$states" = "COMPLETED 0:0" ]; ok $? "$1: job $st ($id): $states"
+  done
+  run=$work/$1
+  logs=$(ls "$run"/slurm/logs/*.out 2>/dev/null | wc -l)
+  [ "$logs" = 9 ]; ok $? "$1: expected 9 job logs (5 jobs + 2 x 2 array tasks), found $logs"
+  for st in synth prep features train score metrics report; do
+    [ -s "$run/state/$st.done" ]; ok $? "$1: stage $st not recorded as done"
+  done
+  [ "$(grep -c '"status": "done"' "$run/manifest.json")" = 7 ]; ok $? "$1: manifest: not every stage done"
+  for k in 1 2; do
+    d=$(ls -d "$run"/models/mvtec3d/bagel/k$k/default-* 2>/dev/null | head -1)
+    [ -s "$d/mapper.safetensors" ] && [ -s "$d/mapper.json" ] && [ ! -e "$d/ckpt.safetensors" ]; ok $? "$1: model k$k"
+    [ -s "$run/maps/mvtec3d/bagel/k$k/${d##*/}/maps.l1-0_l2-0.h5" ]; ok $? "$1: maps k$k"
+    [ -s "$run/results/mvtec3d/bagel/k$k/${d##*/}/l1-0_l2-0.json" ]; ok $? "$1: result k$k"
+    grep -q "\"slurm_job_id\": \"[0-9]" "$d/train.record.json"; ok $? "$1: k$k not trained in a Slurm job"
+  done
+  [ -s "$run/report/main/results.md" ]; ok $? "$1: report"
+  grep -q "I-AUROC" "$run"/slurm/logs/cmds-slurmtest-report-*.out; ok $? "$1: the report job printed no table"
+}
 
-# Wait for the chain (a failed job cancels its dependants: kill_invalid_depend).
-# A job pending for a reason that never resolves stops the wait at once.
-i=0
-while [ -n "$(squeue -h -o %i 2>/dev/null)" ] && [ $i -lt 960 ]; do
-  if squeue -h -o %r 2>/dev/null | grep -Eq 'PartitionConfig|ReqNodeNotAvail|BadConstraints|NeverSatisfied|launch failed'; then
-    break
-  fi
-  sleep 0.25; i=$((i + 1))
-done
-[ -z "$(squeue -h -o %i)" ]; ok $? "jobs still queued (240 s at most): $(squeue 2>&1)"
-echo "chain finished ($(($(date +%s) - t_start)) s)"
-for sj in $jobs; do
-  st=${sj%%=*}; id=${sj#*=}
-  states=$(scontrol -o show job "$id" 2>&1 | sed -n 's/.* JobState=\([A-Z_]*\) .* ExitCode=\([0-9:]*\) .*/\1 \2/p' | sort -u)
-  [ "$states" = "COMPLETED 0:0" ]; ok $? "job $st ($id): $states"
-done
+# 1. srun (the default launcher): the chain does synth, prep and features too.
+chain slurm srun
 run=$work/slurm
-logs=$(ls "$run"/slurm/logs/*.out 2>/dev/null | wc -l)
-[ "$logs" = 9 ]; ok $? "expected 9 job logs (5 jobs + 2 x 2 array tasks), found $logs"
 grep -q "prep: srun --ntasks=2 --mpi=pmix " "$run"/slurm/logs/cmds-slurmtest-prep-*.out
 ok $? "prep not started by srun --mpi=pmix: $(grep '\[cmds-run\]' "$run"/slurm/logs/cmds-slurmtest-prep-*.out)"
 grep -q '"ranks": 2' "$work/cache/mvtec3d/bagel.prep.json" && grep -q '"slurm_job_id": "[0-9]' "$work/cache/mvtec3d/bagel.prep.json"
 ok $? "prep record: not 2 ranks under a Slurm job"
 grep -q '"ranks": 2' "$work/cache/mvtec3d/bagel.features.json"; ok $? "features did not run on 2 ranks"
-for st in synth prep features train score metrics report; do
-  [ -s "$run/state/$st.done" ]; ok $? "stage $st not recorded as done"
-done
-[ "$(grep -c '"status": "done"' "$run/manifest.json")" = 7 ]; ok $? "manifest: not every stage done"
-for k in 1 2; do
-  d=$(ls -d "$run"/models/mvtec3d/bagel/k$k/default-* 2>/dev/null | head -1)
-  [ -s "$d/mapper.safetensors" ] && [ -s "$d/mapper.json" ] && [ ! -e "$d/ckpt.safetensors" ]; ok $? "model k$k"
-  [ -s "$run/maps/mvtec3d/bagel/k$k/${d##*/}/maps.l1-0_l2-0.h5" ]; ok $? "maps k$k"
-  [ -s "$run/results/mvtec3d/bagel/k$k/${d##*/}/l1-0_l2-0.json" ]; ok $? "result k$k"
-done
-[ -s "$run/report/main/results.md" ]; ok $? "report"
-grep -q "I-AUROC" "$run"/slurm/logs/cmds-slurmtest-report-*.out; ok $? "the report job printed no table"
+# 2. mpiexec inside the jobs (slurm.launcher: mpiexec), same caches: prep and features start
+# on 2 ranks and find their caches complete, train, score, metrics run again.
+chain slurm_mpiexec mpiexec
+grep -q "metrics: mpiexec -n 2 " "$work"/slurm_mpiexec/slurm/logs/cmds-slurmtest-metrics-*.out
+ok $? "metrics not started by mpiexec -n 2"
+# One 2-rank world splits the 2 results (one each); two singletons would both do both.
+[ "$(grep -c '^\[metrics r0/1\] .*maps.*done$' "$work"/slurm_mpiexec/slurm/logs/cmds-slurmtest-metrics-*.out)" = 2 ]
+ok $? "metrics under mpiexec: not one 2-rank world: $(cat "$work"/slurm_mpiexec/slurm/logs/cmds-slurmtest-metrics-*.out)"
 
 # ---- the same spec without Slurm: the same results ----------------------------------------
+spec local mpiexec >"$work/local.yaml"
 (cd "$work" && "$bin/cmds-run" "$work/local.yaml") >"$work/local.log" 2>&1
 ok $? "local cmds-run: $(tail -5 "$work/local.log")"
 n=0
 for a in "$run"/results/mvtec3d/*/k*/*/*.json; do
   case $a in *.record.json) continue ;; esac
-  b=$work/local/${a#"$run"/}
-  grep -v '"maps":' "$a" >"$work/a.cmp"; grep -v '"maps":' "$b" >"$work/b.cmp" 2>/dev/null
-  cmp -s "$work/a.cmp" "$work/b.cmp"; ok $? "Slurm and local results differ: $a $b: $(diff "$work/a.cmp" "$work/b.cmp" | head -6)"
   grep -q '"content_hash": "[0-9a-f]' "$a"; ok $? "no maps content hash in $a"
+  grep -v '"maps":' "$a" >"$work/a.cmp"
+  for other in local slurm_mpiexec; do
+    b=$work/$other/${a#"$run"/}
+    grep -v '"maps":' "$b" >"$work/b.cmp" 2>/dev/null
+    cmp -s "$work/a.cmp" "$work/b.cmp"; ok $? "Slurm (srun) and $other results differ: $a $b: $(diff "$work/a.cmp" "$work/b.cmp" | head -6)"
+  done
   n=$((n + 1))
 done
 [ $n = 2 ]; ok $? "expected 2 results, compared $n"
