@@ -194,6 +194,8 @@ static int run_stage(runner *r, int st, int task_index, cmds_error *err) {
   stage_cmd *c;
   int n = runner_stage_cmds(r, st, task_index, &c);
   int rc = 0;
+  char missing0[4096];
+  int did_work = !runner_outputs_complete(r, st, missing0, sizeof missing0); /* else the stage only skips */
   char omp[16];
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   const char *slurm_cpt = getenv("SLURM_CPUS_PER_TASK");
@@ -223,11 +225,11 @@ static int run_stage(runner *r, int st, int task_index, cmds_error *err) {
       char missing[4096];
       if (!runner_outputs_complete(r, st, missing, sizeof missing))
         rc = CMDS_FAIL(err, CMDS_EINTERNAL, "stage %s finished but %s is missing", job_stage_names[st], missing);
-      else rc = runner_mark_done(r, st, el, started, err);
+      else rc = runner_mark_done(r, st, el, started, did_work, err);
     } else {
       /* An array task: the stage is done when every unit's outputs exist. */
       char missing[4096];
-      if (runner_outputs_complete(r, st, missing, sizeof missing)) rc = runner_mark_done(r, st, el, started, err);
+      if (runner_outputs_complete(r, st, missing, sizeof missing)) rc = runner_mark_done(r, st, el, started, did_work, err);
     }
     if (!rc) fprintf(stderr, "[cmds-run] %s: done in %.1f s\n", job_stage_names[st], el);
   }
@@ -348,7 +350,8 @@ int main(int argc, char **argv) {
       }
       rc = run_stage(&r, st, task_index, &err);
     }
-    if (!rc && only < 0 && spec.stage_on[ST_REPORT]) print_tables(&r);
+    /* The tables at the end of a whole run, and in the report job's output under Slurm. */
+    if (!rc && (only < 0 ? spec.stage_on[ST_REPORT] : only == ST_REPORT)) print_tables(&r);
     if (!rc && only < 0) fprintf(stderr, "[cmds-run] job %s complete: %s/manifest.json\n", spec.name, spec.run);
     if (lock_fd >= 0) close(lock_fd);
   }

@@ -488,10 +488,10 @@ static int json_scan(const char *txt, const char *key, char *out, size_t cap) {
 
 /* Stage state file RUN/state/<stage>.done: "key value" lines. */
 typedef struct stage_state {
-  int done;
+  int done, has_last;
   unsigned long long fingerprint;
-  double elapsed_s;
-  char started[32], finished[32];
+  double elapsed_s, last_elapsed_s; /* the run that did the work; the latest run */
+  char started[32], finished[32], last_finished[32];
 } stage_state;
 
 static void state_path(const runner *r, int stage, char *out, size_t cap) {
@@ -512,6 +512,8 @@ static void state_read(const runner *r, int stage, stage_state *st) {
     else if (!strcmp(k, "elapsed_s")) st->elapsed_s = strtod(v, NULL);
     else if (!strcmp(k, "started_utc")) snprintf(st->started, sizeof st->started, "%s", v);
     else if (!strcmp(k, "finished_utc")) snprintf(st->finished, sizeof st->finished, "%s", v);
+    else if (!strcmp(k, "last_elapsed_s")) st->last_elapsed_s = strtod(v, NULL), st->has_last = 1;
+    else if (!strcmp(k, "last_finished_utc")) snprintf(st->last_finished, sizeof st->last_finished, "%s", v);
   }
   fclose(f);
 }
@@ -531,16 +533,24 @@ void utc_now(char *out, size_t cap) {
   strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-int runner_mark_done(const runner *r, int stage, double elapsed, const char *started, cmds_error *err) {
+int runner_mark_done(const runner *r, int stage, double elapsed, const char *started, int did_work, cmds_error *err) {
   char dir[4096], p[4200], fin[32];
   snprintf(dir, sizeof dir, "%s/state", r->spec->run);
   int rc = cmds_mkdir_p(dir, err);
   if (rc) return rc;
   state_path(r, stage, p, sizeof p);
   utc_now(fin, sizeof fin);
-  char txt[512];
-  snprintf(txt, sizeof txt, "fingerprint %016llx\nelapsed_s %.3f\nstarted_utc %s\nfinished_utc %s\n",
-           runner_fingerprint(r, stage), elapsed, started, fin);
+  /* A run that found every output complete (the stage only skipped) keeps the cost of the
+   * run that did the work; both are kept (schemas/run_manifest_v1.md). */
+  stage_state prev;
+  state_read(r, stage, &prev);
+  int keep = !did_work && prev.done;
+  char txt[768];
+  snprintf(txt, sizeof txt,
+           "fingerprint %016llx\nelapsed_s %.3f\nstarted_utc %s\nfinished_utc %s\nlast_elapsed_s %.3f\n"
+           "last_finished_utc %s\n",
+           runner_fingerprint(r, stage), keep ? prev.elapsed_s : elapsed, keep ? prev.started : started,
+           keep ? prev.finished : fin, elapsed, fin);
   return write_atomic_unique(p, txt, err);
 }
 
@@ -760,6 +770,10 @@ int runner_write_manifest(const runner *r, const char *running_stage, cmds_error
       cmds_json_kv_str(&j, "started_utc", ss.started);
       cmds_json_kv_str(&j, "finished_utc", ss.finished);
       cmds_json_kv_num(&j, "elapsed_s", ss.elapsed_s);
+      if (ss.has_last) {
+        cmds_json_kv_num(&j, "last_elapsed_s", ss.last_elapsed_s);
+        cmds_json_kv_str(&j, "last_finished_utc", ss.last_finished);
+      }
     }
     cmds_json_key(&j, "commands");
     cmds_json_array_begin(&j);

@@ -64,8 +64,10 @@ int runner_write_tasks(const runner *r, cmds_error *err);
 int runner_write_manifest(const runner *r, const char *running_stage, cmds_error *err);
 /* 1 when RUN/state/<stage>.done holds the stage's current fingerprint and its outputs exist. */
 int runner_stage_is_done(const runner *r, int stage);
-/* Records a finished stage (RUN/state/<stage>.done). */
-int runner_mark_done(const runner *r, int stage, double elapsed, const char *started, cmds_error *err);
+/* Records a finished stage (RUN/state/<stage>.done). did_work = 0: the run found every
+ * output already complete (it only skipped): elapsed_s/started/finished of the run that did
+ * the work are kept and this run's time goes to last_elapsed_s/last_finished_utc. */
+int runner_mark_done(const runner *r, int stage, double elapsed, const char *started, int did_work, cmds_error *err);
 void utc_now(char *out, size_t cap);
 /* Writes `path` atomically through a temporary name unique to this process. */
 int write_atomic_unique(const char *path, const char *text, cmds_error *err);
