@@ -33,6 +33,7 @@ const config_key job_keys[JOB_NKEYS] = {
     {"score.fusion", "mul", KT_ENUM, KEY_SCORE, "mul|add|max|2d|3d", 0},
     {"score.streams", "both", KT_ENUM, KEY_SCORE, "both|real|est", 0},
     {"score.sigma", "4", KT_FLOAT, KEY_SCORE, NULL, 0},
+    {"score.fg_mask", "1", KT_BOOL, KEY_SCORE, NULL, 0},
     {"backbone.final_norm", "0", KT_BOOL, KEY_FEATURES, NULL, 0},
 };
 

@@ -22,7 +22,7 @@ typedef struct config_key {
   double min;             /* KT_INT / KT_FLOAT: smallest allowed value */
 } config_key;
 
-#define JOB_NKEYS 23
+#define JOB_NKEYS 24
 extern const config_key job_keys[JOB_NKEYS];
 
 /* Index of a key by name, -1 when unknown. */

@@ -41,6 +41,7 @@ static const key_def keys[K_NKEYS] = {
     {"score.fusion", T_ENUM, "mul", "mul|add|max|2d|3d", 0, 0},
     {"score.streams", T_ENUM, "both", "both|real|est", 0, 0},
     {"score.sigma", T_NUM, "4", NULL, 0, 0},
+    {"score.fg_mask", T_INT, "1", NULL, 0, 0},
     {"backbone.final_norm", T_INT, "0", NULL, 0, 1},
 };
 
