@@ -64,6 +64,7 @@ typedef struct dfs_loader {
   cmds_error first;    /* the first non-name failure */
 } dfs_loader;
 
+/* Starts a pass over the component's tensors (clears which were used). */
 void dfs_loader_init(dfs_loader *L, dfs_component *c, nn_arena *arena);
 /* Loads the tensor named by fmt (printf) with exactly this shape into *out: fp32, allocated
  * in the loader's arena on its device. A missing or mis-shaped tensor is recorded and *out
