@@ -36,10 +36,11 @@ __global__ static void concat_kernel(float *y, const float *a, const float *b, i
 }
 
 // x (B, R, S) -> y (B, S, R) through a 32 x 33 shared tile (coalesced reads and writes,
-// no bank conflicts). Grid (ceil(S/32), ceil(R/32), B), block (32, 8).
+// no bank conflicts). Grid (ceil(R/32) * ceil(S/32) tiles, 1, B), block (32, 8).
 __global__ static void transpose12_kernel(float *y, const float *x, int64_t R, int64_t S) {
   __shared__ float tile[32][33];
-  int64_t b = blockIdx.z, r0 = (int64_t)blockIdx.y * 32, s0 = (int64_t)blockIdx.x * 32;
+  int64_t ts = (S + 31) / 32, t = blockIdx.x;
+  int64_t b = blockIdx.z, r0 = t / ts * 32, s0 = t % ts * 32;
   const float *xb = x + b * R * S;
   float *yb = y + b * R * S;
   for (int t = threadIdx.y; t < 32; t += 8) {
@@ -82,7 +83,7 @@ extern "C" int nn_transpose12_cuda(nn_ctx *c, float *y, const float *x, int64_t 
                                    cmds_error *err) {
   if (B * R * S == 0) return CMDS_OK;
   if (B > 65535) return CMDS_FAIL(err, CMDS_EINPUT, "nn_transpose12_forward (cuda): batch %lld above 65535", (long long)B);
-  dim3 grid(nn_grid(S, 32), nn_grid(R, 32), (unsigned)B), block(32, 8);
+  dim3 grid((unsigned)(((R + 31) / 32) * ((S + 31) / 32)), 1, (unsigned)B), block(32, 8);
   transpose12_kernel<<<grid, block, 0, nn_stream(c)>>>(y, x, R, S);
   CUDA_CHECK_LAUNCH();
   return CMDS_OK;
