@@ -1,10 +1,13 @@
 /* safetensors: header validation and memory-mapped tensor access (see safetensors.h).
- * The JSON parser accepts exactly what a safetensors header may hold: one object whose
- * values are tensor records {dtype, shape, data_offsets} or, under "__metadata__", an
- * object of strings. Anything else is rejected with the byte offset where it went wrong. */
+ * The header is parsed by comm/jsonread (syntax errors name the byte offset; duplicate
+ * names are rejected there), then must hold exactly one object whose values are tensor
+ * records {dtype, shape, data_offsets} or, under "__metadata__", an object of strings. */
 #include "safetensors.h"
 
+#include "jsonread.h"
+
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,209 +32,83 @@ static const struct { const char *name; size_t size; } st_dtypes[CMDS_ST_NDTYPES
 size_t cmds_st_dtype_size(cmds_st_dtype t) { return (unsigned)t < CMDS_ST_NDTYPES ? st_dtypes[t].size : 0; }
 const char *cmds_st_dtype_name(cmds_st_dtype t) { return (unsigned)t < CMDS_ST_NDTYPES ? st_dtypes[t].name : "?"; }
 
-/* ---- JSON ---- */
-typedef struct st_parser {
-  const char *s;
-  size_t n, i;
-  const char *what;
-  cmds_error *err;
-} st_parser;
+/* ---- header ---- */
+/* The header is read with comm/jsonread into a tree, then checked field by field. */
 
-static int st_bad(st_parser *p, const char *expected) {
-  if (p->i >= p->n)
-    return CMDS_FAIL(p->err, CMDS_EINPUT, "%s: header JSON ends early, %s expected", p->what, expected);
-  return CMDS_FAIL(p->err, CMDS_EINPUT, "%s: invalid header JSON at byte %zu ('%c'): %s expected",
-                   p->what, p->i, (p->s[p->i] >= 32 && p->s[p->i] < 127) ? p->s[p->i] : '?', expected);
-}
-
-static void st_ws(st_parser *p) {
-  while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r')) p->i++;
-}
-
-static int st_expect_char(st_parser *p, char c, const char *what) {
-  st_ws(p);
-  if (p->i >= p->n || p->s[p->i] != c) return st_bad(p, what);
-  p->i++;
+/* A non-negative integer JSON value (exact: below 2^53). */
+static int st_uint(const cmds_jv *v, const char *what, const char *name, const char *field, uint64_t *out,
+                   cmds_error *err) {
+  if (v->type != CMDS_JV_NUM || v->num < 0 || v->num != floor(v->num) || v->num > 9007199254740992.0)
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: tensor '%s': \"%s\" must hold non-negative integers below 2^53", what,
+                     name, field);
+  *out = (uint64_t)v->num;
   return 0;
 }
 
-static int st_hex4(st_parser *p, unsigned *v) {
-  *v = 0;
-  for (int k = 0; k < 4; k++, p->i++) {
-    if (p->i >= p->n) return st_bad(p, "4 hex digits");
-    char c = p->s[p->i];
-    unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0') : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
-               : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10) : 16u;
-    if (d == 16) return st_bad(p, "a hex digit");
-    *v = *v * 16 + d;
-  }
-  return 0;
-}
-
-/* A JSON string into a new malloc'd UTF-8 buffer. */
-static int st_string(st_parser *p, char **out) {
-  *out = NULL;
-  if (st_expect_char(p, '"', "a string")) return p->err->code;
-  size_t cap = 32, len = 0;
-  char *b = cmds_xmalloc(cap);
-  for (;;) {
-    if (p->i >= p->n) { free(b); return st_bad(p, "a closing '\"'"); }
-    unsigned char c = (unsigned char)p->s[p->i++];
-    unsigned cp;
-    if (c == '"') break;
-    if (c < 0x20) { p->i--; free(b); return st_bad(p, "no control characters in a string"); }
-    if (len + 5 > cap) b = cmds_xrealloc(b, cap *= 2);
-    if (c != '\\') { b[len++] = (char)c; continue; }
-    if (p->i >= p->n) { free(b); return st_bad(p, "an escape"); }
-    char e = p->s[p->i++];
-    switch (e) {
-      case '"': case '\\': case '/': b[len++] = e; continue;
-      case 'b': b[len++] = '\b'; continue;
-      case 'f': b[len++] = '\f'; continue;
-      case 'n': b[len++] = '\n'; continue;
-      case 'r': b[len++] = '\r'; continue;
-      case 't': b[len++] = '\t'; continue;
-      case 'u': break;
-      default: p->i--; free(b); return st_bad(p, "a valid escape");
-    }
-    if (st_hex4(p, &cp)) { free(b); return p->err->code; }
-    if (cp >= 0xd800 && cp < 0xdc00) { /* surrogate pair */
-      unsigned lo;
-      if (p->i + 2 > p->n || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u') { free(b); return st_bad(p, "a low surrogate"); }
-      p->i += 2;
-      if (st_hex4(p, &lo)) { free(b); return p->err->code; }
-      if (lo < 0xdc00 || lo > 0xdfff) { free(b); return st_bad(p, "a low surrogate"); }
-      cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-    }
-    if (cp < 0x80) b[len++] = (char)cp;
-    else if (cp < 0x800) { b[len++] = (char)(0xc0 | (cp >> 6)); b[len++] = (char)(0x80 | (cp & 0x3f)); }
-    else if (cp < 0x10000) {
-      b[len++] = (char)(0xe0 | (cp >> 12)); b[len++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-      b[len++] = (char)(0x80 | (cp & 0x3f));
-    } else {
-      b[len++] = (char)(0xf0 | (cp >> 18)); b[len++] = (char)(0x80 | ((cp >> 12) & 0x3f));
-      b[len++] = (char)(0x80 | ((cp >> 6) & 0x3f)); b[len++] = (char)(0x80 | (cp & 0x3f));
-    }
-  }
-  b[len] = 0;
-  *out = b;
-  return 0;
-}
-
-/* A non-negative integer (no sign, fraction or exponent: shapes and offsets). */
-static int st_uint(st_parser *p, uint64_t *v) {
-  st_ws(p);
-  if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9') return st_bad(p, "a non-negative integer");
-  *v = 0;
-  while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') {
-    unsigned d = (unsigned)(p->s[p->i] - '0');
-    if (*v > (UINT64_MAX - d) / 10) return st_bad(p, "an integer below 2^64");
-    *v = *v * 10 + d;
-    p->i++;
-  }
-  if (p->i < p->n && (p->s[p->i] == '.' || p->s[p->i] == 'e' || p->s[p->i] == 'E')) return st_bad(p, "an integer");
-  return 0;
-}
-
-/* [u, u, ...] into v (at most max values); *count gets how many. */
-static int st_uint_array(st_parser *p, uint64_t *v, int max, int *count, const char *what) {
-  *count = 0;
-  if (st_expect_char(p, '[', what)) return p->err->code;
-  st_ws(p);
-  if (p->i < p->n && p->s[p->i] == ']') { p->i++; return 0; }
-  for (;;) {
-    if (*count == max) return st_bad(p, what);
-    if (st_uint(p, &v[(*count)++])) return p->err->code;
-    st_ws(p);
-    if (p->i < p->n && p->s[p->i] == ',') { p->i++; continue; }
-    return st_expect_char(p, ']', "',' or ']'");
-  }
-}
-
-/* Iterates "key": value pairs of an object: returns 1 with *key set, 0 at '}', <0 on error. */
-static int st_object_next(st_parser *p, int first, char **key) {
-  st_ws(p);
-  if (p->i < p->n && p->s[p->i] == '}') { p->i++; return 0; }
-  if (!first && st_expect_char(p, ',', "',' or '}'")) return -1;
-  if (st_string(p, key)) return -1;
-  if (st_expect_char(p, ':', "':'")) { free(*key); *key = NULL; return -1; }
-  return 1;
-}
-
-static int st_tensor_record(st_parser *p, cmds_st_tensor *t) {
-  int have_dtype = 0, have_shape = 0, have_offsets = 0, r;
-  char *key = NULL;
-  if (st_expect_char(p, '{', "a tensor record {dtype, shape, data_offsets}")) return p->err->code;
-  for (int first = 1; (r = st_object_next(p, first, &key)) == 1; first = 0) {
-    int rc = 0;
+static int st_tensor_record(const cmds_jv *rec, const char *what, cmds_st_tensor *t, cmds_error *err) {
+  if (rec->type != CMDS_JV_OBJ)
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: tensor '%s': a record {dtype, shape, data_offsets} expected, got %s", what,
+                     t->name, cmds_jv_type_name(rec->type));
+  int have_dtype = 0, have_shape = 0, have_offsets = 0;
+  for (int64_t m = 0; m < rec->n; m++) {
+    const char *key = rec->keys[m];
+    const cmds_jv *v = &rec->items[m];
     if (!strcmp(key, "dtype")) {
-      char *d;
-      size_t at = p->i;
-      if ((rc = st_string(p, &d)) == 0) {
-        int k;
-        for (k = 0; k < CMDS_ST_NDTYPES && strcmp(d, st_dtypes[k].name); k++) {}
-        if (k == CMDS_ST_NDTYPES)
-          rc = CMDS_FAIL(p->err, CMDS_EINPUT, "%s: tensor '%s': unknown dtype \"%s\" (at byte %zu)", p->what,
-                         t->name, d, at);
-        t->dtype = (cmds_st_dtype)k;
-        free(d);
-      }
+      if (v->type != CMDS_JV_STR)
+        return CMDS_FAIL(err, CMDS_EINPUT, "%s: tensor '%s': \"dtype\" must be a string", what, t->name);
+      int k;
+      for (k = 0; k < CMDS_ST_NDTYPES && strcmp(v->str, st_dtypes[k].name); k++) {}
+      if (k == CMDS_ST_NDTYPES)
+        return CMDS_FAIL(err, CMDS_EINPUT, "%s: tensor '%s': unknown dtype \"%s\"", what, t->name, v->str);
+      t->dtype = (cmds_st_dtype)k;
       have_dtype = 1;
     } else if (!strcmp(key, "shape")) {
-      uint64_t v[CMDS_ST_MAX_DIMS];
-      rc = st_uint_array(p, v, CMDS_ST_MAX_DIMS, &t->ndim, "a shape of at most 8 dims");
-      for (int k = 0; !rc && k < t->ndim; k++) {
-        if (v[k] > (uint64_t)INT64_MAX) rc = st_bad(p, "a dim below 2^63");
-        t->shape[k] = (int64_t)v[k];
+      if (v->type != CMDS_JV_ARR || v->n > CMDS_ST_MAX_DIMS)
+        return CMDS_FAIL(err, CMDS_EINPUT, "%s: tensor '%s': \"shape\" must be a list of at most 8 dims", what,
+                         t->name);
+      t->ndim = (int)v->n;
+      for (int k = 0; k < t->ndim; k++) {
+        uint64_t d = 0;
+        int rc = st_uint(&v->items[k], what, t->name, "shape", &d, err);
+        if (rc) return rc;
+        t->shape[k] = (int64_t)d;
       }
       have_shape = 1;
     } else if (!strcmp(key, "data_offsets")) {
-      uint64_t v[2];
-      int cnt;
-      rc = st_uint_array(p, v, 2, &cnt, "data_offsets [begin, end]");
-      if (!rc && cnt != 2) rc = st_bad(p, "data_offsets with 2 values");
-      t->begin = v[0];
-      t->end = v[1];
+      if (v->type != CMDS_JV_ARR || v->n != 2)
+        return CMDS_FAIL(err, CMDS_EINPUT, "%s: tensor '%s': \"data_offsets\" must be [begin, end]", what, t->name);
+      int rc = st_uint(&v->items[0], what, t->name, "data_offsets", &t->begin, err);
+      if (!rc) rc = st_uint(&v->items[1], what, t->name, "data_offsets", &t->end, err);
+      if (rc) return rc;
       have_offsets = 1;
     } else {
-      rc = CMDS_FAIL(p->err, CMDS_EINPUT, "%s: tensor '%s': unexpected field \"%s\"", p->what, t->name, key);
+      return CMDS_FAIL(err, CMDS_EINPUT, "%s: tensor '%s': unexpected field \"%s\"", what, t->name, key);
     }
-    free(key);
-    key = NULL;
-    if (rc) return rc;
   }
-  if (r < 0) return p->err->code;
   if (!have_dtype || !have_shape || !have_offsets)
-    return CMDS_FAIL(p->err, CMDS_EINPUT, "%s: tensor '%s' lacks %s", p->what, t->name,
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: tensor '%s' lacks %s", what, t->name,
                      !have_dtype ? "\"dtype\"" : !have_shape ? "\"shape\"" : "\"data_offsets\"");
   return 0;
 }
 
-static int st_metadata(st_parser *p, cmds_st_file *f) {
-  char *key = NULL;
-  int r;
-  if (st_expect_char(p, '{', "__metadata__ as an object of strings")) return p->err->code;
-  for (int first = 1; (r = st_object_next(p, first, &key)) == 1; first = 0) {
-    char *val;
-    if (st_string(p, &val)) {
-      free(key);
-      return cmds_error_wrap(p->err, "__metadata__ values must be strings");
-    }
-    f->meta_keys = cmds_xrealloc(f->meta_keys, (size_t)(f->n_meta + 1) * sizeof(char *));
-    f->meta_values = cmds_xrealloc(f->meta_values, (size_t)(f->n_meta + 1) * sizeof(char *));
-    f->meta_keys[f->n_meta] = key;
-    f->meta_values[f->n_meta++] = val;
+static int st_metadata(const cmds_jv *meta, const char *what, cmds_st_file *f, cmds_error *err) {
+  if (meta->type != CMDS_JV_OBJ)
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: __metadata__ must be an object of strings", what);
+  f->meta_keys = cmds_xcalloc((size_t)meta->n + 1, sizeof(char *));
+  f->meta_values = cmds_xcalloc((size_t)meta->n + 1, sizeof(char *));
+  for (int64_t m = 0; m < meta->n; m++) {
+    if (meta->items[m].type != CMDS_JV_STR)
+      return CMDS_FAIL(err, CMDS_EINPUT, "%s: __metadata__ values must be strings ('%s' is %s)", what, meta->keys[m],
+                       cmds_jv_type_name(meta->items[m].type));
+    f->meta_keys[f->n_meta] = cmds_xstrdup(meta->keys[m]);
+    f->meta_values[f->n_meta++] = cmds_xstrdup(meta->items[m].str);
   }
-  return r < 0 ? p->err->code : 0;
+  return 0;
 }
 
 static int st_cmp_begin(const void *a, const void *b) {
   const cmds_st_tensor *x = a, *y = b;
   return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
-}
-
-static int st_cmp_name(const void *a, const void *b) {
-  return strcmp((*(const cmds_st_tensor *const *)a)->name, (*(const cmds_st_tensor *const *)b)->name);
 }
 
 /* Shape x dtype size must equal end - begin, inside the data area; no overlaps. */
@@ -264,40 +141,32 @@ static int st_validate(cmds_st_file *f, const char *what, uint64_t data_bytes, c
                        a->name, (unsigned long long)a->begin, (unsigned long long)a->end, b->name,
                        (unsigned long long)b->begin, (unsigned long long)b->end);
   }
-  /* duplicate names: JSON allows them, a weight file must not */
-  const cmds_st_tensor **byname = cmds_xmalloc((size_t)(f->n_tensors + 1) * sizeof *byname);
-  for (int i = 0; i < f->n_tensors; i++) byname[i] = &f->tensors[i];
-  qsort(byname, (size_t)f->n_tensors, sizeof *byname, st_cmp_name);
-  int rc = 0;
-  for (int i = 1; i < f->n_tensors && !rc; i++)
-    if (!strcmp(byname[i]->name, byname[i - 1]->name))
-      rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: tensor '%s' appears twice in the header", what, byname[i]->name);
-  free(byname);
-  return rc;
+  return 0;
 }
 
 int cmds_st_parse_header(cmds_st_file *f, const char *what, const char *json, size_t n,
                          uint64_t data_bytes, cmds_error *err) {
-  st_parser p = {json, n, 0, what, err};
-  int r, rc = 0;
-  char *key = NULL;
-  if (st_expect_char(&p, '{', "the header object '{'")) return err->code;
-  for (int first = 1; (r = st_object_next(&p, first, &key)) == 1; first = 0) {
-    if (!strcmp(key, "__metadata__")) {
-      free(key);
-      if ((rc = st_metadata(&p, f))) return rc;
+  size_t i = 0;
+  while (i < n && (json[i] == ' ' || json[i] == '\t' || json[i] == '\n' || json[i] == '\r')) i++;
+  if (i == n || json[i] != '{')
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: the header object '{' expected at byte %zu", what, i);
+  cmds_jv root;
+  int rc = cmds_jv_parse(json, n, what, &root, err);
+  if (rc) return rc; /* also a tensor name that appears twice (jsonread rejects duplicate keys) */
+  int n_rec = 0;
+  for (int64_t m = 0; m < root.n; m++) n_rec += strcmp(root.keys[m], "__metadata__") != 0;
+  f->tensors = cmds_xcalloc((size_t)n_rec + 1, sizeof *f->tensors);
+  for (int64_t m = 0; m < root.n && !rc; m++) {
+    if (!strcmp(root.keys[m], "__metadata__")) {
+      rc = st_metadata(&root.items[m], what, f, err);
       continue;
     }
-    f->tensors = cmds_xrealloc(f->tensors, (size_t)(f->n_tensors + 1) * sizeof *f->tensors);
     cmds_st_tensor *t = &f->tensors[f->n_tensors++];
-    memset(t, 0, sizeof *t);
-    t->name = key;
-    if ((rc = st_tensor_record(&p, t))) return rc;
+    t->name = cmds_xstrdup(root.keys[m]);
+    rc = st_tensor_record(&root.items[m], what, t, err);
   }
-  if (r < 0) return err->code;
-  st_ws(&p);
-  if (p.i != p.n) return st_bad(&p, "only spaces after the header object");
-  return st_validate(f, what, data_bytes, err);
+  cmds_jv_free(&root);
+  return rc ? rc : st_validate(f, what, data_bytes, err);
 }
 
 int cmds_st_open(cmds_st_file *f, const char *path, cmds_error *err) {

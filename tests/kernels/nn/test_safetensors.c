@@ -153,9 +153,9 @@ static void test_corrupt(const char *dir) {
   const char *w = "\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}";
   char h[1024];
   snprintf(h, sizeof h, "{%s", w);
-  expect_reject(make_file("nobrace.safetensors", h, 24), "header JSON ends early");
+  expect_reject(make_file("nobrace.safetensors", h, 24), "JSON ends early");
   snprintf(h, sizeof h, "{%s,}", w);
-  expect_reject(make_file("comma.safetensors", h, 24), "invalid header JSON");
+  expect_reject(make_file("comma.safetensors", h, 24), "invalid JSON");
   expect_reject(make_file("notjson.safetensors", "hello world", 24), "the header object");
   expect_reject(make_file("overlap.safetensors",
                           "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
