@@ -60,3 +60,65 @@ int nn_softmax_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error
   return CMDS_FAIL(err, CMDS_EINPUT, "%s: cuda tensors in a build without CUDA", op);
 #endif
 }
+
+/* y = x * sigmoid(beta x): SiLU (beta 1) and quick GELU (beta 1.702). */
+static int activation_sigmoid_gate(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, float beta,
+                                   const char *op, cmds_error *err) {
+  if (!x) return CMDS_FAIL(err, CMDS_EINPUT, "%s: x missing", op);
+  int rc = nn_tensor_expect(x, op, "x", ctx->device, x->ndim, x->shape, err);
+  if (!rc) rc = nn_tensor_expect(y, op, "y", ctx->device, x->ndim, x->shape, err);
+  if (rc) return rc;
+  int64_t n = nn_tensor_numel(x);
+  if (ctx->device == NN_CPU) {
+    const float *xd = x->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) yd[i] = xd[i] / (1.0f + expf(-beta * xd[i]));
+    return CMDS_OK;
+  }
+#ifdef CMDS_CUDA
+  return nn_silu_cuda(ctx, y->data, x->data, n, beta, err);
+#else
+  return CMDS_FAIL(err, CMDS_EINPUT, "%s: cuda tensors in a build without CUDA", op);
+#endif
+}
+
+int nn_silu_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error *err) {
+  return activation_sigmoid_gate(ctx, y, x, 1.0f, "nn_silu_forward", err);
+}
+
+int nn_quick_gelu_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error *err) {
+  return activation_sigmoid_gate(ctx, y, x, 1.702f, "nn_quick_gelu_forward", err);
+}
+
+int nn_geglu_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error *err) {
+  const char *op = "nn_geglu_forward";
+  if (!x || x->ndim < 1) return CMDS_FAIL(err, CMDS_EINPUT, "%s: x missing", op);
+  int64_t C = x->shape[x->ndim - 1];
+  if (C % 2)
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: last dim of x is %lld, an even 2F expected", op, (long long)C);
+  int64_t F = C / 2, yshape[NN_MAX_DIMS];
+  for (int i = 0; i < x->ndim; i++) yshape[i] = x->shape[i];
+  yshape[x->ndim - 1] = F;
+  int rc = nn_tensor_expect(x, op, "x", ctx->device, x->ndim, x->shape, err);
+  if (!rc) rc = nn_tensor_expect(y, op, "y", ctx->device, x->ndim, yshape, err);
+  if (rc) return rc;
+  if (y->data == x->data) return CMDS_FAIL(err, CMDS_EINPUT, "%s: y must not alias x", op);
+  int64_t rows = C ? nn_tensor_numel(x) / C : 0;
+  if (ctx->device == NN_CPU) {
+    const float *xd = x->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+      const float *h = xd + r * C, *g = h + F;
+      float *yr = yd + r * F;
+      for (int64_t f = 0; f < F; f++) yr[f] = h[f] * (0.5f * g[f] * (1.0f + erff(g[f] * (float)M_SQRT1_2)));
+    }
+    return CMDS_OK;
+  }
+#ifdef CMDS_CUDA
+  return nn_geglu_cuda(ctx, y->data, x->data, rows, F, err);
+#else
+  return CMDS_FAIL(err, CMDS_EINPUT, "%s: cuda tensors in a build without CUDA", op);
+#endif
+}

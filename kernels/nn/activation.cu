@@ -54,3 +54,35 @@ extern "C" int nn_softmax_cuda(nn_ctx *c, float *y, const float *x, int64_t rows
   CUDA_CHECK_LAUNCH();
   return CMDS_OK;
 }
+
+// y = x * sigmoid(beta x): SiLU (beta 1), quick GELU (beta 1.702); same formula as activation.c.
+__global__ static void sigmoid_gate_kernel(float *y, const float *x, int64_t n, float beta) {
+  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) {
+    float v = x[i];
+    y[i] = v / (1.0f + expf(-beta * v));
+  }
+}
+
+// x (rows, 2F) -> y (rows, F) = x[:, :F] * gelu(x[:, F:]).
+__global__ static void geglu_kernel(float *y, const float *x, int64_t rows, int64_t F) {
+  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= rows * F) return;
+  int64_t r = i / F, f = i % F;
+  float h = x[r * 2 * F + f], g = x[r * 2 * F + F + f];
+  y[i] = h * (0.5f * g * (1.0f + erff(g * 0.70710678118654752f)));
+}
+
+extern "C" int nn_silu_cuda(nn_ctx *c, float *y, const float *x, int64_t n, float beta, cmds_error *err) {
+  if (n == 0) return CMDS_OK;
+  sigmoid_gate_kernel<<<nn_grid(n, 256), 256, 0, nn_stream(c)>>>(y, x, n, beta);
+  CUDA_CHECK_LAUNCH();
+  return CMDS_OK;
+}
+
+extern "C" int nn_geglu_cuda(nn_ctx *c, float *y, const float *x, int64_t rows, int64_t F, cmds_error *err) {
+  if (rows * F == 0) return CMDS_OK;
+  geglu_kernel<<<nn_grid(rows * F, 256), 256, 0, nn_stream(c)>>>(y, x, rows, F);
+  CUDA_CHECK_LAUNCH();
+  return CMDS_OK;
+}

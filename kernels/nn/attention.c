@@ -17,29 +17,37 @@ size_t nn_attention_cpu_scratch_floats(int64_t N) {
   return (size_t)omp_get_max_threads() * NN_ATTN_CPU_QB * (size_t)N;
 }
 
-/* One block: rows [i0, i0 + m) of head h of image b. s: (m, N) scores, then probabilities. */
-static void attention_block(float *o, const float *q, const float *k, const float *v, int64_t N,
+/* One block: rows [i0, i0 + m) of head h of image b against keys [0, mc) (mc = M, or
+ * i0 + m when causal: later keys are masked anyway). s: (m, mc) scores, then probabilities. */
+static void attention_block(float *o, const float *q, const float *k, const float *v, int64_t M,
                             int64_t D, int64_t ld_q, int64_t ld_k, int64_t ld_v, int64_t ld_o,
-                            int64_t i0, int64_t m, float scale, float *s) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)N, (int)D, scale, q + i0 * ld_q, (int)ld_q, k,
-              (int)ld_k, 0.0f, s, (int)N);
-  for (int64_t r = 0; r < m; r++) nn_softmax_row_cpu(s + r * N, s + r * N, N);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)D, (int)N, 1.0f, s, (int)N, v, (int)ld_v,
+                            int64_t i0, int64_t m, int causal, float scale, float *s) {
+  int64_t mc = causal && i0 + m < M ? i0 + m : M;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)mc, (int)D, scale, q + i0 * ld_q, (int)ld_q, k,
+              (int)ld_k, 0.0f, s, (int)mc);
+  for (int64_t r = 0; r < m; r++) {
+    float *sr = s + r * mc;
+    if (causal)
+      for (int64_t j = i0 + r + 1; j < mc; j++) sr[j] = -INFINITY;
+    nn_softmax_row_cpu(sr, sr, mc);
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)D, (int)mc, 1.0f, s, (int)mc, v, (int)ld_v,
               0.0f, o + i0 * ld_o, (int)ld_o);
 }
 
-void nn_attention_cpu(float *o, const float *q, const float *k, const float *v, int64_t B,
-                      int64_t N, int64_t H, int64_t D, int64_t ld_q, int64_t ld_k, int64_t ld_v,
-                      int64_t ld_o, float *scratch) {
-  if (B == 0 || N == 0) return;
+/* q (B, N) rows, k and v (B, M) rows, each of H heads of D columns at the given row strides. */
+static void attention_cpu_ex(float *o, const float *q, const float *k, const float *v, int64_t B,
+                             int64_t N, int64_t M, int64_t H, int64_t D, int64_t ld_q, int64_t ld_k,
+                             int64_t ld_v, int64_t ld_o, int causal, float *scratch) {
+  if (B == 0 || N == 0 || M == 0) return;
   float scale = 1.0f / sqrtf((float)D);
   const int64_t QB = NN_ATTN_CPU_QB, nqb = (N + QB - 1) / QB, nblk = B * H * nqb;
   const char *mode = getenv("CMDS_NN_ATTN_THREADS");
   if (mode && !strcmp(mode, "blas")) { /* comparison mode: OpenBLAS threads each GEMM */
     for (int64_t r = 0; r < nblk; r++) {
       int64_t b = r / (H * nqb), h = (r / nqb) % H, i0 = (r % nqb) * QB, m = N - i0 < QB ? N - i0 : QB;
-      attention_block(o + b * N * ld_o + h * D, q + b * N * ld_q + h * D, k + b * N * ld_k + h * D,
-                      v + b * N * ld_v + h * D, N, D, ld_q, ld_k, ld_v, ld_o, i0, m, scale, scratch);
+      attention_block(o + b * N * ld_o + h * D, q + b * N * ld_q + h * D, k + b * M * ld_k + h * D,
+                      v + b * M * ld_v + h * D, M, D, ld_q, ld_k, ld_v, ld_o, i0, m, causal, scale, scratch);
     }
     return;
   }
@@ -48,15 +56,21 @@ void nn_attention_cpu(float *o, const float *q, const float *k, const float *v, 
   if (blas_threads > 1) openblas_set_num_threads(1);
 #pragma omp parallel
   {
-    float *s = scratch + (size_t)omp_get_thread_num() * QB * (size_t)N;
+    float *s = scratch + (size_t)omp_get_thread_num() * QB * (size_t)M;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t r = 0; r < nblk; r++) {
       int64_t b = r / (H * nqb), h = (r / nqb) % H, i0 = (r % nqb) * QB, m = N - i0 < QB ? N - i0 : QB;
-      attention_block(o + b * N * ld_o + h * D, q + b * N * ld_q + h * D, k + b * N * ld_k + h * D,
-                      v + b * N * ld_v + h * D, N, D, ld_q, ld_k, ld_v, ld_o, i0, m, scale, s);
+      attention_block(o + b * N * ld_o + h * D, q + b * N * ld_q + h * D, k + b * M * ld_k + h * D,
+                      v + b * M * ld_v + h * D, M, D, ld_q, ld_k, ld_v, ld_o, i0, m, causal, scale, s);
     }
   }
   if (blas_threads > 1) openblas_set_num_threads(blas_threads);
+}
+
+void nn_attention_cpu(float *o, const float *q, const float *k, const float *v, int64_t B,
+                      int64_t N, int64_t H, int64_t D, int64_t ld_q, int64_t ld_k, int64_t ld_v,
+                      int64_t ld_o, float *scratch) {
+  attention_cpu_ex(o, q, k, v, B, N, N, H, D, ld_q, ld_k, ld_v, ld_o, 0, scratch);
 }
 
 int nn_attention_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn_tensor *k,
@@ -87,4 +101,64 @@ int nn_attention_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn
 #else
   return CMDS_FAIL(err, CMDS_EINPUT, "%s: cuda tensors in a build without CUDA", op);
 #endif
+}
+
+/* CUDA with D > 128: query rows per chunk so that heads * rows * M scores fit the cap. */
+static int64_t attention_cuda_chunk_rows(int64_t N, int64_t M, int64_t heads) {
+  size_t per_row = (size_t)heads * (size_t)(M > 0 ? M : 1), cap = NN_ATTN_CUDA_SCORE_FLOATS;
+  const char *env = getenv("CMDS_NN_ATTN_SCORE_FLOATS"); /* tests force several chunks */
+  if (env && atoll(env) > 0) cap = (size_t)atoll(env);
+  int64_t rows = (int64_t)(cap / per_row);
+  if (rows < 1) rows = 1;
+  return rows < N ? rows : N;
+}
+
+size_t nn_attention_ex_scratch_bytes(nn_device device, int64_t N, int64_t M, int64_t heads, int64_t D) {
+  if (device == NN_CPU) return nn_attention_cpu_scratch_floats(M) * sizeof(float);
+  if (D <= 128) return 0;
+  return (size_t)heads * (size_t)attention_cuda_chunk_rows(N, M, heads) * (size_t)M * sizeof(float);
+}
+
+int nn_attention_ex_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn_tensor *k,
+                            const nn_tensor *v, int64_t heads, int causal, cmds_error *err) {
+  const char *op = "nn_attention_ex_forward";
+  if (!q || q->ndim != 3) return CMDS_FAIL(err, CMDS_EINPUT, "%s: q must be (B, N, C)", op);
+  if (!k || k->ndim != 3) return CMDS_FAIL(err, CMDS_EINPUT, "%s: k must be (B, M, C)", op);
+  int64_t B = q->shape[0], N = q->shape[1], C = q->shape[2], M = k->shape[1];
+  if (heads < 1 || C % heads)
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: %lld heads do not divide width %lld", op,
+                     (long long)heads, (long long)C);
+  if (causal && N != M)
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: causal attention needs as many keys as queries, got N = %lld, M = %lld",
+                     op, (long long)N, (long long)M);
+  int64_t D = C / heads, kshape[3] = {B, M, C};
+  int rc = nn_tensor_expect(q, op, "q", ctx->device, 3, q->shape, err);
+  if (!rc) rc = nn_tensor_expect(k, op, "k", ctx->device, 3, kshape, err);
+  if (!rc) rc = nn_tensor_expect(v, op, "v", ctx->device, 3, kshape, err);
+  if (!rc) rc = nn_tensor_expect(o, op, "o", ctx->device, 3, q->shape, err);
+  if (rc) return rc;
+  if (o->data == q->data || o->data == k->data || o->data == v->data)
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: o must not alias q, k or v", op);
+  if (B == 0 || N == 0 || C == 0) return CMDS_OK;
+  if (M == 0) return CMDS_FAIL(err, CMDS_EINPUT, "%s: no keys (M = 0)", op);
+  size_t need = nn_attention_ex_scratch_bytes(ctx->device, N, M, heads, D);
+  float *s = NULL;
+  size_t mark = ctx->scratch ? nn_arena_mark(ctx->scratch) : 0;
+  if (need) {
+    if (!ctx->scratch) return CMDS_FAIL(err, CMDS_EINPUT, "%s: needs a scratch arena in the context", op);
+    s = nn_arena_alloc(ctx->scratch, need, err);
+    if (!s) return cmds_error_wrap(err, "%s scores", op);
+  }
+  if (ctx->device == NN_CPU) {
+    attention_cpu_ex(o->data, q->data, k->data, v->data, B, N, M, heads, D, C, C, C, C, causal, s);
+  } else {
+#ifdef CMDS_CUDA
+    rc = nn_attention_ex_cuda(ctx, o->data, q->data, k->data, v->data, B, N, M, heads, D, causal, s,
+                              need / sizeof(float), err);
+#else
+    rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: cuda tensors in a build without CUDA", op);
+#endif
+  }
+  if (ctx->scratch) nn_arena_rewind(ctx->scratch, mark);
+  return rc;
 }

@@ -21,6 +21,24 @@
 
 #define NN_ATTN_CPU_QB 64 /* query rows per CPU block */
 
+/* nn_attention_ex_forward: the general form the diffusion networks need.
+ *   q (B, N, C), k and v (B, M, C), C = heads * D, any D  ->  o (B, N, C)
+ * N != M (cross-attention to a text encoding), scale 1 / sqrt(D); causal (needs N == M):
+ * key j > query i is masked (CLIP's text encoder). o must not alias q, k or v.
+ * CPU: as nn_attention_forward, with per-thread (QB, M) score blocks.
+ * CUDA: D <= 128: the fused online-softmax kernel (no N x M scores in global memory);
+ * D > 128 (the VAE's single 512-wide head): chunks of query rows, per chunk a batched
+ * cuBLAS GEMM for the scores (heads, rows, M) into scratch, a row softmax, and a batched
+ * GEMM with V; the chunk is sized so the scores stay within NN_ATTN_CUDA_SCORE_FLOATS.
+ * Scratch from ctx->scratch: nn_attention_ex_scratch_bytes (CMDS_NN_ATTN_SCORE_FLOATS in the
+ * environment overrides the chunk cap, for tests). */
+#define NN_ATTN_CUDA_SCORE_FLOATS ((size_t)32 << 20) /* 128 MiB of scores per chunk at most */
+
+int nn_attention_ex_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn_tensor *k,
+                            const nn_tensor *v, int64_t heads, int causal, cmds_error *err);
+/* Bytes of ctx->scratch nn_attention_ex_forward takes on `device` (add 256 for alignment). */
+size_t nn_attention_ex_scratch_bytes(nn_device device, int64_t N, int64_t M, int64_t heads, int64_t D);
+
 int nn_attention_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn_tensor *k,
                          const nn_tensor *v, int64_t heads, cmds_error *err);
 

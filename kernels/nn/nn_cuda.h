@@ -47,6 +47,26 @@ int nn_resize_cuda(nn_ctx *c, float *y, const float *x, int64_t BC, int64_t Hi, 
                    int64_t Ho, int64_t Wo, int mode, cmds_error *err);
 int nn_blur_cuda(nn_ctx *c, float *y, const float *x, int64_t BC, int64_t H, int64_t W,
                  const float *taps_host, int radius, float *tmp, cmds_error *err);
+/* the diffusion networks' ops (conv.cu, activation.cu, resize.cu, attention.cu, elementwise.cu) */
+int nn_conv2d_ex_cuda(nn_ctx *c, float *y, const float *x, const float *w, const float *b,
+                      int64_t B, int64_t Cin, int64_t Cout, int64_t H, int64_t W, int ksize, int stride,
+                      int pad_top, int pad_left, int64_t Ho, int64_t Wo, int64_t band_rows, float *cols,
+                      cmds_error *err);
+int nn_silu_cuda(nn_ctx *c, float *y, const float *x, int64_t n, float beta, cmds_error *err);
+int nn_geglu_cuda(nn_ctx *c, float *y, const float *x, int64_t rows, int64_t F, cmds_error *err);
+int nn_upsample_nearest2x_cuda(nn_ctx *c, float *y, const float *x, int64_t BC, int64_t H, int64_t W,
+                               cmds_error *err);
+int nn_attention_ex_cuda(nn_ctx *c, float *o, const float *q, const float *k, const float *v,
+                         int64_t B, int64_t N, int64_t M, int64_t H, int64_t D, int causal,
+                         float *scratch, size_t scratch_floats, cmds_error *err);
+int nn_axpby_cuda(nn_ctx *c, float *y, float alpha, const float *a, float beta, const float *b,
+                  int64_t n, cmds_error *err);
+int nn_add_channel_cuda(nn_ctx *c, float *y, const float *a, const float *b, int64_t BC, int64_t HW,
+                        cmds_error *err);
+int nn_concat_channels_cuda(nn_ctx *c, float *y, const float *a, const float *b, int64_t B, int64_t Ca,
+                            int64_t Cb, int64_t HW, cmds_error *err);
+int nn_transpose12_cuda(nn_ctx *c, float *y, const float *x, int64_t B, int64_t R, int64_t S,
+                        cmds_error *err);
 int nn_cosine_distance_cuda(nn_ctx *c, float *d, const float *a, const float *b, int64_t B,
                             int64_t C, int64_t HW, float eps, cmds_error *err);
 

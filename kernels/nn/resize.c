@@ -2,6 +2,7 @@
 #include "resize.h"
 
 #include <math.h>
+#include <string.h>
 
 #ifdef CMDS_CUDA
 #include "nn_cuda.h"
@@ -74,6 +75,35 @@ int nn_resize_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, nn_resize_m
   }
 #ifdef CMDS_CUDA
   return nn_resize_cuda(ctx, y->data, x->data, B * C, Hi, Wi, Ho, Wo, (int)mode, err);
+#else
+  return CMDS_FAIL(err, CMDS_EINPUT, "%s: cuda tensors in a build without CUDA", op);
+#endif
+}
+
+int nn_upsample_nearest2x_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error *err) {
+  const char *op = "nn_upsample_nearest2x_forward";
+  if (!x || x->ndim != 4) return CMDS_FAIL(err, CMDS_EINPUT, "%s: x must be (B, C, H, W)", op);
+  int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+  int64_t yshape[4] = {B, C, 2 * H, 2 * W};
+  int rc = nn_tensor_expect(x, op, "x", ctx->device, 4, x->shape, err);
+  if (!rc) rc = nn_tensor_expect(y, op, "y", ctx->device, 4, yshape, err);
+  if (rc) return rc;
+  if (y->data == x->data) return CMDS_FAIL(err, CMDS_EINPUT, "%s: y must not alias x", op);
+  if (ctx->device == NN_CPU) {
+    const float *xd = x->data;
+    float *yd = y->data;
+    int64_t Wo = 2 * W;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < B * C * H; r++) { /* one input row -> two output rows */
+      const float *src = xd + r * W;
+      float *d0 = yd + 2 * r * Wo, *d1 = d0 + Wo;
+      for (int64_t j = 0; j < W; j++) d0[2 * j] = d0[2 * j + 1] = src[j];
+      memcpy(d1, d0, (size_t)Wo * sizeof(float));
+    }
+    return CMDS_OK;
+  }
+#ifdef CMDS_CUDA
+  return nn_upsample_nearest2x_cuda(ctx, y->data, x->data, B * C, H, W, err);
 #else
   return CMDS_FAIL(err, CMDS_EINPUT, "%s: cuda tensors in a build without CUDA", op);
 #endif

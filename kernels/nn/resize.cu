@@ -45,3 +45,20 @@ extern "C" int nn_resize_cuda(nn_ctx *c, float *y, const float *x, int64_t BC, i
   CUDA_CHECK_LAUNCH();
   return CMDS_OK;
 }
+
+// Nearest 2x: one thread per output value, y[p, i, j] = x[p, i / 2, j / 2].
+__global__ static void nearest2x_kernel(float *y, const float *x, int64_t P, int64_t H, int64_t W) {
+  int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, Wo = 2 * W;
+  if (idx >= P * 4 * H * W) return;
+  int64_t j = idx % Wo, i = (idx / Wo) % (2 * H), p = idx / (4 * H * W);
+  y[idx] = x[(p * H + i / 2) * W + j / 2];
+}
+
+extern "C" int nn_upsample_nearest2x_cuda(nn_ctx *c, float *y, const float *x, int64_t BC, int64_t H,
+                                          int64_t W, cmds_error *err) {
+  int64_t n = BC * 4 * H * W;
+  if (n == 0) return CMDS_OK;
+  nearest2x_kernel<<<nn_grid(n, 256), 256, 0, nn_stream(c)>>>(y, x, BC, H, W);
+  CUDA_CHECK_LAUNCH();
+  return CMDS_OK;
+}
