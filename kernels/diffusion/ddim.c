@@ -38,7 +38,8 @@ static void cumprod_f32(float *out, const float *x, int n) {
 }
 
 static double alpha_bar_cos(double t) {
-  double c = cos((t + 0.008) / 1.008 * M_PI / 2);
+  const double pi = 3.14159265358979323846; /* math.pi */
+  double c = cos((t + 0.008) / 1.008 * pi / 2);
   return c * c;
 }
 
