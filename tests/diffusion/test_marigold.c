@@ -159,6 +159,14 @@ int main(int argc, char **argv) {
       }
       CHECK(worst_len < 1e-5, "%s: normals not unit length (%.3g off)", name, worst_len);
     }
+    if (!rc && E > 2) { /* members through the UNet two at a time: the same result */
+      o.batch = 2;
+      rc = marigold_normals(&m, &ctx, img.data, H, W, &o, out, &err);
+      CHECK(rc == 0, "%s batch 2: %s", name, err.msg);
+      int64_t at = 0;
+      double d = rc ? 1 : max_abs(out, &ref, ref.count, &at);
+      CHECK(d <= 1e-4, "%s, 2 members per UNet batch: max |diff| %.3g", name, d);
+    }
     npy_free(&lat);
     npy_free(&ref);
   }
