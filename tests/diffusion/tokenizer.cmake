@@ -1,0 +1,3 @@
+add_executable(test_diffusion_tokenizer ${CMAKE_CURRENT_SOURCE_DIR}/test_tokenizer.c)
+target_link_libraries(test_diffusion_tokenizer PRIVATE cmds_kernels_diffusion cmds_testutil cmds_warnings)
+cmds_add_test(NAME diffusion.tokenizer COMMAND test_diffusion_tokenizer ${CMDS_FIXTURES}/diffusion_clip LABELS unit diffusion)
