@@ -191,7 +191,49 @@ static int jp_literal(jp *p, const char *lit) {
 
 static int jp_value(jp *p, cmds_jv *v);
 
+/* The keys of one object seen so far, so that the duplicate check costs O(1) per member (a
+ * CLIP vocab.json object has 49408 members: a linear scan made reading it take a minute). */
+typedef struct jp_keyset {
+  uint32_t cap, *slot; /* slot: member index + 1, 0 = empty */
+} jp_keyset;
+
+static uint32_t jp_key_hash(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return (uint32_t)(h ^ (h >> 32));
+}
+
+/* Adds keys[n]; returns the index of an earlier member with the same key, or -1. */
+static int64_t jp_keyset_add(jp_keyset *ks, char **keys, int64_t n) {
+  if ((uint64_t)(n + 1) * 2 > ks->cap) {
+    uint32_t cap = ks->cap ? ks->cap : 16;
+    while ((uint64_t)(n + 1) * 2 > cap) cap *= 2;
+    free(ks->slot);
+    ks->slot = cmds_xcalloc(cap, sizeof *ks->slot);
+    ks->cap = cap;
+    for (int64_t k = 0; k < n; k++) {
+      uint32_t i = jp_key_hash(keys[k]) & (cap - 1);
+      while (ks->slot[i]) i = (i + 1) & (cap - 1);
+      ks->slot[i] = (uint32_t)k + 1;
+    }
+  }
+  uint32_t mask = ks->cap - 1, i = jp_key_hash(keys[n]) & mask;
+  for (; ks->slot[i]; i = (i + 1) & mask)
+    if (strcmp(keys[ks->slot[i] - 1], keys[n]) == 0) return ks->slot[i] - 1;
+  ks->slot[i] = (uint32_t)n + 1;
+  return -1;
+}
+
+static int jp_members(jp *p, cmds_jv *v, int is_obj, jp_keyset *ks);
+
 static int jp_container(jp *p, cmds_jv *v, int is_obj) {
+  jp_keyset ks = {0, NULL};
+  int rc = jp_members(p, v, is_obj, &ks);
+  free(ks.slot);
+  return rc;
+}
+
+static int jp_members(jp *p, cmds_jv *v, int is_obj, jp_keyset *ks) {
   if (++p->depth > JV_MAX_DEPTH) return jp_bad(p, "nesting of at most 256 levels");
   p->i++; /* '[' or '{' */
   v->type = is_obj ? CMDS_JV_OBJ : CMDS_JV_ARR;
@@ -216,14 +258,14 @@ static int jp_container(jp *p, cmds_jv *v, int is_obj) {
       size_t klen, at = p->i;
       char *key;
       if (jp_string(p, &key, &klen)) return p->err->code;
-      for (int64_t k = 0; k < v->n; k++)
-        if (strcmp(v->keys[k], key) == 0) {
-          p->i = at;
-          int rc = CMDS_FAIL(p->err, CMDS_EINPUT, "%s: invalid JSON at byte %zu: key \"%s\" appears twice in one object",
-                             p->what, at, key);
-          free(key);
-          return rc;
-        }
+      v->keys[v->n] = key;
+      if (jp_keyset_add(ks, v->keys, v->n) >= 0) { /* keys[n] is not owned until n grows */
+        p->i = at;
+        int rc = CMDS_FAIL(p->err, CMDS_EINPUT, "%s: invalid JSON at byte %zu: key \"%s\" appears twice in one object",
+                           p->what, at, key);
+        free(key);
+        return rc;
+      }
       v->keys[v->n] = key;
       jp_ws(p);
       if (p->i >= p->n || p->s[p->i] != ':') {

@@ -7,6 +7,7 @@
  *   all to 1e-4 of the output's scale;
  *   - the scratch arena sized by unet_workspace_bytes is enough (and a smaller one is refused
  *     before any work with a message that says so);
+ *   - with --cuda, the forwards on the GPU (fp32, no TF32: the same 1e-4; exit 77 without one);
  *   - bad configs name the key and value, weights that do not fit the config name every
  *     tensor (written as config variants beside a link to unet_a's weights). */
 #include <errno.h>
@@ -23,6 +24,7 @@
 #include "unet.h"
 
 static const char *g_root;
+static nn_device g_dev = NN_CPU;
 
 static int load_npy(const char *name, npy_array *a) {
   char p[PATH_MAX];
@@ -35,7 +37,7 @@ static int load_npy(const char *name, npy_array *a) {
 static void check_forward(const char *sub, const char *in, double t, const char *want) {
   cmds_error err = {0};
   unet_model m;
-  int rc = unet_load(&m, g_root, sub, NN_CPU, &err);
+  int rc = unet_load(&m, g_root, sub, g_dev, &err);
   CHECK(rc == 0, "load %s: %s", sub, err.msg);
   if (rc) return;
   char nx[64], ne[64];
@@ -50,15 +52,26 @@ static void check_forward(const char *sub, const char *in, double t, const char 
   CHECK(x.shape[1] == unet_in_channels(&m), "%s: in_channels %d", sub, unet_in_channels(&m));
   int64_t B = x.shape[0], h = x.shape[2], wd = x.shape[3], S = enc.shape[1];
   size_t ws = unet_workspace_bytes(&m, B, h, wd, S);
-  nn_arena scratch;
+  nn_arena scratch, io;
   nn_ctx ctx;
-  nn_arena_init(&scratch, NN_CPU, ws, &err);
-  nn_ctx_init(&ctx, NN_CPU, &scratch, NULL, 0, &err);
-  nn_tensor tx = nn_tensor_view(x.data, NN_F32, NN_CPU, B, x.shape[1], h, wd);
-  nn_tensor te = nn_tensor_view(enc.data, NN_F32, NN_CPU, B, S, enc.shape[2], -1);
+  nn_arena_init(&scratch, g_dev, ws, &err);
+  nn_ctx_init(&ctx, g_dev, &scratch, NULL, 0, &err);
+  nn_tensor hx = nn_tensor_view(x.data, NN_F32, NN_CPU, B, x.shape[1], h, wd);
+  nn_tensor he = nn_tensor_view(enc.data, NN_F32, NN_CPU, B, S, enc.shape[2], -1);
   float *out = calloc((size_t)w.count, sizeof(float));
-  nn_tensor to = nn_tensor_view(out, NN_F32, NN_CPU, w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
+  nn_tensor ho = nn_tensor_view(out, NN_F32, NN_CPU, w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
+  nn_tensor tx = hx, te = he, to = ho;
+  if (g_dev != NN_CPU) { /* inputs and output on the device */
+    nn_arena_init(&io, g_dev, nn_tensor_bytes(&hx) + nn_tensor_bytes(&he) + nn_tensor_bytes(&ho) + 1024, &err);
+    nn_tensor_alloc(&tx, &io, NN_F32, 4, hx.shape, &err);
+    nn_tensor_alloc(&te, &io, NN_F32, 3, he.shape, &err);
+    nn_tensor_alloc(&to, &io, NN_F32, 4, ho.shape, &err);
+    nn_tensor_copy(&tx, &hx, &err);
+    nn_tensor_copy(&te, &he, &err);
+  }
   rc = unet_forward(&m, &ctx, &to, &tx, t, &te, &err);
+  if (!rc) rc = nn_ctx_sync(&ctx, &err);
+  if (!rc && g_dev != NN_CPU) rc = nn_tensor_copy(&ho, &to, &err);
   CHECK(rc == 0, "%s forward: %s", want, err.msg);
   CHECK(scratch.peak_bytes <= ws && scratch.used_bytes == 0, "%s: scratch peak %zu of %zu, %zu left in use", want,
         scratch.peak_bytes, ws, scratch.used_bytes);
@@ -80,8 +93,8 @@ static void check_forward(const char *sub, const char *in, double t, const char 
   if (ws > 8192) {
     nn_arena small;
     nn_ctx sctx;
-    nn_arena_init(&small, NN_CPU, ws - 4096, &err);
-    nn_ctx_init(&sctx, NN_CPU, &small, NULL, 0, &err);
+    nn_arena_init(&small, g_dev, ws - 4096, &err);
+    nn_ctx_init(&sctx, g_dev, &small, NULL, 0, &err);
     rc = unet_forward(&m, &sctx, &to, &tx, t, &te, &err);
     CHECK(rc == CMDS_ENOMEM && strstr(err.msg, "unet_workspace_bytes") && small.peak_bytes == 0,
           "small scratch: rc %d: %s", rc, err.msg);
@@ -89,6 +102,7 @@ static void check_forward(const char *sub, const char *in, double t, const char 
     nn_arena_free(&small);
   }
   free(out);
+  if (g_dev != NN_CPU) nn_arena_free(&io);
   nn_ctx_free(&ctx);
   nn_arena_free(&scratch);
   npy_free(&x), npy_free(&enc), npy_free(&w);
@@ -147,11 +161,23 @@ static void check_bad(const char *name, const char *from, const char *to, const 
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s FIXTURE_DIR\n", argv[0]);
+  if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--cuda") != 0)) {
+    fprintf(stderr, "usage: %s FIXTURE_DIR [--cuda]\n", argv[0]);
     return 2;
   }
   g_root = argv[1];
+  if (argc == 3) { /* the same checks with the model and every activation on the GPU */
+    if (!nn_cuda_available()) {
+      printf("no GPU: skipped\n");
+      return 77;
+    }
+    nn_cuda_select(0);
+    g_dev = NN_CUDA;
+    check_forward("unet_a", "a", 999, "a_t999");
+    check_forward("unet_a_fp16", "a", 999, "a_fp16_t999");
+    check_forward("unet_b", "b", 37.5, "b_t37p5");
+    return CHECK_DONE();
+  }
 
   check_forward("unet_a", "a", 999, "a_t999");
   check_forward("unet_a", "a", 250, "a_t250");
