@@ -110,7 +110,7 @@ char *runner_train_tasks(const runner *r) {
   for (int u = 0; u < r->plan->nu; u++) {
     const job_unit *x = &r->plan->u[u];
     char pairs[4096];
-    config_pairs(&r->plan->t[x->first_task].cfg, KEY_TRAIN, pairs, sizeof pairs);
+    config_pairs(&r->plan->t[x->first_task].cfg, CMDS_KEY_TRAIN, pairs, sizeof pairs);
     tprintf(&t, "%s %s %d %s%s%s\n", r->spec->ds[x->ds].name, x->cat, x->k, x->tag, pairs[0] ? " " : "", pairs);
   }
   return tdone(&t);
@@ -126,7 +126,7 @@ char *runner_score_tasks(const runner *r, int unit) {
       const job_task *x = &r->plan->t[i];
       if (x->unit != u) continue;
       char pairs[4096];
-      config_pairs(&x->cfg, -1, pairs, sizeof pairs);
+      config_pairs(&x->cfg, CMDS_KEYS_ALL, pairs, sizeof pairs);
       tprintf(&t, "%s %s %d %s%s%s\n", r->spec->ds[x->ds].name, x->cat, x->k, x->tag, pairs[0] ? " " : "", pairs);
     }
   }
@@ -215,7 +215,7 @@ int runner_stage_cmds(const runner *r, int stage, int task_index, stage_cmd **cm
         backbone_args(r, c);
         sl_push(&c->argv, "--device");
         sl_push(&c->argv, s->device);
-        if (!strcmp(s->base.v[config_key_find("backbone.final_norm")], "1")) sl_push(&c->argv, "--final-norm");
+        if (!strcmp(s->base.value[CK_FINAL_NORM], "1")) sl_push(&c->argv, "--final-norm");
       }
       sl_push(&c->argv, "--category");
       sl_push(&c->argv, cats);
@@ -554,12 +554,6 @@ int runner_mark_done(const runner *r, int stage, double elapsed, const char *sta
   return write_atomic_unique(p, txt, err);
 }
 
-static void json_config(cmds_json *j, const job_config *c) {
-  cmds_json_object_begin(j);
-  for (int i = 0; i < JOB_NKEYS; i++) cmds_json_kv_str(j, job_keys[i].name, c->v[i]);
-  cmds_json_object_end(j);
-}
-
 /* The record of one output and its elapsed time, when it exists. */
 static void json_record(cmds_json *j, const char *path, double *sum, int *count) {
   char *t = slurp(path);
@@ -706,7 +700,7 @@ int runner_write_manifest(const runner *r, const char *running_stage, cmds_error
   }
   cmds_json_array_end(&j);
   cmds_json_key(&j, "base_config");
-  json_config(&j, &s->base);
+  cmds_config_json(&s->base, &j, CMDS_KEYS_ALL);
   cmds_json_key(&j, "experiments");
   cmds_json_array_begin(&j);
   for (int e = 0; e < s->nexp; e++) {
@@ -745,7 +739,7 @@ int runner_write_manifest(const runner *r, const char *running_stage, cmds_error
     cmds_json_kv_str(&j, "result", path);
     cmds_json_kv_bool(&j, "result_present", cmds_is_file(path));
     cmds_json_key(&j, "config");
-    json_config(&j, &t->cfg);
+    cmds_config_json(&t->cfg, &j, CMDS_KEYS_ALL);
     cmds_json_object_end(&j);
   }
   cmds_json_array_end(&j);

@@ -229,12 +229,11 @@ static int yconfig(yctx *y, yaml_node_t *map, const char *where, job_kvlist *out
     val[0] = 0;
     for (int i = 0; i < n; i++) len += (size_t)snprintf(val + len, sizeof val - len, "%s%s", i ? "," : "", items[i]);
     cmds_free_list(items, n);
-    job_config probe;
-    config_defaults(&probe);
+    cmds_config probe;
+    cmds_config_default(&probe);
     char at[600];
     snprintf(at, sizeof at, "%s line %d: %s", y->path, ymark(vn), where);
-    rc = config_set(&probe, k, val, at, y->err);
-    config_free(&probe);
+    rc = cmds_config_set(&probe, k, val, at, y->err);
     if (rc) return rc;
     out->v = cmds_xrealloc(out->v, (size_t)(out->n + 1) * sizeof *out->v);
     out->v[out->n].key = cmds_xstrdup(k);
@@ -360,6 +359,12 @@ static int parse_values(yctx *y, yaml_node_t *n, const char *where, char ***vals
   return rc;
 }
 
+/* The stage of a key already checked by cmds_config_set (0 when unknown). */
+static int key_stage(const char *name) {
+  int k = cmds_key_find(name, strlen(name));
+  return k < 0 ? 0 : (int)cmds_keys[k].stage;
+}
+
 static int parse_experiment(yctx *y, yaml_node_t *e, int idx, job_spec *s, job_experiment *x) {
   char where[64];
   snprintf(where, sizeof where, "experiments[%d]", idx);
@@ -447,17 +452,16 @@ static int parse_experiment(yctx *y, yaml_node_t *e, int idx, job_spec *s, job_e
       snprintf(w, sizeof w, "%s.sweep.%s", where, keys);
       rc = parse_values(y, ynode(y, p->value), w, &a->values, &a->nvalues);
       for (int k = 0; k < a->nkeys && !rc; k++) {
-        int id = config_key_find(a->keys[k]);
+        int id = cmds_key_find(a->keys[k], strlen(a->keys[k]));
         if (id < 0) rc = fail(y, ynode(y, p->key), w, "unknown configuration key '%s'", a->keys[k]);
-        else if (job_keys[id].scope == KEY_FEATURES)
+        else if (cmds_keys[id].stage == CMDS_KEY_FEATURES)
           rc = fail(y, ynode(y, p->key), w, "%s changes the feature cache: set it in the spec's config, it cannot be swept", a->keys[k]);
         for (int v = 0; v < a->nvalues && !rc; v++) {
-          job_config probe;
-          config_defaults(&probe);
+          cmds_config probe;
+          cmds_config_default(&probe);
           char at[600];
           snprintf(at, sizeof at, "%s: %s", y->path, w);
-          rc = config_set(&probe, a->keys[k], a->values[v], at, y->err);
-          config_free(&probe);
+          rc = cmds_config_set(&probe, a->keys[k], a->values[v], at, y->err);
         }
       }
       if (rc) return rc;
@@ -466,11 +470,11 @@ static int parse_experiment(yctx *y, yaml_node_t *e, int idx, job_spec *s, job_e
   /* Features keys are per job: a setting cannot move them. */
   for (int i = 0; i < x->nsettings; i++)
     for (int k = 0; k < x->settings[i].kv.n; k++)
-      if (job_keys[config_key_find(x->settings[i].kv.v[k].key)].scope == KEY_FEATURES)
+      if (key_stage(x->settings[i].kv.v[k].key) == CMDS_KEY_FEATURES)
         return fail(y, st, where, "setting %s: %s changes the feature cache: set it in the spec's config",
                     x->settings[i].name, x->settings[i].kv.v[k].key);
   for (int k = 0; k < x->config.n; k++)
-    if (job_keys[config_key_find(x->config.v[k].key)].scope == KEY_FEATURES)
+    if (key_stage(x->config.v[k].key) == CMDS_KEY_FEATURES)
       return fail(y, e, where, "config: %s changes the feature cache: set it in the spec's config", x->config.v[k].key);
   return CMDS_OK;
 }
@@ -539,7 +543,7 @@ static int parse_slurm(yctx *y, yaml_node_t *n, job_spec *s) {
 
 int job_spec_load(const char *path, job_spec *s, cmds_error *err) {
   memset(s, 0, sizeof *s);
-  config_defaults(&s->base);
+  cmds_config_default(&s->base);
   s->path = cmds_xstrdup(path);
   FILE *f = fopen(path, "rb");
   if (!f) return CMDS_FAIL(err, CMDS_EINPUT, "%s: cannot open the job spec", path);
@@ -603,7 +607,7 @@ int job_spec_load(const char *path, job_spec *s, cmds_error *err) {
   }
   job_kvlist cfg = {0};
   if (!rc) rc = yconfig(&y, yget(&y, root, "config"), "config", &cfg);
-  for (int i = 0; i < cfg.n && !rc; i++) rc = config_set(&s->base, cfg.v[i].key, cfg.v[i].value, path, err);
+  for (int i = 0; i < cfg.n && !rc; i++) rc = cmds_config_set(&s->base, cfg.v[i].key, cfg.v[i].value, path, err);
   kvlist_free(&cfg);
   s->curve = cmds_xstrdup("exact");
   if (!rc) {
@@ -698,7 +702,6 @@ void job_spec_free(job_spec *s) {
     free(x->axes);
   }
   free(s->exps);
-  config_free(&s->base);
   job_slurm *q = &s->slurm;
   free(q->partition);
   free(q->account);
@@ -712,9 +715,9 @@ void job_spec_free(job_spec *s) {
 
 /* ---- plan ------------------------------------------------------------------------ */
 
-static int task_find(const job_plan *p, int ds, const char *cat, int k, const job_config *cfg) {
+static int task_find(const job_plan *p, int ds, const char *cat, int k, const cmds_config *cfg) {
   for (int i = 0; i < p->nt; i++)
-    if (p->t[i].ds == ds && p->t[i].k == k && !strcmp(p->t[i].cat, cat) && config_equal(&p->t[i].cfg, cfg, -1))
+    if (p->t[i].ds == ds && p->t[i].k == k && !strcmp(p->t[i].cat, cat) && cmds_config_equal(&p->t[i].cfg, cfg, CMDS_KEYS_ALL))
       return i;
   return -1;
 }
@@ -741,11 +744,10 @@ static void merge_labels(char **labels, const char *more) {
 }
 
 static int add_task(const job_spec *s, job_plan *p, int e, int ds, const char *cat, int k,
-                    job_config *cfg, const char *label, const char *labels, cmds_error *err) {
+                    const cmds_config *cfg, const char *label, const char *labels, cmds_error *err) {
   int t = task_find(p, ds, cat, k, cfg);
   if (t >= 0) {
     merge_labels(&p->t[t].labels, labels);
-    config_free(cfg);
   } else {
     p->t = cmds_xrealloc(p->t, (size_t)(p->nt + 1) * sizeof *p->t);
     job_task *x = &p->t[p->nt];
@@ -756,34 +758,30 @@ static int add_task(const job_spec *s, job_plan *p, int e, int ds, const char *c
     x->cfg = *cfg;
     /* Names relative to the spec's base configuration (the stages compare the full
      * configuration with a model's sidecar, so a changed base never reuses a stale model). */
-    config_name(cfg, &s->base, KEY_TRAIN, x->tag, sizeof x->tag);
-    config_setting_name(cfg, x->setting, sizeof x->setting);
+    config_name(cfg, &s->base, CMDS_KEY_TRAIN, x->tag, sizeof x->tag);
+    cmds_config_setting_name(cfg, x->setting, sizeof x->setting);
     /* A base whose training keys differ from METHOD.md's defaults: tags carry a hash of the
      * full training configuration, so editing the base never meets a model made with other
      * keys under the same name. (Setting names are absolute already.) */
-    job_config defs;
-    config_defaults(&defs);
-    for (int sc = KEY_TRAIN; sc <= KEY_TRAIN; sc++) {
-      if (config_equal(&s->base, &defs, sc)) continue;
+    cmds_config defs;
+    cmds_config_default(&defs);
+    if (!cmds_config_equal(&s->base, &defs, CMDS_KEY_TRAIN)) {
       unsigned long long h = CMDS_FNV64_INIT;
-      for (int i = 0; i < JOB_NKEYS; i++)
-        if ((int)job_keys[i].scope == sc) {
-          h = fnv64(h, job_keys[i].name, strlen(job_keys[i].name) + 1);
-          h = fnv64(h, cfg->v[i], strlen(cfg->v[i]) + 1);
+      for (int i = 0; i < CK_NKEYS; i++)
+        if (cmds_keys[i].stage == CMDS_KEY_TRAIN) {
+          h = fnv64(h, cmds_keys[i].name, strlen(cmds_keys[i].name) + 1);
+          h = fnv64(h, cfg->value[i], strlen(cfg->value[i]) + 1);
         }
-      char *name = sc == KEY_TRAIN ? x->tag : x->setting;
-      size_t cap = sc == KEY_TRAIN ? sizeof x->tag : sizeof x->setting;
-      if (strlen(name) > 52) name[52] = 0;
-      size_t l = strlen(name);
-      snprintf(name + l, cap - l, "-c%08llx", h & 0xffffffffull);
+      if (strlen(x->tag) > 52) x->tag[52] = 0;
+      size_t l = strlen(x->tag);
+      snprintf(x->tag + l, sizeof x->tag - l, "-c%08llx", h & 0xffffffffull);
     }
-    config_free(&defs);
-    x->label = cmds_xstrdup(config_equal(cfg, &s->base, -1) ? "" : label);
+    x->label = cmds_xstrdup(cmds_config_equal(cfg, &s->base, CMDS_KEYS_ALL) ? "" : label);
     x->labels = cmds_xstrdup(labels);
     int u = -1;
     for (int i = 0; i < p->nu && u < 0; i++)
       if (p->u[i].ds == ds && p->u[i].k == k && !strcmp(p->u[i].cat, cat) && !strcmp(p->u[i].tag, x->tag)) u = i;
-    if (u >= 0 && !config_equal(&p->t[p->u[u].first_task].cfg, cfg, KEY_TRAIN))
+    if (u >= 0 && !cmds_config_equal(&p->t[p->u[u].first_task].cfg, cfg, CMDS_KEY_TRAIN))
       return CMDS_FAIL(err, CMDS_EINTERNAL, "two training configurations share the name %s", x->tag);
     if (u < 0) {
       p->u = cmds_xrealloc(p->u, (size_t)(p->nu + 1) * sizeof *p->u);
@@ -820,13 +818,12 @@ int job_plan_build(const job_spec *s, job_plan *p, cmds_error *err) {
         for (int ki = 0; ki < x->nshots && !rc; ki++)
           for (int si = 0; si < nset && !rc; si++)
             for (long pt = 0; pt < npoints && !rc; pt++) {
-              job_config cfg;
-              config_copy(&cfg, &s->base);
+              cmds_config cfg = s->base;
               char where[512];
               snprintf(where, sizeof where, "%s: experiment %s", s->path, x->name);
-              for (int i = 0; i < x->config.n && !rc; i++) rc = config_set(&cfg, x->config.v[i].key, x->config.v[i].value, where, err);
+              for (int i = 0; i < x->config.n && !rc; i++) rc = cmds_config_set(&cfg, x->config.v[i].key, x->config.v[i].value, where, err);
               const job_setting *st = x->nsettings ? &x->settings[si] : NULL;
-              for (int i = 0; st && i < st->kv.n && !rc; i++) rc = config_set(&cfg, st->kv.v[i].key, st->kv.v[i].value, where, err);
+              for (int i = 0; st && i < st->kv.n && !rc; i++) rc = cmds_config_set(&cfg, st->kv.v[i].key, st->kv.v[i].value, where, err);
               /* Sweep point pt in mixed radix, the last axis fastest. */
               char point[1024] = "", labels[2048] = "";
               size_t pl = 0, ll = 0;
@@ -838,18 +835,15 @@ int job_plan_build(const job_spec *s, job_plan *p, cmds_error *err) {
               }
               for (int a = 0; a < x->naxes && !rc; a++)
                 for (int kk = 0; kk < x->axes[a].nkeys && !rc; kk++) {
-                  rc = config_set(&cfg, x->axes[a].keys[kk], x->axes[a].values[idx[a]], where, err);
+                  rc = cmds_config_set(&cfg, x->axes[a].keys[kk], x->axes[a].values[idx[a]], where, err);
                   if (rc) break;
-                  const char *cv = cfg.v[config_key_find(x->axes[a].keys[kk])];
+                  const char *cv = cfg.value[cmds_key_find(x->axes[a].keys[kk], strlen(x->axes[a].keys[kk]))];
                   pl += (size_t)snprintf(point + pl, sizeof point - pl, "%s%s=%s", pl ? "/" : "", x->axes[a].keys[kk], cv);
                   ll += (size_t)snprintf(labels + ll, sizeof labels - ll, "%s%s=%s", ll ? " " : "", x->axes[a].keys[kk], cv);
                   if (pl >= sizeof point) pl = sizeof point - 1;
                   if (ll >= sizeof labels) ll = sizeof labels - 1;
                 }
-              if (rc) {
-                config_free(&cfg);
-                break;
-              }
+              if (rc) break;
               char label[1536];
               if (st && pl) snprintf(label, sizeof label, "%s/%s", st->name, point);
               else if (st) snprintf(label, sizeof label, "%s", st->name);
@@ -876,7 +870,6 @@ int job_plan_build(const job_spec *s, job_plan *p, cmds_error *err) {
 
 void job_plan_free(job_plan *p) {
   for (int i = 0; i < p->nt; i++) {
-    config_free(&p->t[i].cfg);
     free(p->t[i].label);
     free(p->t[i].labels);
   }

@@ -7,6 +7,7 @@
 
 #include "cmds_error.h"
 #include "config_keys.h"
+#include "config_names.h"
 
 typedef enum {
   ST_SYNTH = 0, ST_PREP, ST_FEATURES, ST_TRAIN, ST_SCORE, ST_METRICS, ST_REPORT, JOB_NSTAGES
@@ -76,7 +77,7 @@ typedef struct job_spec {
   job_dataset *ds;
   int nds;
   int shots[8], nshots;
-  job_config base;        /* METHOD.md defaults + the spec's config */
+  cmds_config base;        /* METHOD.md defaults + the spec's config */
   job_experiment *exps;
   int nexp;
   int stage_on[JOB_NSTAGES];
@@ -87,7 +88,7 @@ typedef struct job_spec {
 typedef struct job_task {
   int ds, k;
   const char *cat;
-  job_config cfg;
+  cmds_config cfg;
   char tag[128];          /* training configuration's name: RUN/models/<ds>/<cat>/k<k>/<tag> */
   char setting[128];      /* scoring configuration's name: maps.<setting>.h5, results/<setting>.json */
   char *label;            /* the table row's setting label ("" = the spec's base configuration) */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fsutil.h"
+#include "tasks_file.h"
 
 int prep_format_parse(const char *s, prep_format *f) {
   if (!strcmp(s, "mvtec3d")) *f = PREP_MVTEC3D;
@@ -16,14 +17,13 @@ int prep_format_parse(const char *s, prep_format *f) {
 
 const char *prep_format_name(prep_format f) { return f == PREP_MVTEC3D ? "mvtec3d" : "eyecandies"; }
 
-int prep_list_categories(const char *root, char ***names, cmds_error *err) {
-  if (!cmds_is_dir(root)) {
+int prep_list_categories(const char *given, const char *root, char ***names, cmds_error *err) {
+  *names = NULL;
+  if (!given && !cmds_is_dir(root)) {
     CMDS_FAIL(err, CMDS_EINPUT, "%s: dataset root is not a folder", root);
     return -1;
   }
-  int n = cmds_list_dir(root, NULL, 2, names, err);
-  if (n == 0) CMDS_FAIL(err, CMDS_EINPUT, "%s: no category folders in the dataset root", root);
-  return n > 0 ? n : -1;
+  return cmds_categories(given, root, NULL, NULL, "category folders in the dataset root", names, err);
 }
 
 static void push(prep_list *l, int *cap, const char *split, const char *folder, const char *name,

@@ -28,8 +28,10 @@ typedef struct prep_list {
 int prep_format_parse(const char *s, prep_format *f);
 const char *prep_format_name(prep_format f);
 
-/* Sorted category folders under root (hidden entries skipped). Returns count or -1. */
-int prep_list_categories(const char *root, char ***names, cmds_error *err);
+/* The categories: the comma list `given` (--category), else the sorted category folders
+ * under root (hidden entries skipped; comm/tasks_file.h cmds_categories). Returns the count
+ * (> 0) or -1. */
+int prep_list_categories(const char *given, const char *root, char ***names, cmds_error *err);
 
 /* Lists the support (first `shots`) and test samples of one category. Errors name the
  * missing folder/file and the layout that was expected. */

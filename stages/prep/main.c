@@ -283,15 +283,12 @@ int main(int argc, char **argv) {
   }
   /* Categories: the given list, or every folder of the root (listed by rank 0). */
   char **cats = NULL;
-  int ncats = 0;
-  if (a.categories) {
-    ncats = cmds_split_commas(a.categories, &cats);
-  } else {
-    int n = mpi.rank == 0 ? prep_list_categories(a.root, &cats, &err) : 0;
-    rc = cmds_mpi_agree(&mpi, &err, n < 0 ? err.code : CMDS_OK);
-    if (rc) return cmds_mpi_finalize(&mpi, rc);
-    MPI_CHECK(MPI_Bcast(&n, 1, MPI_INT, 0, mpi.comm));
-    for (int i = 0; i < n; i++) {
+  int ncats = a.categories || mpi.rank == 0 ? prep_list_categories(a.categories, a.root, &cats, &err) : 0;
+  rc = cmds_mpi_agree(&mpi, &err, ncats < 0 ? err.code : CMDS_OK);
+  if (rc) return cmds_mpi_finalize(&mpi, rc);
+  if (!a.categories) {
+    MPI_CHECK(MPI_Bcast(&ncats, 1, MPI_INT, 0, mpi.comm));
+    for (int i = 0; i < ncats; i++) {
       char name[256] = "";
       if (mpi.rank == 0) snprintf(name, sizeof name, "%s", cats[i]);
       MPI_CHECK(MPI_Bcast(name, sizeof name, MPI_CHAR, 0, mpi.comm));
@@ -300,7 +297,6 @@ int main(int argc, char **argv) {
         cats[i] = cmds_xstrdup(name);
       }
     }
-    ncats = n;
   }
   for (int i = 0; i < ncats && !rc; i++) rc = prep_category(&mpi, &a, cats[i], argc, argv, &err);
   cmds_free_list(cats, ncats);

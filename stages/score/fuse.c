@@ -9,17 +9,17 @@
 #include "nn/resize.h"
 #include "score_files.h"
 
-void score_params_from_cfg(const score_cfg *c, score_params *p) {
+void score_params_from_cfg(const cmds_config *c, score_params *p) {
   memset(p, 0, sizeof *p);
-  p->l1 = (float)strtod(c->value[SK_SCORE_L1], NULL);
-  p->l2 = (float)strtod(c->value[SK_SCORE_L2], NULL);
-  const char *f = c->value[SK_SCORE_FUSION];
+  p->l1 = (float)strtod(c->value[CK_SCORE_L1], NULL);
+  p->l2 = (float)strtod(c->value[CK_SCORE_L2], NULL);
+  const char *f = c->value[CK_SCORE_FUSION];
   p->fusion = !strcmp(f, "add") ? FUSE_ADD : !strcmp(f, "max") ? FUSE_MAX : !strcmp(f, "2d") ? FUSE_2D
               : !strcmp(f, "3d") ? FUSE_3D : FUSE_MUL;
-  const char *s = c->value[SK_SCORE_STREAMS];
+  const char *s = c->value[CK_SCORE_STREAMS];
   p->streams = !strcmp(s, "real") ? STREAMS_REAL : !strcmp(s, "est") ? STREAMS_EST : STREAMS_BOTH;
-  p->sigma = strtod(c->value[SK_SCORE_SIGMA], NULL);
-  p->fg_mask = strtol(c->value[SK_SCORE_FG_MASK], NULL, 10) != 0;
+  p->sigma = strtod(c->value[CK_SCORE_SIGMA], NULL);
+  p->fg_mask = strtol(c->value[CK_SCORE_FG_MASK], NULL, 10) != 0;
 }
 
 unsigned score_params_uses(const score_params *p) {

@@ -33,7 +33,7 @@ typedef struct score_params {
   int fg_mask;  /* zero the map where the point cloud has no point, before smoothing */
 } score_params;
 
-void score_params_from_cfg(const score_cfg *c, score_params *p);
+void score_params_from_cfg(const cmds_config *c, score_params *p);
 /* Which raw maps the setting reads: bit PSI_* set when the map is used with a non-zero
  * weight. (Without normals_est the E maps do not exist: a setting that uses them fails.) */
 unsigned score_params_uses(const score_params *p);

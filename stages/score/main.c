@@ -22,10 +22,9 @@
 #include "taskcfg.h"
 
 typedef struct score_args {
-  const char *cache, *run, *tasks, *dataset, *categories, *shots, *tag, *device, *setting, *settings;
-  int64_t task_index;
+  cmds_task_opts t; /* the options shared with cmds-train */
+  const char *setting, *settings;
   int force;
-  score_cfg cfg; /* defaults + --set */
 } score_args;
 
 static void usage(void) {
@@ -47,75 +46,37 @@ static void usage(void) {
 
 static int parse_args(int argc, char **argv, score_args *a, cmds_error *err) {
   memset(a, 0, sizeof *a);
-  a->task_index = -1;
-  a->device = "auto";
-  a->shots = "1,2,4";
-  a->tag = "default";
-  score_cfg_default(&a->cfg);
+  cmds_task_opts_init(&a->t);
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(o, "-h") || !strcmp(o, "--help")) return -1;
     if (!strcmp(o, "--force")) { a->force = 1; continue; }
     if (!v) return CMDS_FAIL(err, CMDS_EINPUT, "%s needs a value (see --help)", o);
     i++;
-    char *end = NULL;
-    long long n = strtoll(v, &end, 10);
-    int num_ok = *v && end && !*end && n >= 0;
-    if (!strcmp(o, "--cache")) a->cache = v;
-    else if (!strcmp(o, "--run")) a->run = v;
-    else if (!strcmp(o, "--tasks")) a->tasks = v;
-    else if (!strcmp(o, "--dataset")) a->dataset = v;
-    else if (!strcmp(o, "--category")) a->categories = v;
-    else if (!strcmp(o, "--shots")) a->shots = v;
-    else if (!strcmp(o, "--tag")) a->tag = v;
-    else if (!strcmp(o, "--device")) a->device = v;
-    else if (!strcmp(o, "--setting")) a->setting = v;
+    int taken = 0, rc = cmds_task_opts_take(&a->t, o, v, &taken, err);
+    if (rc) return rc;
+    if (taken) continue;
+    if (!strcmp(o, "--setting")) a->setting = v;
     else if (!strcmp(o, "--settings")) a->settings = v;
-    else if (!strcmp(o, "--set")) {
-      int rc = score_cfg_set(&a->cfg, v, "--set", 0, err);
-      if (rc) return rc;
-    } else if (!strcmp(o, "--task-index") && num_ok) a->task_index = n;
     else return CMDS_FAIL(err, CMDS_EINPUT, "bad option or value: %s %s (see --help)", o, v);
   }
-  if (!a->cache || !a->run) return CMDS_FAIL(err, CMDS_EINPUT, "--cache and --run are required (see --help)");
-  if (!a->tasks == !a->dataset) return CMDS_FAIL(err, CMDS_EINPUT, "give either --tasks FILE or --dataset D (see --help)");
-  if (a->task_index >= 0 && !a->tasks) return CMDS_FAIL(err, CMDS_EINPUT, "--task-index needs --tasks FILE");
+  int rc = cmds_task_opts_check(&a->t, err);
+  if (rc) return rc;
   if (a->setting && a->settings) return CMDS_FAIL(err, CMDS_EINPUT, "give --setting NAME or --settings FILE, not both");
-  if (a->setting && a->tasks)
+  if (a->setting && a->t.tasks)
     return CMDS_FAIL(err, CMDS_EINPUT, "--setting names the single-task form's setting; with --tasks use --settings FILE");
-  if (strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda"))
-    return CMDS_FAIL(err, CMDS_EINPUT, "--device: expected auto, cpu or cuda, got '%s'", a->device);
   return CMDS_OK;
 }
 
 /* The task list, the same on every rank (each reads the files / lists the folder). */
 static int make_tasks(const score_args *a, score_task **tasks, int *n, cmds_error *err) {
-  int rc;
-  if (a->tasks) {
-    rc = score_tasks_read(a->tasks, &a->cfg, a->task_index, tasks, n, err);
-  } else {
-    char **cats = NULL;
-    int ncat = 0;
-    if (a->categories) {
-      ncat = cmds_split_commas(a->categories, &cats);
-      if (!ncat) return CMDS_FAIL(err, CMDS_EINPUT, "--category '%s': expected a comma-separated list", a->categories);
-    } else {
-      char dir[4096];
-      snprintf(dir, sizeof dir, "%s/%s", a->cache, a->dataset);
-      char **names = NULL;
-      int nn = cmds_list_dir(dir, ".features.h5", 1, &names, err);
-      if (nn < 0) return err->code;
-      for (int i = 0; i < nn; i++) {
-        names[i][strlen(names[i]) - strlen(".features.h5")] = 0;
-        cats = cmds_xrealloc(cats, sizeof(char *) * (size_t)(ncat + 1));
-        cats[ncat++] = cmds_xstrdup(names[i]);
-      }
-      if (nn > 0) cmds_free_list(names, nn);
-      if (!ncat) return CMDS_FAIL(err, CMDS_EINPUT, "%s: no feature caches (*.features.h5; run cmds-features first)", dir);
-    }
-    rc = score_tasks_product(a->dataset, cats, ncat, a->shots, a->tag, &a->cfg, a->setting, tasks, n, err);
-    if (cats) cmds_free_list(cats, ncat);
-  }
+  cmds_task *parsed = NULL;
+  int np = 0;
+  *tasks = NULL;
+  *n = 0;
+  int rc = cmds_task_opts_tasks(&a->t, &parsed, &np, err);
+  if (!rc) rc = score_tasks_merge(parsed, np, a->setting, tasks, n, err);
+  free(parsed);
   if (!rc && a->settings) rc = score_tasks_apply_settings_file(*tasks, *n, a->settings, err);
   return rc;
 }
@@ -138,13 +99,13 @@ int main(int argc, char **argv) {
   int ntasks = 0;
   rc = cmds_mpi_agree(&mpi, &err, make_tasks(&a, &tasks, &ntasks, &err));
   nn_device dev = NN_CPU;
-  if (!rc && strcmp(a.device, "cpu")) {
+  if (!rc && strcmp(a.t.device, "cpu")) {
     int gpu = nn_cuda_select(mpi.local_rank);
     if (gpu >= 0) dev = NN_CUDA;
-    else if (!strcmp(a.device, "cuda")) rc = CMDS_FAIL(&err, CMDS_EINPUT, "--device cuda: no GPU visible to rank %d", mpi.rank);
+    else if (!strcmp(a.t.device, "cuda")) rc = CMDS_FAIL(&err, CMDS_EINPUT, "--device cuda: no GPU visible to rank %d", mpi.rank);
     rc = cmds_mpi_agree(&mpi, &err, rc);
   }
-  score_env env = {.mpi = &mpi, .cache = a.cache, .run = a.run, .device = dev, .force = a.force, .argc = argc, .argv = argv};
+  score_env env = {.mpi = &mpi, .cache = a.t.cache, .run = a.t.run, .device = dev, .force = a.force, .argc = argc, .argv = argv};
   int64_t forwards = 0, written = 0, skipped = 0;
   for (int i = 0; i < ntasks && !rc; i++) {
     score_task_result r;

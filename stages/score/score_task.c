@@ -40,7 +40,7 @@ typedef struct model_meta {
   char differ[1024]; /* task keys that differ from the model's cmds.config_key */
 } model_meta;
 
-static int read_model_meta(const char *path, const score_cfg *task_cfg, model_meta *m, cmds_error *err) {
+static int read_model_meta(const char *path, const cmds_config *task_cfg, model_meta *m, cmds_error *err) {
   memset(m, 0, sizeof *m);
   if (!cmds_is_file(path))
     return CMDS_FAIL(err, CMDS_EINPUT, "%s: no trained mapper (run cmds-train for this task first)", path);
@@ -77,17 +77,17 @@ static int read_model_meta(const char *path, const score_cfg *task_cfg, model_me
     while (*p) {
       const char *semi = strchr(p, ';'), *end = semi ? semi : p + strlen(p), *eq = memchr(p, '=', (size_t)(end - p));
       if (eq) {
-        int k = score_cfg_find(p, (size_t)(eq - p));
-        char v[SCORE_CFG_VALUE_MAX], canon[SCORE_CFG_VALUE_MAX];
+        int k = cmds_key_find(p, (size_t)(eq - p));
+        char v[CMDS_CFG_VALUE_MAX], canon[CMDS_CFG_VALUE_MAX];
         size_t vl = (size_t)(end - eq - 1);
         if (vl < sizeof v) {
           memcpy(v, eq + 1, vl);
           v[vl] = 0;
-          if (k == SK_RESOLUTION && !res) snprintf(buf, sizeof buf, "%s", v);
-          if (k >= 0 && !score_cfg_is_score_key(k) && score_cfg_canon(k, v, canon, sizeof canon) &&
+          if (k == CK_RESOLUTION && !res) snprintf(buf, sizeof buf, "%s", v);
+          if (k >= 0 && cmds_keys[k].stage != CMDS_KEY_SCORE && cmds_key_canon(k, v, canon, sizeof canon, NULL, 0) &&
               strcmp(canon, task_cfg->value[k]) && used < sizeof m->differ)
             used += (size_t)snprintf(m->differ + used, sizeof m->differ - used, "%s%s=%s (task: %s)", used ? ", " : "",
-                                     score_cfg_key_name(k), canon, task_cfg->value[k]);
+                                     cmds_keys[k].name, canon, task_cfg->value[k]);
         }
       }
       p = semi ? semi + 1 : end;
@@ -96,7 +96,7 @@ static int read_model_meta(const char *path, const score_cfg *task_cfg, model_me
   if (!res && buf[0]) res = buf;
   if (!rc) {
     char *end = NULL;
-    const char *txt = res ? res : task_cfg->value[SK_RESOLUTION];
+    const char *txt = res ? res : task_cfg->value[CK_RESOLUTION];
     m->resolution = strtoll(txt, &end, 10);
     m->resolution_from_task = !res;
     if (!*txt || *end || m->resolution < 1)
@@ -207,13 +207,13 @@ typedef struct task_io {
 
 static int check_inputs(const score_env *env, const score_task *t, task_io *io, cmds_error *err) {
   const cmds_mpi *mpi = env->mpi;
-  snprintf(io->model, sizeof io->model, "%s/models/%s/%s/k%d/%s/mapper.safetensors", env->run, t->dataset, t->category,
-           t->k, t->tag);
-  snprintf(io->dir, sizeof io->dir, "%s/maps/%s/%s/k%d/%s", env->run, t->dataset, t->category, t->k, t->tag);
+  snprintf(io->model, sizeof io->model, "%s/models/%s/%s/k%d/%s/mapper.safetensors", env->run, t->task.dataset, t->task.category,
+           t->task.k, t->task.tag);
+  snprintf(io->dir, sizeof io->dir, "%s/maps/%s/%s/k%d/%s", env->run, t->task.dataset, t->task.category, t->task.k, t->task.tag);
   snprintf(io->streams, sizeof io->streams, "%s/streams.h5", io->dir);
   snprintf(io->record, sizeof io->record, "%s/score.record.json", io->dir);
-  snprintf(io->fc, sizeof io->fc, "%s/%s/%s.features.h5", env->cache, t->dataset, t->category);
-  snprintf(io->sc, sizeof io->sc, "%s/%s/%s.h5", env->cache, t->dataset, t->category);
+  snprintf(io->fc, sizeof io->fc, "%s/%s/%s.features.h5", env->cache, t->task.dataset, t->task.category);
+  snprintf(io->sc, sizeof io->sc, "%s/%s/%s.h5", env->cache, t->task.dataset, t->task.category);
   int rc = CMDS_OK;
   int64_t S = 0, n_sc = 0;
   char sc_hash[32] = {0};
@@ -222,8 +222,8 @@ static int check_inputs(const score_env *env, const score_task *t, task_io *io, 
     hid_t f;
     rc = cmds_h5_open_read(&f, io->fc, MPI_COMM_SELF, CMDS_FEATURE_CACHE_SCHEMA, CMDS_FEATURE_CACHE_VERSION, err);
     if (rc && !cmds_is_file(io->fc))
-      rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: no feature cache for %s/%s (run cmds-features first)", io->fc, t->dataset,
-                     t->category);
+      rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: no feature cache for %s/%s (run cmds-features first)", io->fc, t->task.dataset,
+                     t->task.category);
     if (!rc) {
       rc = cmds_fc_read_info(f, io->fc, &io->fi, err);
       H5Fclose(f);
@@ -242,7 +242,7 @@ static int check_inputs(const score_env *env, const score_task *t, task_io *io, 
       else if (!rc) rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: no test/gt_mask (N, S, S)", io->sc);
       H5Fclose(f);
     }
-    if (!rc) rc = read_model_meta(io->model, &t->cfg, &io->mm, err);
+    if (!rc) rc = read_model_meta(io->model, &t->task.cfg, &io->mm, err);
   }
   rc = cmds_mpi_agree(mpi, err, rc);
   if (rc) return rc;
@@ -294,14 +294,14 @@ static int check_inputs(const score_env *env, const score_task *t, task_io *io, 
     score_params_from_cfg(&t->settings[s].cfg, &sp);
     unsigned u = score_params_uses(&sp);
     if (!est && (u & (1u << PSI_2D_EST | 1u << PSI_3D_EST))) {
-      const score_cfg *c = &t->settings[s].cfg;
+      const cmds_config *c = &t->settings[s].cfg;
       if (sp.streams == STREAMS_EST)
         return CMDS_FAIL(err, CMDS_EINPUT, "%s: setting '%s': score.streams=est needs the estimated normals, but %s has "
                          "no normals_est features (run cmds-estimate, then cmds-features)", t->settings[s].origin,
                          t->settings[s].name, io->fc);
       return CMDS_FAIL(err, CMDS_EINPUT, "%s: setting '%s': score.l1=%s, score.l2=%s weight the estimated stream, but %s "
                        "has no normals_est features: set score.l1=0 score.l2=0 or score.streams=real",
-                       t->settings[s].origin, t->settings[s].name, c->value[SK_SCORE_L1], c->value[SK_SCORE_L2], io->fc);
+                       t->settings[s].origin, t->settings[s].name, c->value[CK_SCORE_L1], c->value[CK_SCORE_L2], io->fc);
     }
     if (sp.sigma * (double)S / 224.0 * 4.0 + 0.5 > NN_BLUR_MAX_RADIUS)
       return CMDS_FAIL(err, CMDS_EINPUT, "%s: setting '%s': score.sigma=%g is %g px at %lld px, more than the blur "
@@ -310,10 +310,10 @@ static int check_inputs(const score_env *env, const score_task *t, task_io *io, 
   }
   score_streams_info *w = &io->want;
   memset(w, 0, sizeof *w);
-  snprintf(w->dataset, sizeof w->dataset, "%s", t->dataset);
-  snprintf(w->category, sizeof w->category, "%s", t->category);
-  snprintf(w->tag, sizeof w->tag, "%s", t->tag);
-  w->k = t->k;
+  snprintf(w->dataset, sizeof w->dataset, "%s", t->task.dataset);
+  snprintf(w->category, sizeof w->category, "%s", t->task.category);
+  snprintf(w->tag, sizeof w->tag, "%s", t->task.tag);
+  w->k = t->task.k;
   snprintf(w->mapper_id, sizeof w->mapper_id, "%s", mm->id);
   snprintf(w->mapper_kind, sizeof w->mapper_kind, "%s", mm->kind);
   snprintf(w->weights_id, sizeof w->weights_id, "%s", fi->weights_id);
@@ -401,7 +401,7 @@ static int run_streams(const score_env *env, const score_task *t, task_io *io, i
   float *maps[PSI_N];
   for (int i = 0; i < PSI_N; i++) maps[i] = cmds_xcalloc((size_t)(R * R), sizeof(float));
   char label[300];
-  snprintf(label, sizeof label, "%s/%s/k%d/%s streams", t->dataset, t->category, t->k, t->tag);
+  snprintf(label, sizeof label, "%s/%s/k%d/%s streams", t->task.dataset, t->task.category, t->task.k, t->task.tag);
   cmds_progress prog;
   cmds_progress_begin(&prog, mpi, "score", label, mine);
   const char *kill_after = getenv("CMDS_TEST_KILL_AFTER_ROWS"); /* fault injection for tests */
@@ -504,13 +504,6 @@ static const char *streams_word(int status) {
   return status == 3 ? "not needed" : status == 2 ? "reused" : status == 1 ? "resumed" : "computed";
 }
 
-static void score_key_of(const score_cfg *c, char *out, size_t cap) {
-  size_t used = 0;
-  out[0] = 0;
-  for (int k = SK_FIRST_SCORE; k <= SK_LAST_SCORE; k++)
-    used += (size_t)snprintf(out + used, cap - used, "%s%s=%s", used ? ";" : "", score_cfg_key_name(k), c->value[k]);
-}
-
 int score_task_run(const score_env *env, const score_task *t, score_task_result *res, cmds_error *err) {
   const cmds_mpi *mpi = env->mpi;
   memset(res, 0, sizeof *res);
@@ -519,14 +512,14 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
   cmds_record_begin(&rec, "score", env->argc, env->argv, mpi);
   int rc = cmds_mpi_agree(mpi, err, check_inputs(env, t, io, err));
   if (rc) {
-    cmds_error_wrap(err, "task %s/%s/k%d/%s (%s): ", t->dataset, t->category, t->k, t->tag, t->origin);
+    cmds_error_wrap(err, "task %s/%s/k%d/%s (%s): ", t->task.dataset, t->task.category, t->task.k, t->task.tag, t->task.origin);
     cmds_json_free(&rec.json);
     free(io);
     return rc;
   }
   if (mpi->rank == 0 && io->mm.differ[0])
     fprintf(stderr, "score %s/%s/k%d/%s: note: the model was trained with %s; the model's configuration is used\n",
-            t->dataset, t->category, t->k, t->tag, io->mm.differ);
+            t->task.dataset, t->task.category, t->task.k, t->task.tag, io->mm.differ);
   /* settings: which are up to date */
   int ns = t->nsettings;
   int *todo = cmds_xcalloc((size_t)ns, sizeof(int));
@@ -537,12 +530,12 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
   for (int s = 0; s < ns && !rc; s++) {
     snprintf(paths[s], sizeof paths[s], "%s/maps.%s.h5", io->dir, t->settings[s].name);
     score_maps_info *m = &mi[s];
-    snprintf(m->dataset, sizeof m->dataset, "%s", t->dataset);
-    snprintf(m->category, sizeof m->category, "%s", t->category);
-    snprintf(m->tag, sizeof m->tag, "%s", t->tag);
+    snprintf(m->dataset, sizeof m->dataset, "%s", t->task.dataset);
+    snprintf(m->category, sizeof m->category, "%s", t->task.category);
+    snprintf(m->tag, sizeof m->tag, "%s", t->task.tag);
     snprintf(m->setting, sizeof m->setting, "%s", t->settings[s].name);
-    m->k = t->k;
-    score_key_of(&t->settings[s].cfg, m->score_key, sizeof m->score_key);
+    m->k = t->task.k;
+    cmds_config_join(&t->settings[s].cfg, CMDS_KEY_SCORE, m->score_key, sizeof m->score_key);
     snprintf(m->streams_identity, sizeof m->streams_identity, "%s", identity);
     m->n = io->want.n;
     m->size = io->want.eval_size;
@@ -591,7 +584,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
     }
   }
   char label[300];
-  snprintf(label, sizeof label, "%s/%s/k%d/%s settings", t->dataset, t->category, t->k, t->tag);
+  snprintf(label, sizeof label, "%s/%s/k%d/%s settings", t->task.dataset, t->task.category, t->task.k, t->task.tag);
   cmds_progress prog;
   cmds_progress_begin(&prog, mpi, "score", label, ns);
   for (int s = 0; s < ns && !rc; s++) {
@@ -620,11 +613,11 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
   res->streams_reused = status >= 2;
   if (!rc) {
     cmds_json *j = &rec.json;
-    cmds_json_kv_str(j, "dataset", t->dataset);
-    cmds_json_kv_str(j, "category", t->category);
-    cmds_json_kv_int(j, "k", t->k);
-    cmds_json_kv_str(j, "tag", t->tag);
-    cmds_json_kv_str(j, "origin", t->origin);
+    cmds_json_kv_str(j, "dataset", t->task.dataset);
+    cmds_json_kv_str(j, "category", t->task.category);
+    cmds_json_kv_int(j, "k", t->task.k);
+    cmds_json_kv_str(j, "tag", t->task.tag);
+    cmds_json_kv_str(j, "origin", t->task.origin);
     cmds_json_kv_str(j, "model", io->model);
     cmds_json_kv_str(j, "mapper_id", io->mm.id);
     cmds_json_kv_str(j, "mapper_kind", io->mm.kind);
@@ -654,7 +647,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
       cmds_json_kv_str(j, "status", todo[s] ? "written" : "skipped");
       cmds_json_kv_num(j, "sigma_px", sp.sigma * (double)S / 224.0);
       cmds_json_key(j, "config");
-      score_cfg_json(&t->settings[s].cfg, j, 1);
+      cmds_config_json(&t->settings[s].cfg, j, CMDS_KEY_SCORE);
       cmds_json_object_end(j);
     }
     cmds_json_array_end(j);
@@ -662,12 +655,12 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
     if (mpi->rank == 0)
       printf("score %s/%s/k%d/%s: streams %s (%lld samples, %lld mapper forwards), %lld maps written, %lld up to date "
              "-> %s (%.1f s, %d ranks, %s)\n",
-             t->dataset, t->category, t->k, t->tag, streams_word(status),
+             t->task.dataset, t->task.category, t->task.k, t->task.tag, streams_word(status),
              (long long)res->samples_computed, (long long)res->mapper_forwards, (long long)res->maps_written,
              (long long)res->maps_skipped, io->dir, cmds_now() - rec.t0, mpi->size, nn_device_name(env->device));
   } else {
     cmds_json_free(&rec.json);
-    cmds_error_wrap(err, "task %s/%s/k%d/%s (%s): ", t->dataset, t->category, t->k, t->tag, t->origin);
+    cmds_error_wrap(err, "task %s/%s/k%d/%s (%s): ", t->task.dataset, t->task.category, t->task.k, t->task.tag, t->task.origin);
   }
   free(todo);
   free(mi);

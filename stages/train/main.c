@@ -28,11 +28,11 @@
 #include "trainer.h"
 
 typedef struct train_args {
-  const char *cache, *run, *tasks, *dataset, *categories, *shots, *tag, *weights, *device, *record;
-  int64_t task_index, ranks_per_task, checkpoint_every;
+  cmds_task_opts t; /* the options shared with cmds-score */
+  const char *weights, *record;
+  int64_t ranks_per_task, checkpoint_every;
   uint64_t random_seed;
   int heads, force;
-  train_config cfg; /* defaults + --set */
 } train_args;
 
 static void usage(void) {
@@ -57,79 +57,35 @@ static void usage(void) {
 
 static int parse_args(int argc, char **argv, train_args *a, cmds_error *err) {
   memset(a, 0, sizeof *a);
-  a->task_index = -1;
+  cmds_task_opts_init(&a->t);
   a->ranks_per_task = 1;
   a->checkpoint_every = 200;
-  a->device = "auto";
-  a->shots = "1,2,4";
-  a->tag = "default";
-  train_config_default(&a->cfg);
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(o, "-h") || !strcmp(o, "--help")) return -1;
     if (!strcmp(o, "--force")) { a->force = 1; continue; }
     if (!v) return CMDS_FAIL(err, CMDS_EINPUT, "%s needs a value (see --help)", o);
     i++;
+    int taken = 0, rc = cmds_task_opts_take(&a->t, o, v, &taken, err);
+    if (rc) return rc;
+    if (taken) continue;
     char *end = NULL;
     long long n = strtoll(v, &end, 10);
     int num_ok = *v && end && !*end && n >= 0;
-    if (!strcmp(o, "--cache")) a->cache = v;
-    else if (!strcmp(o, "--run")) a->run = v;
-    else if (!strcmp(o, "--tasks")) a->tasks = v;
-    else if (!strcmp(o, "--dataset")) a->dataset = v;
-    else if (!strcmp(o, "--category")) a->categories = v;
-    else if (!strcmp(o, "--shots")) a->shots = v;
-    else if (!strcmp(o, "--tag")) a->tag = v;
-    else if (!strcmp(o, "--weights")) a->weights = v;
-    else if (!strcmp(o, "--device")) a->device = v;
+    if (!strcmp(o, "--weights")) a->weights = v;
     else if (!strcmp(o, "--record")) a->record = v;
-    else if (!strcmp(o, "--set")) {
-      int rc = train_config_set(&a->cfg, v, "--set", err);
-      if (rc) return rc;
-    } else if (!strcmp(o, "--task-index") && num_ok) a->task_index = n;
     else if (!strcmp(o, "--ranks-per-task") && num_ok && n >= 1) a->ranks_per_task = n;
     else if (!strcmp(o, "--checkpoint-every") && num_ok) a->checkpoint_every = n;
     else if (!strcmp(o, "--random-backbone") && num_ok) a->random_seed = (uint64_t)n;
     else if (!strcmp(o, "--heads") && num_ok && n > 0) a->heads = (int)n;
     else return CMDS_FAIL(err, CMDS_EINPUT, "bad option or value: %s %s (see --help)", o, v);
   }
-  if (!a->cache || !a->run) return CMDS_FAIL(err, CMDS_EINPUT, "--cache and --run are required (see --help)");
-  if (!a->tasks == !a->dataset)
-    return CMDS_FAIL(err, CMDS_EINPUT, "give either --tasks FILE or --dataset D (see --help)");
-  if (a->task_index >= 0 && !a->tasks) return CMDS_FAIL(err, CMDS_EINPUT, "--task-index needs --tasks FILE");
-  if (strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda"))
-    return CMDS_FAIL(err, CMDS_EINPUT, "--device: expected auto, cpu or cuda, got '%s'", a->device);
-  return CMDS_OK;
+  return cmds_task_opts_check(&a->t, err);
 }
 
 /* The task list, the same on every rank (each reads the file / lists the folder). */
-static int make_tasks(const train_args *a, train_task **tasks, int *n, cmds_error *err) {
-  int rc;
-  if (a->tasks) {
-    rc = train_tasks_read(a->tasks, &a->cfg, a->task_index, tasks, n, err);
-  } else {
-    char **cats = NULL;
-    int ncat = 0;
-    if (a->categories) {
-      ncat = cmds_split_commas(a->categories, &cats);
-      if (!ncat) return CMDS_FAIL(err, CMDS_EINPUT, "--category '%s': expected a comma-separated list", a->categories);
-    } else {
-      char dir[4096];
-      snprintf(dir, sizeof dir, "%s/%s", a->cache, a->dataset);
-      char **names = NULL;
-      int nn = cmds_list_dir(dir, ".features.h5", 1, &names, err);
-      if (nn < 0) return err->code;
-      for (int i = 0; i < nn; i++) {
-        names[i][strlen(names[i]) - strlen(".features.h5")] = 0;
-        cats = cmds_xrealloc(cats, sizeof(char *) * (size_t)(ncat + 1));
-        cats[ncat++] = cmds_xstrdup(names[i]);
-      }
-      if (nn > 0) cmds_free_list(names, nn);
-      if (!ncat) return CMDS_FAIL(err, CMDS_EINPUT, "%s: no feature caches (*.features.h5; run cmds-features first)", dir);
-    }
-    rc = train_tasks_product(a->dataset, cats, ncat, a->shots, a->tag, &a->cfg, tasks, n, err);
-    if (cats) cmds_free_list(cats, ncat);
-  }
+static int make_tasks(const train_args *a, cmds_task **tasks, int *n, cmds_error *err) {
+  int rc = cmds_task_opts_tasks(&a->t, tasks, n, err);
   if (!rc) rc = train_tasks_dedupe(*tasks, n, err);
   return rc;
 }
@@ -158,7 +114,7 @@ int main(int argc, char **argv) {
     }
     return cmds_mpi_finalize(&mpi, rc < 0 ? 0 : rc);
   }
-  train_task *tasks = NULL;
+  cmds_task *tasks = NULL;
   int ntasks = 0;
   rc = make_tasks(&a, &tasks, &ntasks, &err);
   if (!rc && mpi.size % a.ranks_per_task)
@@ -181,8 +137,8 @@ int main(int argc, char **argv) {
   MPI_CHECK(MPI_Comm_size(env.group.comm, &env.group.size));
   env.group.local_rank = mpi.local_rank;
   env.group.local_size = mpi.local_size;
-  env.cache = a.cache;
-  env.run = a.run;
+  env.cache = a.t.cache;
+  env.run = a.t.run;
   env.weights = a.weights;
   env.random_seed = a.random_seed;
   env.heads = a.heads;
@@ -192,9 +148,9 @@ int main(int argc, char **argv) {
   env.argv = argv;
   env.device = NN_CPU;
   int lrc = CMDS_OK;
-  if (strcmp(a.device, "cpu")) {
+  if (strcmp(a.t.device, "cpu")) {
     if (nn_cuda_select(mpi.local_rank) >= 0) env.device = NN_CUDA;
-    else if (!strcmp(a.device, "cuda")) lrc = CMDS_FAIL(&err, CMDS_EINPUT, "--device cuda: no GPU visible to rank %d", mpi.rank);
+    else if (!strcmp(a.t.device, "cuda")) lrc = CMDS_FAIL(&err, CMDS_EINPUT, "--device cuda: no GPU visible to rank %d", mpi.rank);
   }
   rc = cmds_mpi_agree(&mpi, &err, lrc);
   if (!rc) rc = cmds_mpi_agree(&mpi, &err, cmds_collective_init(&env.coll, env.group.comm, env.device == NN_CUDA, &err));
@@ -230,7 +186,7 @@ int main(int argc, char **argv) {
     num[4 * ti + 2] = res.elapsed_s;
     num[4 * ti + 3] = (double)res.start_step;
     if (env.group.rank == 0) {
-      const train_task *t = &tasks[ti];
+      const cmds_task *t = &tasks[ti];
       if (res.status == TRAIN_SKIPPED)
         printf("train %s/%s/k%d/%s: up to date, skipped\n", t->dataset, t->category, t->k, t->tag);
       else if (res.status == TRAIN_DONE)
@@ -267,13 +223,13 @@ int main(int argc, char **argv) {
 
   char rec_path[4200];
   if (a.record) snprintf(rec_path, sizeof rec_path, "%s", a.record);
-  else if (a.task_index >= 0) snprintf(rec_path, sizeof rec_path, "%s/models/train.task%lld.record.json", a.run, (long long)a.task_index);
-  else snprintf(rec_path, sizeof rec_path, "%s/models/train.record.json", a.run);
+  else if (a.t.task_index >= 0) snprintf(rec_path, sizeof rec_path, "%s/models/train.task%lld.record.json", a.t.run, (long long)a.t.task_index);
+  else snprintf(rec_path, sizeof rec_path, "%s/models/train.record.json", a.t.run);
   int counts[5] = {0, 0, 0, 0, 0};
   cmds_json *j = &rec.json;
-  cmds_json_kv_str(j, "cache", a.cache);
-  cmds_json_kv_str(j, "run", a.run);
-  cmds_json_kv_str(j, "tasks_file", a.tasks ? a.tasks : "");
+  cmds_json_kv_str(j, "cache", a.t.cache);
+  cmds_json_kv_str(j, "run", a.t.run);
+  cmds_json_kv_str(j, "tasks_file", a.t.tasks ? a.t.tasks : "");
   cmds_json_kv_int(j, "ranks_per_task", G);
   cmds_json_kv_int(j, "groups", ngroups);
   cmds_json_kv_str(j, "device", nn_device_name(env.device));

@@ -36,7 +36,7 @@ static uint64_t mix3(uint64_t a, uint64_t b, uint64_t c) {
 }
 
 /* The task seed: train.seed and the task's identity (never the rank or the tag). */
-static uint64_t task_seed(const train_task *t, uint64_t seed) {
+static uint64_t task_seed(const cmds_task *t, uint64_t seed) {
   char id[200];
   snprintf(id, sizeof id, "%s/%s", t->dataset, t->category);
   return mix3(seed, cmds_hash_str(id), (uint64_t)t->k);
@@ -58,7 +58,7 @@ static int sample_at(uint64_t seed, int stream, int64_t pos, int k, int *perm) {
   return perm[pos % k];
 }
 
-void train_task_dir(const train_env *env, const train_task *t, char *out, size_t cap) {
+void train_task_dir(const train_env *env, const cmds_task *t, char *out, size_t cap) {
   snprintf(out, cap, "%s/models/%s/%s/k%d/%s", env->run, t->dataset, t->category, t->k, t->tag);
 }
 
@@ -164,7 +164,7 @@ static void task_state_free(task_state *s) {
 }
 
 /* Reads the support rows and masks (every rank reads all k: they are few). */
-static int load_inputs(train_env *env, const train_task *t, const train_params *tp, task_state *s, char *fc_path,
+static int load_inputs(train_env *env, const cmds_task *t, const train_params *tp, task_state *s, char *fc_path,
                        char *sc_path, cmds_error *err) {
   snprintf(fc_path, 4200, "%s/%s/%s.features.h5", env->cache, t->dataset, t->category);
   snprintf(sc_path, 4200, "%s/%s/%s.h5", env->cache, t->dataset, t->category);
@@ -440,7 +440,7 @@ typedef struct meta_kv {
   int n;
 } meta_kv;
 
-static void meta_fill(meta_kv *mk, const train_task *t, const task_state *s, const char *schema, const char *key,
+static void meta_fill(meta_kv *mk, const cmds_task *t, const task_state *s, const char *schema, const char *key,
                       uint64_t seed, int64_t step, int64_t steps) {
   snprintf(mk->step, sizeof mk->step, "%lld", (long long)step);
   snprintf(mk->steps, sizeof mk->steps, "%lld", (long long)steps);
@@ -463,7 +463,7 @@ static void meta_fill(meta_kv *mk, const train_task *t, const task_state *s, con
   for (int i = 0; i < 2 * mk->n; i++) mk->kv[i] = pairs[i];
 }
 
-static void write_sidecar_json(cmds_json *j, const train_task *t, const task_state *s, const train_params *tp,
+static void write_sidecar_json(cmds_json *j, const cmds_task *t, const task_state *s, const train_params *tp,
                                const char *key, uint64_t seed, int64_t steps_done, const double *last_loss,
                                const char *fc_path, const train_env *env) {
   cmds_json_object_begin(j);
@@ -478,7 +478,7 @@ static void write_sidecar_json(cmds_json *j, const train_task *t, const task_sta
   cmds_json_kv_str(j, "origin", t->origin);
   cmds_json_object_end(j);
   cmds_json_key(j, "config");
-  train_config_json(&t->cfg, j);
+  cmds_config_json(&t->cfg, j, CMDS_KEYS_ALL);
   cmds_json_kv_str(j, "config_key", key);
   cmds_json_kv_str(j, "code_version", cmds_code_version());
   char sd[32];
@@ -528,7 +528,7 @@ static void write_sidecar_json(cmds_json *j, const train_task *t, const task_sta
 
 /* 1 when the safetensors file `path` was made from the feature cache as it is now (same backbone
  * weights and sample list), or when that cannot be told (no feature cache: the run reports it). */
-static int inputs_match(const train_env *env, const train_task *t, const char *path) {
+static int inputs_match(const train_env *env, const cmds_task *t, const char *path) {
   char fc_path[4200], have_w[160], have_h[64];
   snprintf(fc_path, sizeof fc_path, "%s/%s/%s.features.h5", env->cache, t->dataset, t->category);
   cmds_error e = {0};
@@ -546,7 +546,7 @@ static int inputs_match(const train_env *env, const train_task *t, const char *p
   return !strcmp(have_w, fi.weights_id) && !strcmp(have_h, fi.sample_list_hash);
 }
 
-int train_task_run(train_env *env, const train_task *t, train_result *res, cmds_error *err) {
+int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_error *err) {
   memset(res, 0, sizeof *res);
   const cmds_mpi *g = &env->group;
   double t0 = cmds_now();
@@ -554,7 +554,7 @@ int train_task_run(train_env *env, const train_task *t, train_result *res, cmds_
   train_config_params(&t->cfg, &tp);
   res->steps_total = tp.steps;
   char key[2048], dir[4096], final[4200], sidecar[4200], rec_path[4200], ckpt[4200], ckpt_json[4200];
-  train_config_key(&t->cfg, key, sizeof key);
+  cmds_config_join(&t->cfg, CMDS_KEYS_MODEL, key, sizeof key);
   train_task_dir(env, t, dir, sizeof dir);
   snprintf(final, sizeof final, "%s/mapper.safetensors", dir);
   snprintf(sidecar, sizeof sidecar, "%s/mapper.json", dir);
@@ -731,7 +731,7 @@ int train_task_run(train_env *env, const train_task *t, train_result *res, cmds_
     cmds_json_kv_str(j, "feature_cache", fc_path);
     cmds_json_kv_str(j, "sample_cache", sc_path);
     cmds_json_key(j, "config");
-    train_config_json(&t->cfg, j);
+    cmds_config_json(&t->cfg, j, CMDS_KEYS_ALL);
     cmds_json_kv_int(j, "steps", tp.steps);
     cmds_json_kv_int(j, "resumed_from_step", start);
     cmds_json_kv_int(j, "steps_run", res->steps_run);

@@ -22,6 +22,7 @@
 
 #include "cmds_mpi.h"
 #include "collective.h"
+#include "config.h"
 #include "nn/vit.h"
 #include "tasks.h"
 
@@ -56,10 +57,10 @@ typedef struct train_result {
 
 /* Collective over env->group. Returns the group's agreed code (CMDS_EINTERRUPTED after a
  * stop signal, with the checkpoint written); *res says what happened. */
-int train_task_run(train_env *env, const train_task *t, train_result *res, cmds_error *err);
+int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_error *err);
 void train_env_free(train_env *env);
 
 /* The model folder of a task: RUN/models/<dataset>/<category>/k<k>/<tag>. */
-void train_task_dir(const train_env *env, const train_task *t, char *out, size_t cap);
+void train_task_dir(const train_env *env, const cmds_task *t, char *out, size_t cap);
 
 #endif

@@ -52,8 +52,8 @@ static void run_case(const char *fx, const char *name, int R, int S) {
     if (line[0] == '#') continue;
     char l1[32], l2[32], fu[16], mo[16], sg[32], fm[8];
     if (sscanf(line, "%31s %31s %15s %15s %31s %7s", l1, l2, fu, mo, sg, fm) != 6) continue;
-    score_cfg c;
-    score_cfg_default(&c);
+    cmds_config c;
+    cmds_config_default(&c);
     char kv[6][64];
     snprintf(kv[0], 64, "score.l1=%s", l1);
     snprintf(kv[1], 64, "score.l2=%s", l2);
@@ -61,7 +61,7 @@ static void run_case(const char *fx, const char *name, int R, int S) {
     snprintf(kv[3], 64, "score.streams=%s", mo);
     snprintf(kv[4], 64, "score.sigma=%s", sg);
     snprintf(kv[5], 64, "score.fg_mask=%s", fm);
-    for (int k = 0; k < 6; k++) CHECK(score_cfg_set(&c, kv[k], "test", 1, &err) == 0, "%s: %s", kv[k], err.msg);
+    for (int k = 0; k < 6; k++) CHECK(score_setting_set(&c, kv[k], "test", &err) == 0, "%s: %s", kv[k], err.msg);
     score_params sp;
     score_params_from_cfg(&c, &sp);
     for (int n = 0; n < N; n++) {
@@ -94,37 +94,37 @@ static void run_case(const char *fx, const char *name, int R, int S) {
 }
 
 static void test_keys(void) {
-  score_cfg c;
+  cmds_config c;
   cmds_error err = {0};
   char name[128];
-  score_cfg_default(&c);
-  score_cfg_setting_name(&c, name, sizeof name);
+  cmds_config_default(&c);
+  cmds_config_setting_name(&c, name, sizeof name);
   CHECK(!strcmp(name, "default"), "default name: %s", name);
-  CHECK(score_cfg_set(&c, "score.l1=3e-1", NULL, 0, &err) == 0, "l1");
-  CHECK(score_cfg_set(&c, "score.fusion=add", NULL, 0, &err) == 0, "fusion");
-  CHECK(score_cfg_set(&c, "score.fg_mask=0", NULL, 0, &err) == 0, "fg_mask");
-  CHECK(score_cfg_set(&c, "score.fg_mask=2", NULL, 0, &err) != 0 && strstr(err.msg, "score.fg_mask"), "fg_mask=2");
-  score_cfg_setting_name(&c, name, sizeof name);
+  CHECK(cmds_config_set_arg(&c, "score.l1=3e-1", NULL, CMDS_KEYS_ALL, &err) == 0, "l1");
+  CHECK(cmds_config_set_arg(&c, "score.fusion=add", NULL, CMDS_KEYS_ALL, &err) == 0, "fusion");
+  CHECK(cmds_config_set_arg(&c, "score.fg_mask=0", NULL, CMDS_KEYS_ALL, &err) == 0, "fg_mask");
+  CHECK(cmds_config_set_arg(&c, "score.fg_mask=2", NULL, CMDS_KEYS_ALL, &err) != 0 && strstr(err.msg, "score.fg_mask"), "fg_mask=2");
+  cmds_config_setting_name(&c, name, sizeof name);
   CHECK(!strcmp(name, "l1-0.3_fusion-add_fg_mask-0"), "derived name: %s", name);
-  CHECK(score_cfg_set(&c, "score.fusion=sum", "x.txt:2", 0, &err) != 0 && strstr(err.msg, "score.fusion") &&
+  CHECK(cmds_config_set_arg(&c, "score.fusion=sum", "x.txt:2", CMDS_KEYS_ALL, &err) != 0 && strstr(err.msg, "score.fusion") &&
             strstr(err.msg, "mul|add|max|2d|3d") && strstr(err.msg, "x.txt:2"),
         "bad fusion message: %s", err.msg);
-  CHECK(score_cfg_set(&c, "score.l3=1", NULL, 0, &err) != 0 && strstr(err.msg, "unknown") && strstr(err.msg, "score.l1"),
+  CHECK(cmds_config_set_arg(&c, "score.l3=1", NULL, CMDS_KEYS_ALL, &err) != 0 && strstr(err.msg, "unknown") && strstr(err.msg, "score.l1"),
         "unknown key message: %s", err.msg);
-  CHECK(score_cfg_set(&c, "score.l1=-1", NULL, 0, &err) != 0 && strstr(err.msg, "score.l1"), "negative l1");
-  CHECK(score_cfg_set(&c, "score.l1", NULL, 0, &err) != 0 && strstr(err.msg, "key=value"), "no value");
-  CHECK(score_cfg_set(&c, "train.steps=10", "s.txt:1", 1, &err) != 0 && strstr(err.msg, "only change score"),
+  CHECK(cmds_config_set_arg(&c, "score.l1=-1", NULL, CMDS_KEYS_ALL, &err) != 0 && strstr(err.msg, "score.l1"), "negative l1");
+  CHECK(cmds_config_set_arg(&c, "score.l1", NULL, CMDS_KEYS_ALL, &err) != 0 && strstr(err.msg, "key=value"), "no value");
+  CHECK(score_setting_set(&c, "train.steps=10", "s.txt:1", &err) != 0 && strstr(err.msg, "only change score"),
         "settings refuse training keys: %s", err.msg);
   score_params sp;
-  score_cfg_default(&c);
+  cmds_config_default(&c);
   score_params_from_cfg(&c, &sp);
   CHECK(score_params_uses(&sp) == 15u, "default uses all four maps");
-  score_cfg_set(&c, "score.l1=0", NULL, 0, &err);
-  score_cfg_set(&c, "score.l2=0", NULL, 0, &err);
+  cmds_config_set_arg(&c, "score.l1=0", NULL, CMDS_KEYS_ALL, &err);
+  cmds_config_set_arg(&c, "score.l2=0", NULL, CMDS_KEYS_ALL, &err);
   score_params_from_cfg(&c, &sp);
   CHECK(score_params_uses(&sp) == (1u << PSI_2D_REAL | 1u << PSI_3D_REAL), "l1 = l2 = 0 uses the real maps only");
-  score_cfg_set(&c, "score.streams=est", NULL, 0, &err);
-  score_cfg_set(&c, "score.fusion=2d", NULL, 0, &err);
+  cmds_config_set_arg(&c, "score.streams=est", NULL, CMDS_KEYS_ALL, &err);
+  cmds_config_set_arg(&c, "score.fusion=2d", NULL, CMDS_KEYS_ALL, &err);
   score_params_from_cfg(&c, &sp);
   CHECK(score_params_uses(&sp) == 1u << PSI_2D_EST, "est + 2d uses psi_2d_est only");
 }
