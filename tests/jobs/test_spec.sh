@@ -61,6 +61,32 @@ printf 'job: t\nversion: 1\n  - broken: [\n' > "$work/not_yaml.yaml"
 bad not_yaml "not valid YAML"
 bad missing_file "cannot open the job spec"
 
+# The estimate stage: its block, its place between prep and features, its errors.
+{ base; printf 'estimate: {marigold: %s/marigold, steps: 4, seed: 3}\n' "$work"; } > "$work/est.yaml"
+"$bin/cmds-run" "$work/est.yaml" --dry-run >"$work/est.out" 2>&1; ok $? "estimate spec: $(cat "$work/est.out")"
+grep -q "cmds-estimate --dataset mvtec3d --cache $work/cache --marigold $work/marigold --data $work/data --device auto --steps 4 --ensemble 1 --seed 3 --category bagel,cookie" "$work/est.out"
+ok $? "estimate command line: $(grep cmds-estimate "$work/est.out")"
+[ "$(grep -n '^stage ' "$work/est.out" | sed -n 2p | grep -c 'stage estimate')" = 1 ] && [ "$(grep -n '^stage ' "$work/est.out" | sed -n 3p | grep -c 'stage features')" = 1 ]
+ok $? "estimate runs between prep and features: $(grep '^stage ' "$work/est.out")"
+! grep -q "cmds-estimate" "$work/good.out"; ok $? "no estimate block: no estimate stage"
+{ base; printf 'estimate: {marigold: %s/m, source: cache}\n' "$work"; } > "$work/est_cache.yaml"
+"$bin/cmds-run" "$work/est_cache.yaml" --dry-run 2>&1 | grep "cmds-estimate" | grep -vq -- "--data "; ok $? "source: cache passes no --data"
+{ base; printf 'stages: [prep, estimate, features]\n'; } > "$work/est_noblock.yaml"
+bad est_noblock "estimate is listed but the spec has no estimate: {marigold: DIR} block"
+{ base; printf 'estimate: {marigold: /m, stepz: 4}\n'; } > "$work/est_key.yaml"
+bad est_key "estimate: unknown key 'stepz'"
+{ base; printf 'estimate: {marigold: /m, source: web}\n'; } > "$work/est_src.yaml"
+bad est_src "estimate.source: expected dataset or cache, got 'web'"
+"$bin/cmds-run" "$work/good.yaml" --stage estimate >"$work/est_stage.out" 2>&1
+[ $? -ne 0 ] && grep -q "has no estimate: {marigold: DIR} block" "$work/est_stage.out"; ok $? "--stage estimate without a block: $(cat "$work/est_stage.out")"
+{ base | sed "s|run: .*|run: $work/estslurm/run|"; printf 'estimate: {marigold: /m}\n'; } > "$work/est_slurm.yaml"
+"$bin/cmds-run" "$work/est_slurm.yaml" --slurm --no-submit --slurm-dir "$src/slurm" >"$work/est_slurm.out" 2>&1; ok $? "estimate chain: $(tail -3 "$work/est_slurm.out")"
+s=$work/estslurm/run/slurm/submit.sh
+grep -q "cmds-t-estimate .*--gpus-per-task=1 .*estimate.sbatch" "$s"; ok $? "estimate job gets GPUs"
+[ "$(grep -n '^# ' "$s" | grep -A1 '# prep' | tail -1 | grep -c '# estimate')" = 1 ]; ok $? "chain: prep then estimate"
+bash -n "$work/estslurm/run/slurm/estimate.sbatch"; ok $? "estimate.sbatch is valid bash"
+rm -rf "$work/estslurm"
+
 # Env expansion with a default, and names.
 { base | sed 's|run: .*|run: ${CMDS_TEST_UNSET_VAR:-/tmp/x}/run|'; printf 'config:\n  train.steps: 10\nexperiments:\n  - name: main\n  - name: abl\n    shots: [4]\n    settings:\n      mlp: {mapper.kind: mlp}\n      add: {score.fusion: add}\n      w: {score.l1: 1e-1}\n' ; } > "$work/names.yaml"
 "$bin/cmds-run" "$work/names.yaml" --dry-run >"$work/names.out" 2>&1; ok $? "names spec: $(cat "$work/names.out")"
