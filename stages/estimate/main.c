@@ -108,8 +108,10 @@ typedef struct run_ctx {
   const cmds_mpi *mpi;
   const est_args *a;
   marigold_model *m;
+  nn_device dev;
   nn_ctx nn;
-  nn_arena scratch;
+  nn_arena scratch;         /* grown when an image needs more (marigold_workspace_bytes) */
+  size_t scratch_bytes;
   cmds_sc_est_info want; /* resolved settings and checkpoint identity */
   int64_t computed;
 } run_ctx;
@@ -124,17 +126,23 @@ static int estimate_row(run_ctx *r, const est_source *src, const cmds_sample_bat
   char id[CMDS_SC_ID_LEN + 1];
   memcpy(id, sb->sample_id, CMDS_SC_ID_LEN);
   id[CMDS_SC_ID_LEN] = 0;
-  marigold_opts o;
-  memset(&o, 0, sizeof o);
+  marigold_opts o = marigold_opts_default();
   o.steps = (int)r->want.steps;
   o.processing_res = (int)r->want.processing_res;
   o.ensemble_size = (int)r->want.ensemble;
   o.match_input_res = 1;
   o.seed = sample_seed(r->a->seed, id);
+  size_t need = marigold_workspace_bytes(r->m, side, side, &o);
+  if (need > r->scratch_bytes) {
+    if (r->scratch_bytes) nn_arena_free(&r->scratch);
+    r->scratch_bytes = 0;
+    rc = nn_arena_init(&r->scratch, r->dev, need, err);
+    if (!rc) r->scratch_bytes = need;
+  }
   float *n = cmds_xmalloc(sizeof(float) * 3 * (size_t)side * (size_t)side);
-  rc = marigold_normals(r->m, &r->nn, rgb, side, side, &o, n, err);
+  if (!rc) rc = marigold_normals(r->m, &r->nn, rgb, side, side, &o, n, err);
   if (rc) rc = cmds_error_wrap(err, "sample %s (%d x %d)", id, side, side);
-  if (!rc) marigold_normals_to_cmds(n, (int64_t)side * side);
+  if (!rc) marigold_normals_to_pointcloud_frame(n, (int64_t)side * side);
   if (!rc) est_normals_to_cache(n, side, sb->size, out);
   free(n);
   free(rgb);
@@ -445,9 +453,14 @@ int main(int argc, char **argv) {
   }
   if (!rc) {
     r.m = &m;
+    r.dev = dev;
     /* Settings as resolved: the checkpoint's defaults where not given. */
-    r.want.steps = a.steps > 0 ? a.steps : marigold_default_steps(&m);
-    r.want.processing_res = a.processing_res >= 0 ? a.processing_res : marigold_default_processing_res(&m);
+    r.want.steps = a.steps > 0 ? a.steps : m.default_steps;
+    r.want.processing_res = a.processing_res >= 0 ? a.processing_res : m.default_res;
+    if (r.want.steps <= 0 || r.want.processing_res < 0)
+      rc = CMDS_FAIL(&err, CMDS_EINPUT, "%s/model_index.json has no default_%s: give %s", a.marigold,
+                     r.want.steps <= 0 ? "denoising_steps" : "processing_resolution",
+                     r.want.steps <= 0 ? "--steps N" : "--processing-res R");
     r.want.ensemble = a.ensemble;
     r.want.seed = a.seed;
     snprintf(r.want.source, sizeof r.want.source, "%s", a.data ? "dataset" : "cache");
@@ -457,14 +470,13 @@ int main(int argc, char **argv) {
       char unet[4400];
       snprintf(unet, sizeof unet, "%s/unet/diffusion_pytorch_model.safetensors", a.marigold);
       if (!cmds_is_file(unet)) snprintf(unet, sizeof unet, "%s/unet/diffusion_pytorch_model.fp16.safetensors", a.marigold);
-      rc = cmds_file_identity(unet, r.want.checkpoint, sizeof r.want.checkpoint, &err);
+      if (!rc) rc = cmds_file_identity(unet, r.want.checkpoint, sizeof r.want.checkpoint, &err);
     }
     rc = cmds_mpi_agree(&mpi, &err, rc);
     MPI_CHECK(MPI_Bcast(r.want.checkpoint, sizeof r.want.checkpoint, MPI_CHAR, 0, mpi.comm));
   }
-  if (!rc) {
-    rc = nn_arena_init(&r.scratch, dev, marigold_workspace_bytes(&m, (int)r.want.processing_res, (int)r.want.ensemble), &err);
-    if (!rc) rc = nn_ctx_init(&r.nn, dev, &r.scratch, NULL, 0, &err);
+  if (!rc) { /* the scratch arena is sized at the first image (its size decides the need) */
+    rc = nn_ctx_init(&r.nn, dev, &r.scratch, NULL, 0, &err);
     rc = cmds_mpi_agree(&mpi, &err, rc);
   }
   char **cats = NULL;
@@ -472,7 +484,7 @@ int main(int argc, char **argv) {
   if (!rc) rc = list_categories(&mpi, &a, &cats, &ncats, &err);
   for (int i = 0; i < ncats && !rc; i++) rc = estimate_category(&r, cats[i], argc, argv, &err);
   if (r.nn.scratch) nn_ctx_free(&r.nn);
-  nn_arena_free(&r.scratch);
+  if (r.scratch_bytes) nn_arena_free(&r.scratch);
   if (loaded) marigold_free(&m);
   if (cats) cmds_free_list(cats, ncats);
   return cmds_mpi_finalize(&mpi, rc);
