@@ -306,7 +306,7 @@ int cmds_sc_est_prepare(hid_t file, const char *path, const cmds_sc_est_info *in
       H5Sclose(space);
       if (dd < 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot create /%s/normals_est_done", path, est_groups[g]);
       else H5Dclose(dd);
-    } else if (!rc) {
+    } else if (!rc && n > 0) {
       /* Existing flags (a forced rerun): every row to be computed again. Every rank writes
        * the same zeros through a collective write of the whole (small) dataset. */
       hid_t dd = H5Dopen2(grp, "normals_est_done", H5P_DEFAULT);
