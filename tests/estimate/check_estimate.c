@@ -8,7 +8,9 @@
  *   check_estimate fc-copy FEATURES.h5    the feature cache has normals_est (bit 4, its
  *                                         normals_est_id set) equal to the normals features
  *                                         (what a cache with normals_est := normals must give)
- *   check_estimate fc-none FEATURES.h5    the feature cache has no normals_est */
+ *   check_estimate fc-none FEATURES.h5    the feature cache has no normals_est
+ *   check_estimate fc-est FEATURES.h5 CACHE.h5   the feature cache has normals_est made from
+ *                                         the sample cache's (the same normals_est_id) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +106,18 @@ int main(int argc, char **argv) {
     printf("%s vs %s: %lld of %lld values differ, max |diff| %.3g\n", argv[2], argv[3], (long long)ndiff, (long long)count, worst);
     if (a >= 0) H5Fclose(a);
     if (b >= 0) H5Fclose(b);
+  } else if (!strcmp(mode, "fc-est") && argc > 3) {
+    hid_t f, c = open_sc(argv[3]);
+    cmds_fc_info fi;
+    char id[512] = "";
+    int rc = cmds_h5_open_read(&f, argv[2], MPI_COMM_SELF, CMDS_FEATURE_CACHE_SCHEMA, CMDS_FEATURE_CACHE_VERSION, &err);
+    if (!rc) rc = cmds_fc_read_info(f, argv[2], &fi, &err);
+    CHECK(rc == 0 && c >= 0 && cmds_sc_est_read_id(c, argv[3], id, sizeof id, &err) == 0, "%s", err.msg);
+    CHECK(!rc && (fi.modalities & (1 << CMDS_FC_NORMALS_EST)) && id[0] && !strcmp(id, fi.normals_est_id),
+          "feature cache modalities %lld, normals_est_id '%s'; sample cache '%s'", rc ? -1LL : (long long)fi.modalities,
+          rc ? "" : fi.normals_est_id, id);
+    if (!rc) H5Fclose(f);
+    if (c >= 0) H5Fclose(c);
   } else if (!strcmp(mode, "fc-copy") || !strcmp(mode, "fc-none")) {
     hid_t f;
     cmds_fc_info fi;
@@ -129,7 +143,7 @@ int main(int argc, char **argv) {
     }
     if (!rc) H5Fclose(f);
   } else {
-    fprintf(stderr, "usage: check_estimate unit|absent FILE | same|differ A B | fc-copy|fc-none FEATURES\n");
+    fprintf(stderr, "usage: check_estimate unit|absent FILE | same|differ A B | fc-copy|fc-none FEATURES | fc-est FEATURES CACHE\n");
     check_failed_++;
   }
   if (check_failed_) fprintf(stderr, "%d passed, %d failed\n", check_passed_, check_failed_);
