@@ -36,6 +36,7 @@ static int write_info(hid_t file, const cmds_fc_info *in) {
   rc |= cmds_h5_attr_write_i64(file, "image_size", in->image_size);
   rc |= cmds_h5_attr_write_i64(file, "final_norm", in->final_norm);
   rc |= cmds_h5_attr_write_i64(file, "modalities", in->modalities);
+  if (in->modalities & (1 << CMDS_FC_NORMALS_EST)) rc |= cmds_h5_attr_write_str(file, "normals_est_id", in->normals_est_id);
   return rc ? -1 : 0;
 }
 
@@ -53,6 +54,9 @@ int cmds_fc_read_info(hid_t file, const char *path, cmds_fc_info *in, cmds_error
   if (!rc) rc = cmds_h5_attr_read_i64(file, "image_size", &in->image_size, path, err);
   if (!rc) rc = cmds_h5_attr_read_i64(file, "final_norm", &in->final_norm, path, err);
   if (!rc) rc = cmds_h5_attr_read_i64(file, "modalities", &in->modalities, path, err);
+  /* optional: written since cmds-estimate exists, absent in older files ("") */
+  if (!rc && H5Aexists(file, "normals_est_id") > 0)
+    rc = cmds_h5_attr_read_str(file, "normals_est_id", in->normals_est_id, sizeof in->normals_est_id, path, err);
   if (rc) return rc;
   for (char *p = blocks; *p && in->nblocks < CMDS_FC_MAX_BLOCKS;) {
     in->blocks[in->nblocks++] = strtoll(p, &p, 10);
@@ -115,7 +119,8 @@ int cmds_fc_create(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_f
 
 static int same_info(const cmds_fc_info *a, const cmds_fc_info *b) {
   if (strcmp(a->dataset, b->dataset) || strcmp(a->category, b->category) || strcmp(a->backbone, b->backbone) ||
-      strcmp(a->weights_id, b->weights_id) || strcmp(a->sample_list_hash, b->sample_list_hash))
+      strcmp(a->weights_id, b->weights_id) || strcmp(a->sample_list_hash, b->sample_list_hash) ||
+      strcmp(a->normals_est_id, b->normals_est_id))
     return 0;
   if (a->nblocks != b->nblocks || a->grid != b->grid || a->width != b->width ||
       a->image_size != b->image_size || a->final_norm != b->final_norm || a->modalities != b->modalities ||

@@ -35,6 +35,7 @@ typedef struct cmds_fc_info {
   int64_t final_norm;        /* 0: block outputs as they are (METHOD.md section 3) */
   int64_t n[2];              /* rows of support, test */
   int64_t modalities;        /* bit mask of cmds_fc_modality present */
+  char normals_est_id[256];  /* the sample cache's normals_est_id (cmds-estimate's settings); "" without */
 } cmds_fc_info;
 
 const char *cmds_fc_modality_name(cmds_fc_modality m);

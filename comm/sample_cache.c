@@ -1,6 +1,7 @@
 /* sample_cache: see sample_cache.h and schemas/sample_cache_v1.md. */
 #include "sample_cache.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -197,4 +198,190 @@ int cmds_sc_read_info(hid_t file, const char *path, cmds_sc_info *info, cmds_err
 void cmds_sc_info_free(cmds_sc_info *info) {
   free(info->prep_config);
   info->prep_config = NULL;
+}
+
+/* ---- estimated normals (cmds-estimate) ---- */
+
+static const char *const est_groups[2] = {"support", "test"};
+
+void cmds_sc_est_identity(const cmds_sc_est_info *e, char *out, size_t cap) {
+  snprintf(out, cap, "marigold %s steps=%lld res=%lld ensemble=%lld seed=%lld source=%s", e->checkpoint,
+           (long long)e->steps, (long long)e->processing_res, (long long)e->ensemble, (long long)e->seed,
+           e->source);
+}
+
+int cmds_sc_est_read_id(hid_t file, const char *path, char *out, size_t cap, cmds_error *err) {
+  out[0] = 0;
+  if (H5Aexists(file, "normals_est_id") <= 0) return CMDS_OK;
+  return cmds_h5_attr_read_str(file, "normals_est_id", out, cap, path, err);
+}
+
+static hid_t est_open(hid_t file, int g, const char *name, cmds_error *err) {
+  char p[64];
+  snprintf(p, sizeof p, "%s/%s", est_groups[g], name);
+  hid_t d = cmds_h5_exists(file, est_groups[g]) && cmds_h5_exists(file, p) ? H5Dopen2(file, p, H5P_DEFAULT)
+                                                                          : H5I_INVALID_HID;
+  if (d < 0) CMDS_FAIL(err, CMDS_ESCHEMA, "sample cache: /%s is missing (run cmds-estimate)", p);
+  return d;
+}
+
+int cmds_sc_est_status(hid_t file, const char *path, int *present, int *complete,
+                       cmds_sc_est_info *info, cmds_error *err) {
+  *present = *complete = 0;
+  memset(info, 0, sizeof *info);
+  int have[2] = {0, 0};
+  int64_t n[2] = {0, 0}, size = -1;
+  for (int g = 0; g < 2; g++) {
+    char p[64];
+    snprintf(p, sizeof p, "%s/normals_est", est_groups[g]);
+    have[g] = cmds_h5_exists(file, est_groups[g]) && cmds_h5_exists(file, p);
+    if (!have[g]) continue;
+    hsize_t rgb[8], est[8], done[8];
+    char q[64];
+    snprintf(q, sizeof q, "%s/rgb", est_groups[g]);
+    int nr = cmds_h5_dataset_shape(file, q, rgb, 8);
+    int ne = cmds_h5_dataset_shape(file, p, est, 8);
+    snprintf(q, sizeof q, "%s/normals_est_done", est_groups[g]);
+    int nd = cmds_h5_dataset_shape(file, q, done, 8);
+    if (nr != 4 || ne != 4 || est[0] != rgb[0] || est[1] != rgb[1] || est[2] != rgb[2] || est[3] != 3)
+      return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /%s should be (N, S, S, 3) like /%s/rgb", path, p, est_groups[g]);
+    if (nd != 1 || done[0] != rgb[0])
+      return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /%s should be (N) uint8 flags beside /%s", path, q, p);
+    n[g] = (int64_t)rgb[0];
+    size = (int64_t)rgb[1];
+  }
+  if (!have[0] && !have[1]) return CMDS_OK;
+  if (!have[0] || !have[1])
+    return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: normals_est is in /%s but not in /%s (rerun cmds-estimate --force)",
+                     path, est_groups[have[0] ? 0 : 1], est_groups[have[0] ? 1 : 0]);
+  (void)size;
+  int rc = cmds_h5_attr_read_str(file, "normals_est_checkpoint", info->checkpoint, sizeof info->checkpoint, path, err);
+  if (!rc) rc = cmds_h5_attr_read_str(file, "normals_est_source", info->source, sizeof info->source, path, err);
+  if (!rc) rc = cmds_h5_attr_read_i64(file, "normals_est_steps", &info->steps, path, err);
+  if (!rc) rc = cmds_h5_attr_read_i64(file, "normals_est_processing_res", &info->processing_res, path, err);
+  if (!rc) rc = cmds_h5_attr_read_i64(file, "normals_est_ensemble", &info->ensemble, path, err);
+  if (!rc) rc = cmds_h5_attr_read_i64(file, "normals_est_seed", &info->seed, path, err);
+  if (!rc) rc = cmds_h5_attr_read_str(file, "normals_est_code_version", info->code_version,
+                                      sizeof info->code_version, path, err);
+  if (rc) return rc;
+  *present = 1;
+  int all = 1;
+  for (int g = 0; g < 2 && !rc; g++) {
+    uint8_t *done = cmds_xcalloc((size_t)(n[g] ? n[g] : 1), 1);
+    rc = cmds_sc_est_read_done(file, g, done, err);
+    for (int64_t i = 0; i < n[g] && !rc; i++) all &= done[i] != 0;
+    free(done);
+  }
+  if (rc) return cmds_error_wrap(err, "%s", path);
+  *complete = all;
+  return CMDS_OK;
+}
+
+int cmds_sc_est_prepare(hid_t file, const char *path, const cmds_sc_est_info *info, int zstd_level,
+                        cmds_error *err) {
+  int rc = CMDS_OK;
+  for (int g = 0; g < 2 && !rc; g++) {
+    char q[64];
+    snprintf(q, sizeof q, "%s/rgb", est_groups[g]);
+    hsize_t rgb[8];
+    if (cmds_h5_dataset_shape(file, q, rgb, 8) != 4)
+      return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /%s is missing or not (N, S, S, 3)", path, q);
+    hid_t grp = H5Gopen2(file, est_groups[g], H5P_DEFAULT);
+    if (grp < 0) return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: group /%s is missing", path, est_groups[g]);
+    hsize_t n = rgb[0];
+    if (!cmds_h5_exists(grp, "normals_est")) {
+      hid_t d = cmds_h5_create_rows(grp, "normals_est", H5T_NATIVE_FLOAT, 4, rgb, zstd_level, err);
+      if (d < 0) rc = cmds_error_wrap(err, "%s: /%s", path, est_groups[g]);
+      else H5Dclose(d);
+    }
+    if (!rc && !cmds_h5_exists(grp, "normals_est_done")) {
+      /* Contiguous, allocated at creation, fill 0: written collectively per round. */
+      hid_t space = H5Screate_simple(1, &n, NULL);
+      hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+      uint8_t zero = 0;
+      H5Pset_fill_value(dcpl, H5T_NATIVE_UINT8, &zero);
+      H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+      hid_t dd = H5Dcreate2(grp, "normals_est_done", H5T_NATIVE_UINT8, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+      H5Pclose(dcpl);
+      H5Sclose(space);
+      if (dd < 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot create /%s/normals_est_done", path, est_groups[g]);
+      else H5Dclose(dd);
+    } else if (!rc && n > 0) {
+      /* Existing flags (a forced rerun): every row to be computed again. Every rank writes
+       * the same zeros through a collective write of the whole (small) dataset. */
+      hid_t dd = H5Dopen2(grp, "normals_est_done", H5P_DEFAULT);
+      uint8_t *zeros = cmds_xcalloc((size_t)(n ? n : 1), 1);
+      rc = dd < 0 ? CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /%s/normals_est_done", path, est_groups[g])
+                  : cmds_h5_write_rows(dd, H5T_NATIVE_UINT8, 0, (int64_t)n, zeros, err);
+      free(zeros);
+      if (dd >= 0) H5Dclose(dd);
+    }
+    H5Gclose(grp);
+  }
+  if (rc) return rc;
+  char id[512];
+  cmds_sc_est_identity(info, id, sizeof id);
+  int w = cmds_h5_attr_write_str(file, "normals_est_id", id);
+  w |= cmds_h5_attr_write_str(file, "normals_est_checkpoint", info->checkpoint);
+  w |= cmds_h5_attr_write_str(file, "normals_est_source", info->source);
+  w |= cmds_h5_attr_write_i64(file, "normals_est_steps", info->steps);
+  w |= cmds_h5_attr_write_i64(file, "normals_est_processing_res", info->processing_res);
+  w |= cmds_h5_attr_write_i64(file, "normals_est_ensemble", info->ensemble);
+  w |= cmds_h5_attr_write_i64(file, "normals_est_seed", info->seed);
+  w |= cmds_h5_attr_write_str(file, "normals_est_code_version", info->code_version);
+  if (w) return CMDS_FAIL(err, CMDS_EIO, "%s: writing the normals_est attributes", path);
+  if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) return CMDS_FAIL(err, CMDS_EIO, "%s: flush", path);
+  return CMDS_OK;
+}
+
+int cmds_sc_est_read_done(hid_t file, int g, uint8_t *done, cmds_error *err) {
+  hid_t d = est_open(file, g, "normals_est_done", err);
+  if (d < 0) return err->code;
+  herr_t rc = H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, done);
+  H5Dclose(d);
+  return rc < 0 ? CMDS_FAIL(err, CMDS_EIO, "reading /%s/normals_est_done", est_groups[g]) : CMDS_OK;
+}
+
+int cmds_sc_est_write_rows(hid_t file, int g, int64_t row0, int64_t nrows, const float *normals,
+                           cmds_error *err) {
+  hid_t d = est_open(file, g, "normals_est", err);
+  if (d < 0) return err->code;
+  int rc = cmds_h5_write_rows(d, H5T_NATIVE_FLOAT, nrows ? row0 : 0, nrows, normals, err);
+  H5Dclose(d);
+  if (!rc && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) rc = CMDS_FAIL(err, CMDS_EIO, "flushing normals_est");
+  if (rc) return cmds_error_wrap(err, "/%s/normals_est", est_groups[g]);
+  d = est_open(file, g, "normals_est_done", err);
+  if (d < 0) return err->code;
+  uint8_t *ones = cmds_xmalloc((size_t)(nrows ? nrows : 1));
+  memset(ones, 1, (size_t)(nrows ? nrows : 1));
+  rc = cmds_h5_write_rows(d, H5T_NATIVE_UINT8, nrows ? row0 : 0, nrows, ones, err);
+  free(ones);
+  H5Dclose(d);
+  if (!rc && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) rc = CMDS_FAIL(err, CMDS_EIO, "flushing normals_est_done");
+  return rc ? cmds_error_wrap(err, "/%s/normals_est_done", est_groups[g]) : CMDS_OK;
+}
+
+int cmds_sc_est_read_rows(hid_t file, int g, int64_t row0, int64_t nrows, float *normals,
+                          cmds_error *err) {
+  hid_t d = est_open(file, g, "normals_est", err);
+  if (d < 0) return err->code;
+  int rc = cmds_h5_read_rows(d, H5T_NATIVE_FLOAT, row0, nrows, normals, err);
+  H5Dclose(d);
+  return rc ? cmds_error_wrap(err, "/%s/normals_est", est_groups[g]) : CMDS_OK;
+}
+
+int cmds_sc_open_rw(hid_t *file, const char *path, MPI_Comm comm, cmds_error *err) {
+  /* Schema check through a read-only open first (it names the file on any mismatch). */
+  hid_t t;
+  int rc = cmds_h5_open_read(&t, path, comm, CMDS_SAMPLE_CACHE_SCHEMA, CMDS_SAMPLE_CACHE_VERSION, err);
+  if (rc) return rc;
+  H5Fclose(t);
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+  H5Pset_all_coll_metadata_ops(fapl, 1);
+  H5Pset_coll_metadata_write(fapl, 1);
+  *file = H5Fopen(path, H5F_ACC_RDWR, fapl);
+  H5Pclose(fapl);
+  if (*file < 0) return CMDS_FAIL(err, CMDS_EIO, "%s: cannot open for writing", path);
+  return CMDS_OK;
 }

@@ -68,4 +68,41 @@ int cmds_sc_write_info(hid_t file, const cmds_sc_info *info);
 int cmds_sc_read_info(hid_t file, const char *path, cmds_sc_info *info, cmds_error *err);
 void cmds_sc_info_free(cmds_sc_info *info);
 
+/* Estimated normals (cmds-estimate; optional, the schema version stays 1): in both groups
+ * `normals_est` (N, S, S, 3) float32 unit normals (zeros where not defined) and
+ * `normals_est_done` (N) uint8 per-row flags, plus root attributes `normals_est_*` saying
+ * how they were made. A file at its final name holds them complete or not at all (the
+ * estimate stage works on a copy and renames it); the flags let a killed run resume. */
+typedef struct cmds_sc_est_info {
+  char checkpoint[128];   /* identity of the Marigold UNet weights (cmds_file_identity) */
+  char source[16];        /* "dataset": original images; "cache": the cached S x S RGB */
+  int64_t steps, processing_res, ensemble, seed; /* as resolved (checkpoint defaults filled in) */
+  char code_version[128];
+} cmds_sc_est_info;
+
+/* One line naming everything that shapes the values (attribute `normals_est_id`; the
+ * feature cache records it): "marigold <checkpoint> steps=S res=R ensemble=E seed=X source=..". */
+void cmds_sc_est_identity(const cmds_sc_est_info *e, char *out, size_t cap);
+/* *present: both groups have normals_est (info and *complete filled: every done flag set);
+ * 0 when neither has. One group only, a wrong shape or missing attributes: CMDS_ESCHEMA. */
+int cmds_sc_est_status(hid_t file, const char *path, int *present, int *complete,
+                       cmds_sc_est_info *info, cmds_error *err);
+/* Reads the attribute normals_est_id into out ("" and CMDS_OK when absent). */
+int cmds_sc_est_read_id(hid_t file, const char *path, char *out, size_t cap, cmds_error *err);
+/* Collective, on a file open for writing (cmds_sc_open_rw): creates both groups' datasets
+ * (done flags 0) or, when they exist, sets every done flag to 0; writes the attributes. */
+int cmds_sc_est_prepare(hid_t file, const char *path, const cmds_sc_est_info *info, int zstd_level,
+                        cmds_error *err);
+/* Done flags of rows [0, n) of group g (0 support, 1 test). Independent. */
+int cmds_sc_est_read_done(hid_t file, int g, uint8_t *done, cmds_error *err);
+/* Collective: writes rows [row0, row0 + nrows) of group g, flushes, sets their done
+ * flags, flushes (a kill loses at most the rows in flight). nrows may be 0. */
+int cmds_sc_est_write_rows(hid_t file, int g, int64_t row0, int64_t nrows, const float *normals,
+                           cmds_error *err);
+/* Independent read of rows [row0, row0 + nrows) of group g: (nrows, S, S, 3). */
+int cmds_sc_est_read_rows(hid_t file, int g, int64_t row0, int64_t nrows, float *normals,
+                          cmds_error *err);
+/* Collective: opens an existing sample cache read-write over comm (checks the schema). */
+int cmds_sc_open_rw(hid_t *file, const char *path, MPI_Comm comm, cmds_error *err);
+
 #endif

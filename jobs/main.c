@@ -32,8 +32,8 @@ static void usage(FILE *f) {
           "usage: cmds-run SPEC.yaml [options]\n"
           "  -n N                 ranks of every MPI stage (default: the spec's `ranks`)\n"
           "  --dry-run            print the plan (tasks, stage commands, what is done) and exit\n"
-          "  --stage S            run only stage S: synth, prep, features, train, score, metrics,\n"
-          "                       report (what the Slurm jobs run)\n"
+          "  --stage S            run only stage S: synth, prep, estimate, features, train, score,\n"
+          "                       metrics, report (what the Slurm jobs run)\n"
           "  --task-index I       with --stage train|score: only training unit I (a Slurm array task)\n"
           "  --launcher L         mpiexec (default; --oversubscribe, --allow-run-as-root as root),\n"
           "                       srun (inside a Slurm allocation) or none (programs run directly)\n"
@@ -304,6 +304,8 @@ int main(int argc, char **argv) {
   snprintf(r.launcher, sizeof r.launcher, "%s", launcher);
   if (bin) snprintf(r.bin, sizeof r.bin, "%s", bin);
   else self_dir(r.bin, sizeof r.bin);
+  if (!rc && only == ST_ESTIMATE && !spec.est.marigold)
+    rc = CMDS_FAIL(&err, CMDS_EINPUT, "--stage estimate: %s has no estimate: {marigold: DIR} block", spec_path);
   if (!rc && task_index >= 0 && task_index >= plan.nu)
     rc = CMDS_FAIL(&err, CMDS_EINPUT, "--task-index %d: the job has %d training units (0..%d)", task_index, plan.nu, plan.nu - 1);
   if (!rc && dry && !slurm) {

@@ -222,6 +222,40 @@ int runner_stage_cmds(const runner *r, int stage, int task_index, stage_cmd **cm
       free(cats);
     }
     break;
+  case ST_ESTIMATE:
+    for (int d = 0; d < s->nds && s->est.marigold; d++) {
+      const job_dataset *ds = &s->ds[d];
+      stage_cmd *c = new_cmd(cmds, &n, r, "cmds-estimate", 1);
+      char *cats = join_cats(ds);
+      sl_push(&c->argv, "--dataset");
+      sl_push(&c->argv, ds->name);
+      sl_push(&c->argv, "--cache");
+      sl_push(&c->argv, s->cache);
+      sl_push(&c->argv, "--marigold");
+      sl_push(&c->argv, s->est.marigold);
+      if (!s->est.from_cache) { /* Marigold sees the dataset's own images (stages/estimate/README.md) */
+        sl_push(&c->argv, "--data");
+        sl_push(&c->argv, ds->root);
+      }
+      sl_push(&c->argv, "--device");
+      sl_push(&c->argv, s->device);
+      if (s->est.steps > 0) {
+        sl_push(&c->argv, "--steps");
+        sl_pushf(&c->argv, "%ld", s->est.steps);
+      }
+      if (s->est.processing_res >= 0) {
+        sl_push(&c->argv, "--processing-res");
+        sl_pushf(&c->argv, "%ld", s->est.processing_res);
+      }
+      sl_push(&c->argv, "--ensemble");
+      sl_pushf(&c->argv, "%ld", s->est.ensemble);
+      sl_push(&c->argv, "--seed");
+      sl_pushf(&c->argv, "%ld", s->est.seed);
+      sl_push(&c->argv, "--category");
+      sl_push(&c->argv, cats);
+      free(cats);
+    }
+    break;
   case ST_TRAIN:
   case ST_SCORE: {
     stage_cmd *c = new_cmd(cmds, &n, r, stage == ST_TRAIN ? "cmds-train" : "cmds-score", 1);
@@ -334,11 +368,13 @@ int runner_outputs_complete(const runner *r, int stage, char *missing, size_t ca
       }
     break;
   case ST_PREP:
+  case ST_ESTIMATE:
   case ST_FEATURES:
+    /* estimate: its output lives inside <cat>.h5; its record says it finished */
     for (int d = 0; d < s->nds && ok; d++)
       for (int c = 0; c < s->ds[d].ncat && ok; c++) {
         snprintf(p, sizeof p, "%s/%s/%s.%s", s->cache, s->ds[d].name, s->ds[d].cats[c],
-                 stage == ST_PREP ? "h5" : "features.h5");
+                 stage == ST_PREP ? "h5" : stage == ST_ESTIMATE ? "estimate.json" : "features.h5");
         all_exist_check(p, &ok, missing, cap);
       }
     break;
@@ -384,6 +420,15 @@ unsigned long long runner_fingerprint(const runner *r, int stage) {
   for (int i = 0; i < n; i++)
     for (int k = 0; k < c[i].argv.n; k++) h = fnv64(h, c[i].argv.v[k], strlen(c[i].argv.v[k]) + 1);
   runner_cmds_free(c, n);
+  /* The estimated normals shape everything after them: adding or changing the spec's estimate
+   * block makes features, train, score, metrics and report run again (each skips what is
+   * still valid by itself). */
+  if (stage > ST_ESTIMATE && r->spec->est.marigold) {
+    n = runner_stage_cmds(r, ST_ESTIMATE, -1, &c);
+    for (int i = 0; i < n; i++)
+      for (int k = 0; k < c[i].argv.n; k++) h = fnv64(h, c[i].argv.v[k], strlen(c[i].argv.v[k]) + 1);
+    runner_cmds_free(c, n);
+  }
   char *t = NULL;
   if (stage == ST_TRAIN) t = runner_train_tasks(r);
   if (stage == ST_SCORE) t = runner_score_tasks(r, -1);
@@ -576,11 +621,11 @@ static void stage_records(const runner *r, int stage, cmds_json *j) {
   int count = 0;
   cmds_json_key(j, "records");
   cmds_json_array_begin(j);
-  if (stage == ST_PREP || stage == ST_FEATURES) {
+  if (stage == ST_PREP || stage == ST_ESTIMATE || stage == ST_FEATURES) {
     for (int d = 0; d < s->nds; d++)
       for (int c = 0; c < s->ds[d].ncat; c++) {
         snprintf(p, sizeof p, "%s/%s/%s.%s.json", s->cache, s->ds[d].name, s->ds[d].cats[c],
-                 stage == ST_PREP ? "prep" : "features");
+                 job_stage_names[stage]);
         json_record(j, p, &sum, &count);
       }
   } else if (stage == ST_TRAIN) {
@@ -654,6 +699,20 @@ int runner_write_manifest(const runner *r, const char *running_stage, cmds_error
   else cmds_json_kv_int(&j, "random_seed", s->random_seed);
   cmds_json_kv_str(&j, "weights_id", r->weights_id);
   cmds_json_object_end(&j);
+  /* The estimate stage (null: no estimate block, the estimated stream stays off). */
+  cmds_json_key(&j, "estimate");
+  if (!s->est.marigold) {
+    cmds_json_null(&j);
+  } else {
+    cmds_json_object_begin(&j);
+    cmds_json_kv_str(&j, "marigold", s->est.marigold);
+    cmds_json_kv_int(&j, "steps", s->est.steps);
+    cmds_json_kv_int(&j, "processing_res", s->est.processing_res);
+    cmds_json_kv_int(&j, "ensemble", s->est.ensemble);
+    cmds_json_kv_int(&j, "seed", s->est.seed);
+    cmds_json_kv_str(&j, "source", s->est.from_cache ? "cache" : "dataset");
+    cmds_json_object_end(&j);
+  }
   cmds_json_kv_str(&j, "metrics_curve", s->curve);
   cmds_json_key(&j, "shots");
   cmds_json_array_begin(&j);
@@ -785,6 +844,7 @@ int runner_write_manifest(const runner *r, const char *running_stage, cmds_error
     cmds_json_array_end(&j);
     static const char *const outputs[JOB_NSTAGES] = {
         "<dataset root>/<category>/", "CACHE/<dataset>/<category>.h5 (+ .prep.json)",
+        "normals_est in CACHE/<dataset>/<category>.h5 (+ .estimate.json)",
         "CACHE/<dataset>/<category>.features.h5 (+ .features.json)",
         "RUN/models/<dataset>/<category>/k<k>/<tag>/mapper.safetensors (+ mapper.json, train.record.json)",
         "RUN/maps/<dataset>/<category>/k<k>/<tag>/maps.<setting>.h5 (+ streams.h5)",

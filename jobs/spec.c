@@ -12,8 +12,8 @@
 
 #include "fsutil.h"
 
-const char *const job_stage_names[JOB_NSTAGES] = {"synth", "prep", "features", "train",
-                                                  "score", "metrics", "report"};
+const char *const job_stage_names[JOB_NSTAGES] = {"synth", "prep",    "estimate", "features",
+                                                  "train", "score",   "metrics",  "report"};
 
 int job_stage_find(const char *name) {
   for (int i = 0; i < JOB_NSTAGES; i++)
@@ -489,7 +489,7 @@ static int parse_ranks(yctx *y, yaml_node_t *n, job_spec *s) {
     s->ranks[ST_SYNTH] = s->ranks[ST_REPORT] = 1; /* serial programs */
     return rc;
   }
-  int rc = ykeys(y, n, "ranks", "default|prep|features|train|score|metrics");
+  int rc = ykeys(y, n, "ranks", "default|prep|estimate|features|train|score|metrics");
   yaml_node_t *d = yget(y, n, "default");
   if (!rc && d) {
     rc = ylong(y, d, "ranks.default", 1, 100000, &v);
@@ -505,10 +505,32 @@ static int parse_ranks(yctx *y, yaml_node_t *n, job_spec *s) {
   return rc;
 }
 
+/* estimate: {marigold: DIR, steps: N, processing_res: R, ensemble: E, seed: S, source: dataset|cache} */
+static int parse_estimate(yctx *y, yaml_node_t *n, job_spec *s) {
+  job_estimate *e = &s->est;
+  e->steps = e->processing_res = -1;
+  e->ensemble = 1;
+  if (!n) return CMDS_OK;
+  int rc = ykeys(y, n, "estimate", "marigold|steps|processing_res|ensemble|seed|source");
+  if (!rc) rc = ystring(y, n, "marigold", "estimate", 1, 1, &e->marigold);
+  yaml_node_t *m;
+  if (!rc && (m = yget(y, n, "steps"))) rc = ylong(y, m, "estimate.steps", 1, 1000, &e->steps);
+  if (!rc && (m = yget(y, n, "processing_res"))) rc = ylong(y, m, "estimate.processing_res", 0, 8192, &e->processing_res);
+  if (!rc && (m = yget(y, n, "ensemble"))) rc = ylong(y, m, "estimate.ensemble", 1, 64, &e->ensemble);
+  if (!rc && (m = yget(y, n, "seed"))) rc = ylong(y, m, "estimate.seed", 0, 1L << 40, &e->seed);
+  char *src = NULL;
+  if (!rc) rc = ystring(y, n, "source", "estimate", 0, 0, &src);
+  if (!rc && src && strcmp(src, "dataset") && strcmp(src, "cache"))
+    rc = fail(y, yget(y, n, "source"), "estimate.source", "expected dataset or cache, got '%s'", src);
+  if (!rc && src) e->from_cache = !strcmp(src, "cache");
+  free(src);
+  return rc;
+}
+
 static int parse_slurm(yctx *y, yaml_node_t *n, job_spec *s) {
   job_slurm *q = &s->slurm;
-  static const char *const def_time[JOB_NSTAGES] = {"00:30:00", "02:00:00", "04:00:00", "12:00:00",
-                                                    "04:00:00", "01:00:00", "00:15:00"};
+  static const char *const def_time[JOB_NSTAGES] = {"00:30:00", "02:00:00", "12:00:00", "04:00:00",
+                                                    "12:00:00", "04:00:00", "01:00:00", "00:15:00"};
   for (int i = 0; i < JOB_NSTAGES; i++) q->time[i] = cmds_xstrdup(def_time[i]);
   q->launcher = cmds_xstrdup("srun");
   q->gpus_per_rank = 1;
@@ -535,7 +557,7 @@ static int parse_slurm(yctx *y, yaml_node_t *n, job_spec *s) {
   }
   yaml_node_t *t = yget(y, n, "time");
   if (!rc && t) {
-    rc = ykeys(y, t, "slurm.time", "synth|prep|features|train|score|metrics|report");
+    rc = ykeys(y, t, "slurm.time", "synth|prep|estimate|features|train|score|metrics|report");
     for (int i = 0; i < JOB_NSTAGES && !rc; i++) rc = ystring(y, t, job_stage_names[i], "slurm.time", 0, 0, &q->time[i]);
   }
   return rc;
@@ -573,7 +595,7 @@ int job_spec_load(const char *path, job_spec *s, cmds_error *err) {
   int rc = CMDS_OK;
   if (!root) rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: empty job spec", path);
   if (!rc) rc = ykeys(&y, root, "top level",
-                      "job|version|run|cache|ranks|device|backbone|datasets|shots|config|experiments|stages|metrics|slurm");
+                      "job|version|run|cache|ranks|device|backbone|estimate|datasets|shots|config|experiments|stages|metrics|slurm");
   long version = 0;
   if (!rc) {
     yaml_node_t *v = yget(&y, root, "version");
@@ -599,6 +621,7 @@ int job_spec_load(const char *path, job_spec *s, cmds_error *err) {
     if (!rc && r) rc = ylong(&y, r, "backbone.random", 0, 1L << 40, &s->random_seed);
     if (!rc && !!r == !!s->weights) rc = fail(&y, b, "backbone", "give exactly one of weights: FILE or random: SEED");
   }
+  if (!rc) rc = parse_estimate(&y, yget(&y, root, "estimate"), s);
   if (!rc) rc = parse_datasets(&y, yget(&y, root, "datasets"), s);
   if (!rc) {
     yaml_node_t *sh = yget(&y, root, "shots");
@@ -624,18 +647,21 @@ int job_spec_load(const char *path, job_spec *s, cmds_error *err) {
     if (!st) {
       for (int i = 0; i < JOB_NSTAGES; i++) s->stage_on[i] = 1;
       s->stage_on[ST_SYNTH] = any_synth;
+      s->stage_on[ST_ESTIMATE] = s->est.marigold != NULL;
     } else {
       char **names;
       int m;
       rc = ylist(&y, st, "stages", &names, &m);
       for (int i = 0; i < m && !rc; i++) {
         int k = job_stage_find(names[i]);
-        if (k < 0) rc = fail(&y, st, "stages", "unknown stage '%s' (synth, prep, features, train, score, metrics, report)", names[i]);
+        if (k < 0) rc = fail(&y, st, "stages", "unknown stage '%s' (synth, prep, estimate, features, train, score, metrics, report)", names[i]);
         else s->stage_on[k] = 1;
       }
       if (!rc) cmds_free_list(names, m);
       if (!rc && s->stage_on[ST_SYNTH] && !any_synth)
         rc = fail(&y, st, "stages", "synth is listed but no dataset has a synth: block");
+      if (!rc && s->stage_on[ST_ESTIMATE] && !s->est.marigold)
+        rc = fail(&y, st, "stages", "estimate is listed but the spec has no estimate: {marigold: DIR} block");
     }
   }
   if (!rc) {
@@ -678,6 +704,7 @@ void job_spec_free(job_spec *s) {
   free(s->device);
   free(s->weights);
   free(s->curve);
+  free(s->est.marigold);
   for (int i = 0; i < s->nds; i++) {
     free(s->ds[i].name);
     free(s->ds[i].root);

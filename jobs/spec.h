@@ -10,7 +10,7 @@
 #include "config_names.h"
 
 typedef enum {
-  ST_SYNTH = 0, ST_PREP, ST_FEATURES, ST_TRAIN, ST_SCORE, ST_METRICS, ST_REPORT, JOB_NSTAGES
+  ST_SYNTH = 0, ST_PREP, ST_ESTIMATE, ST_FEATURES, ST_TRAIN, ST_SCORE, ST_METRICS, ST_REPORT, JOB_NSTAGES
 } job_stage;
 extern const char *const job_stage_names[JOB_NSTAGES];
 int job_stage_find(const char *name); /* -1 when unknown */
@@ -64,6 +64,14 @@ typedef struct job_slurm {
   char *launcher;         /* how the stage programs start inside an allocation: srun | mpiexec */
 } job_slurm;
 
+/* The estimate stage (Marigold normals into the sample cache): the spec's `estimate` block. */
+typedef struct job_estimate {
+  char *marigold;         /* checkpoint folder (diffusers layout); NULL: no estimate block */
+  long steps, processing_res; /* -1: the checkpoint's */
+  long ensemble, seed;
+  int from_cache;         /* 1: Marigold sees the cached RGB instead of the dataset's images */
+} job_estimate;
+
 typedef struct job_spec {
   char *path, *name;
   unsigned long long checksum; /* FNV-1a 64 of the spec file's bytes */
@@ -74,6 +82,7 @@ typedef struct job_spec {
   char *weights;          /* DINO safetensors, or NULL: random backbone */
   long random_seed;
   char *curve;            /* metrics curve: exact | thresholds:N */
+  job_estimate est;
   job_dataset *ds;
   int nds;
   int shots[8], nshots;

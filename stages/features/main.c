@@ -142,12 +142,6 @@ static int run_group(run_ctx *r, hid_t sc, hid_t fc, int g, cmds_fc_modality mod
   cmds_sample_batch sb;
   cmds_sample_batch_alloc(&sb, 1, r->S);
   float *est = mod == CMDS_FC_NORMALS_EST ? cmds_xmalloc(sizeof(float) * 3 * (size_t)r->S * (size_t)r->S) : NULL;
-  hid_t est_d = -1;
-  if (est) {
-    char p[64];
-    snprintf(p, sizeof p, "%s/normals_est", gname);
-    est_d = H5Dopen2(sc, p, H5P_DEFAULT);
-  }
   char label[64];
   snprintf(label, sizeof label, "%s/%s", gname, cmds_fc_modality_name(mod));
   cmds_progress prog;
@@ -161,7 +155,7 @@ static int run_group(run_ctx *r, hid_t sc, hid_t fc, int g, cmds_fc_modality mod
     for (int64_t i = 0; i < cnt && !lrc; i++) {
       int64_t row = todo[b + r0 + i];
       lrc = cmds_sc_group_read(&grp, row, 1, &sb, err);
-      if (!lrc && mod == CMDS_FC_NORMALS_EST) lrc = cmds_h5_read_rows(est_d, H5T_NATIVE_FLOAT, row, 1, est, err);
+      if (!lrc && mod == CMDS_FC_NORMALS_EST) lrc = cmds_sc_est_read_rows(sc, g, row, 1, est, err);
       if (!lrc)
       {
         float *dst = r->images + (size_t)i * 3 * (size_t)r->S * (size_t)r->S;
@@ -185,7 +179,6 @@ static int run_group(run_ctx *r, hid_t sc, hid_t fc, int g, cmds_fc_modality mod
     }
   }
   if (!rc) cmds_progress_end(&prog);
-  if (est_d >= 0) H5Dclose(est_d);
   free(est);
   cmds_sample_batch_free(&sb);
   cmds_sc_group_close(&grp);
@@ -235,8 +228,16 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
     want.n[g] = nd > 0 ? (int64_t)dims[0] : 0;
   }
   want.modalities = (1 << CMDS_FC_RGB) | (1 << CMDS_FC_NORMALS);
-  if (cmds_h5_exists(sc, "test") && H5Lexists(sc, "test/normals_est", H5P_DEFAULT) > 0)
+  /* Estimated normals (cmds-estimate): encoded when the cache holds them, complete. */
+  int est_present = 0, est_complete = 0;
+  cmds_sc_est_info est_info;
+  if (!rc) rc = cmds_mpi_agree(mpi, err, cmds_sc_est_status(sc, in, &est_present, &est_complete, &est_info, err));
+  if (!rc && est_present && !est_complete)
+    rc = cmds_mpi_agree(mpi, err, CMDS_FAIL(err, CMDS_ESCHEMA, "%s: normals_est is incomplete (rerun cmds-estimate to finish it)", in));
+  if (!rc && est_present) {
     want.modalities |= 1 << CMDS_FC_NORMALS_EST;
+    cmds_sc_est_identity(&est_info, want.normals_est_id, sizeof want.normals_est_id);
+  }
   cmds_sc_info_free(&si);
   if (a->weights) rc = rc ? rc : cmds_mpi_agree(mpi, err, cmds_file_identity(a->weights, want.weights_id, sizeof want.weights_id, err));
   else snprintf(want.weights_id, sizeof want.weights_id, "random:%llu", (unsigned long long)a->random_seed);
@@ -250,7 +251,8 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
     if (!cmds_h5_open_read(&t, out, MPI_COMM_SELF, CMDS_FEATURE_CACHE_SCHEMA, CMDS_FEATURE_CACHE_VERSION, &e)) {
       skip = !cmds_fc_read_info(t, out, &got, &e) && !strcmp(got.weights_id, want.weights_id) &&
              !strcmp(got.sample_list_hash, want.sample_list_hash) && got.final_norm == want.final_norm &&
-             got.width == want.width && got.modalities == want.modalities;
+             got.width == want.width && got.modalities == want.modalities &&
+             !strcmp(got.normals_est_id, want.normals_est_id);
       H5Fclose(t);
     }
   }
@@ -287,6 +289,8 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
     cmds_json_kv_str(j, "backbone", want.backbone);
     cmds_json_kv_str(j, "weights", a->weights ? a->weights : "");
     cmds_json_kv_str(j, "weights_id", want.weights_id);
+    cmds_json_kv_bool(j, "normals_est", (want.modalities & (1 << CMDS_FC_NORMALS_EST)) != 0);
+    cmds_json_kv_str(j, "normals_est_id", want.normals_est_id);
     cmds_json_kv_str(j, "device", nn_device_name(r->nn.device));
     cmds_json_kv_str(j, "precision", r->nn.device == NN_CUDA ? a->precision : "fp32");
     cmds_json_kv_int(j, "images_computed", total);

@@ -433,6 +433,21 @@ static int setup_compute(train_env *env, task_state *s, const train_params *tp, 
   return rc;
 }
 
+/* Which estimated normals a model learnt from (metadata cmds.normals_est_id): the feature
+ * cache's normals_est_id when the E stream is on, "none" when it is off. A model or checkpoint
+ * whose value differs from what this task would use now (cmds-estimate ran, or ran again with
+ * other settings, after it was trained) is not reused. Files without the key count as "none". */
+static const char *est_identity(int est_on, const cmds_fc_info *fi) {
+  return !est_on ? "none" : fi->normals_est_id[0] ? fi->normals_est_id : "unnamed";
+}
+
+static int est_matches(const char *path, const char *want) {
+  char have[300];
+  cmds_error e = {0};
+  if (train_ckpt_meta(path, "cmds.normals_est_id", have, sizeof have, &e) != CMDS_OK) snprintf(have, sizeof have, "none");
+  return !strcmp(have, want);
+}
+
 /* Metadata both the checkpoint and the final file carry. */
 typedef struct meta_kv {
   char step[32], seed[32], k[16], version[160], streams[64], blocks[64], steps[32];
@@ -458,7 +473,8 @@ static void meta_fill(meta_kv *mk, const cmds_task *t, const task_state *s, cons
                          "cmds.tag", t->tag, "cmds.code_version", mk->version, "cmds.task_seed", mk->seed,
                          "cmds.step", mk->step, "cmds.steps", mk->steps, "cmds.streams", mk->streams,
                          "cmds.weights_id", s->fi.weights_id, "cmds.feature_blocks", mk->blocks,
-                         "cmds.sample_list_hash", s->fi.sample_list_hash};
+                         "cmds.sample_list_hash", s->fi.sample_list_hash,
+                         "cmds.normals_est_id", est_identity(s->est_on, &s->fi)};
   mk->n = (int)(sizeof pairs / sizeof pairs[0]) / 2;
   for (int i = 0; i < 2 * mk->n; i++) mk->kv[i] = pairs[i];
 }
@@ -543,7 +559,11 @@ static int inputs_match(const train_env *env, const cmds_task *t, const char *pa
   if (train_ckpt_meta(path, "cmds.weights_id", have_w, sizeof have_w, &e) ||
       train_ckpt_meta(path, "cmds.sample_list_hash", have_h, sizeof have_h, &e))
     return 0;
-  return !strcmp(have_w, fi.weights_id) && !strcmp(have_h, fi.sample_list_hash);
+  train_params tp;
+  train_config_params(&t->cfg, &tp);
+  int est_on = tp.stream_est && (fi.modalities & (1 << CMDS_FC_NORMALS_EST));
+  return !strcmp(have_w, fi.weights_id) && !strcmp(have_h, fi.sample_list_hash) &&
+         est_matches(path, est_identity(est_on, &fi));
 }
 
 int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_error *err) {
@@ -571,7 +591,7 @@ int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_e
     if (train_ckpt_meta(final, "cmds.config_key", have, sizeof have, &e) == CMDS_OK) {
       if (!strcmp(have, key)) {
         skip = inputs_match(env, t, final);
-        if (!skip) fprintf(stderr, "[train] %s: made from other features (weights or sample list changed): retraining\n", final);
+        if (!skip) fprintf(stderr, "[train] %s: made from other features (weights, sample list or estimated normals changed): retraining\n", final);
       } else
         rc = CMDS_FAIL(err, CMDS_EINPUT,
                        "%s: a mapper trained with another configuration is already here (%s; this task: %s); "
@@ -610,7 +630,8 @@ int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_e
              train_ckpt_meta(ckpt, "cmds.step", step_s, sizeof step_s, &e) == CMDS_OK &&
              train_ckpt_meta(ckpt, "cmds.weights_id", have_w, sizeof have_w, &e) == CMDS_OK &&
              train_ckpt_meta(ckpt, "cmds.sample_list_hash", have_h, sizeof have_h, &e) == CMDS_OK &&
-             !strcmp(have_w, s.fi.weights_id) && !strcmp(have_h, s.fi.sample_list_hash);
+             !strcmp(have_w, s.fi.weights_id) && !strcmp(have_h, s.fi.sample_list_hash) &&
+             est_matches(ckpt, est_identity(s.est_on, &s.fi));
     int ok_all = 0;
     MPI_CHECK(MPI_Allreduce(&ok, &ok_all, 1, MPI_INT, MPI_MIN, g->comm));
     if (ok_all) {

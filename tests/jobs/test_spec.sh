@@ -61,6 +61,32 @@ printf 'job: t\nversion: 1\n  - broken: [\n' > "$work/not_yaml.yaml"
 bad not_yaml "not valid YAML"
 bad missing_file "cannot open the job spec"
 
+# The estimate stage: its block, its place between prep and features, its errors.
+{ base; printf 'estimate: {marigold: %s/marigold, steps: 4, seed: 3}\n' "$work"; } > "$work/est.yaml"
+"$bin/cmds-run" "$work/est.yaml" --dry-run >"$work/est.out" 2>&1; ok $? "estimate spec: $(cat "$work/est.out")"
+grep -q "cmds-estimate --dataset mvtec3d --cache $work/cache --marigold $work/marigold --data $work/data --device auto --steps 4 --ensemble 1 --seed 3 --category bagel,cookie" "$work/est.out"
+ok $? "estimate command line: $(grep cmds-estimate "$work/est.out")"
+[ "$(grep -n '^stage ' "$work/est.out" | sed -n 2p | grep -c 'stage estimate')" = 1 ] && [ "$(grep -n '^stage ' "$work/est.out" | sed -n 3p | grep -c 'stage features')" = 1 ]
+ok $? "estimate runs between prep and features: $(grep '^stage ' "$work/est.out")"
+! grep -q "cmds-estimate" "$work/good.out"; ok $? "no estimate block: no estimate stage"
+{ base; printf 'estimate: {marigold: %s/m, source: cache}\n' "$work"; } > "$work/est_cache.yaml"
+"$bin/cmds-run" "$work/est_cache.yaml" --dry-run 2>&1 | grep "cmds-estimate" | grep -vq -- "--data "; ok $? "source: cache passes no --data"
+{ base; printf 'stages: [prep, estimate, features]\n'; } > "$work/est_noblock.yaml"
+bad est_noblock "estimate is listed but the spec has no estimate: {marigold: DIR} block"
+{ base; printf 'estimate: {marigold: /m, stepz: 4}\n'; } > "$work/est_key.yaml"
+bad est_key "estimate: unknown key 'stepz'"
+{ base; printf 'estimate: {marigold: /m, source: web}\n'; } > "$work/est_src.yaml"
+bad est_src "estimate.source: expected dataset or cache, got 'web'"
+"$bin/cmds-run" "$work/good.yaml" --stage estimate >"$work/est_stage.out" 2>&1
+[ $? -ne 0 ] && grep -q "has no estimate: {marigold: DIR} block" "$work/est_stage.out"; ok $? "--stage estimate without a block: $(cat "$work/est_stage.out")"
+{ base | sed "s|run: .*|run: $work/estslurm/run|"; printf 'estimate: {marigold: /m}\n'; } > "$work/est_slurm.yaml"
+"$bin/cmds-run" "$work/est_slurm.yaml" --slurm --no-submit --slurm-dir "$src/slurm" >"$work/est_slurm.out" 2>&1; ok $? "estimate chain: $(tail -3 "$work/est_slurm.out")"
+s=$work/estslurm/run/slurm/submit.sh
+grep -q "cmds-t-estimate .*--gpus-per-task=1 .*estimate.sbatch" "$s"; ok $? "estimate job gets GPUs"
+[ "$(grep -n '^# ' "$s" | grep -A1 '# prep' | tail -1 | grep -c '# estimate')" = 1 ]; ok $? "chain: prep then estimate"
+bash -n "$work/estslurm/run/slurm/estimate.sbatch"; ok $? "estimate.sbatch is valid bash"
+rm -rf "$work/estslurm"
+
 # Env expansion with a default, and names.
 { base | sed 's|run: .*|run: ${CMDS_TEST_UNSET_VAR:-/tmp/x}/run|'; printf 'config:\n  train.steps: 10\nexperiments:\n  - name: main\n  - name: abl\n    shots: [4]\n    settings:\n      mlp: {mapper.kind: mlp}\n      add: {score.fusion: add}\n      w: {score.l1: 1e-1}\n' ; } > "$work/names.yaml"
 "$bin/cmds-run" "$work/names.yaml" --dry-run >"$work/names.out" 2>&1; ok $? "names spec: $(cat "$work/names.out")"
@@ -74,7 +100,7 @@ grep -q "bagel/k1/default-c[0-9a-f]\{8\}/maps.default.h5 " "$work/names.out"; ok
 # The full reproduction: 2 datasets x 10 categories x k=1,2,4 (60), Table 3 (+30 results,
 # +30 models: real only, est only, MLP), Table 4 (+40 results, no model), Figure 5 (11 points,
 # 0.1 is the base: +600 results, no model).
-CMDS_DATA=/nonexistent CMDS_WEIGHTS=/nonexistent/w.safetensors "$bin/cmds-run" "$src/jobs/reproduce.yaml" --dry-run >"$work/repro.out" 2>&1
+CMDS_DATA=/nonexistent CMDS_WEIGHTS=/nonexistent/w.safetensors CMDS_MARIGOLD=/nonexistent/marigold "$bin/cmds-run" "$src/jobs/reproduce.yaml" --dry-run >"$work/repro.out" 2>&1
 ok $? "reproduce.yaml: $(head -5 "$work/repro.out")"
 grep -q "730 results, 90 trained models" "$work/repro.out"; ok $? "reproduce: 730 results from 90 models"
 grep -q "experiment table4: 50 results from 10 models" "$work/repro.out"; ok $? "table4 must not retrain"
@@ -82,6 +108,7 @@ grep -q "experiment figure5: 660 results from 60 models" "$work/repro.out"; ok $
 grep -q "experiment table3: 40 results from 40 models" "$work/repro.out"; ok $? "table3: 4 settings x 10 categories"
 [ "$(grep -c '^mvtec3d .* train.streams=real$' "$work/repro.out")" = 10 ]; ok $? "real-only training tasks"
 grep -q "maps.l1-0.3_l2-0.3.h5 .* score.l1=0.3 score.l2=0.3" "$work/repro.out"; ok $? "figure5 settings and labels"
+grep -q "cmds-estimate --dataset eyecandies .* --marigold /nonexistent/marigold --data /nonexistent/eyecandies " "$work/repro.out"; ok $? "reproduce: Marigold normals on the original images"
 # The demo spec resolves with the Makefile's variables.
 DEMO_OUT=$work/demo NP=3 "$bin/cmds-run" "$src/jobs/demo.yaml" --dry-run >"$work/demo.out" 2>&1; ok $? "demo.yaml"
 grep -q "mpiexec -n 3 " "$work/demo.out"; ok $? "demo: NP sets the ranks"
