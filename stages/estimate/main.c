@@ -32,6 +32,7 @@
 #include "record.h"
 #include "sample_cache.h"
 #include "source.h"
+#include "tasks_file.h"
 #include "tensor.h"
 
 typedef struct est_args {
@@ -389,27 +390,12 @@ static int estimate_category(run_ctx *r, const char *cat, int argc, char **argv,
 
 /* Categories: given, or every sample cache in DIR/<dataset> (not the feature caches). */
 static int list_categories(const cmds_mpi *mpi, const est_args *a, char ***cats, int *ncats, cmds_error *err) {
-  *cats = NULL;
-  *ncats = 0;
-  if (a->categories) {
-    *ncats = cmds_split_commas(a->categories, cats);
-    return CMDS_OK;
-  }
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/%s", a->cache, a->dataset);
-  char **names = NULL;
-  int n = cmds_list_dir(dir, ".h5", 1, &names, err);
-  int rc = cmds_mpi_agree(mpi, err, n < 0 ? err->code : 0);
-  for (int i = 0; i < n; i++) {
-    if (strstr(names[i], ".features.h5")) continue;
-    names[i][strlen(names[i]) - 3] = 0;
-    *cats = cmds_xrealloc(*cats, sizeof(char *) * (size_t)(*ncats + 1));
-    (*cats)[(*ncats)++] = cmds_xstrdup(names[i]);
-  }
-  if (n > 0) cmds_free_list(names, n);
-  if (!rc && !*ncats)
-    rc = cmds_mpi_agree(mpi, err, CMDS_FAIL(err, CMDS_EINPUT, "%s: no sample caches (run cmds-prep first)", dir));
-  return rc;
+  int n = cmds_categories(a->categories, dir, ".h5", ".features.h5", "sample caches (*.h5; run cmds-prep first)", cats,
+                          err);
+  *ncats = n > 0 ? n : 0;
+  return cmds_mpi_agree(mpi, err, n > 0 ? CMDS_OK : err->code);
 }
 
 int main(int argc, char **argv) {

@@ -27,6 +27,7 @@
 #include "progress.h"
 #include "record.h"
 #include "sample_cache.h"
+#include "tasks_file.h"
 #include "vit.h"
 
 typedef struct feat_args {
@@ -358,23 +359,12 @@ int main(int argc, char **argv) {
   char **cats = NULL;
   int ncats = 0;
   if (!rc) {
-    if (a.categories) {
-      ncats = cmds_split_commas(a.categories, &cats);
-    } else {
-      char dir[4096];
-      snprintf(dir, sizeof dir, "%s/%s", a.cache, a.dataset);
-      char **names = NULL;
-      int n = cmds_list_dir(dir, ".h5", 1, &names, &err);
-      rc = cmds_mpi_agree(&mpi, &err, n < 0 ? err.code : 0);
-      for (int i = 0; i < n; i++) {
-        if (strstr(names[i], ".features.h5")) continue;
-        names[i][strlen(names[i]) - 3] = 0;
-        cats = cmds_xrealloc(cats, sizeof(char *) * (size_t)(ncats + 1));
-        cats[ncats++] = cmds_xstrdup(names[i]);
-      }
-      if (n > 0) cmds_free_list(names, n);
-      if (!rc && !ncats) rc = cmds_mpi_agree(&mpi, &err, CMDS_FAIL(&err, CMDS_EINPUT, "%s: no sample caches (run cmds-prep first)", dir));
-    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/%s", a.cache, a.dataset);
+    int n = cmds_categories(a.categories, dir, ".h5", ".features.h5", "sample caches (*.h5; run cmds-prep first)", &cats,
+                            &err);
+    ncats = n > 0 ? n : 0;
+    rc = cmds_mpi_agree(&mpi, &err, n > 0 ? CMDS_OK : err.code);
   }
   run_ctx r;
   memset(&r, 0, sizeof r);
