@@ -1,5 +1,5 @@
 # Test helpers (STYLE.md): one way to add unit and MPI tests, with labels.
-#   cmds_add_test(NAME name COMMAND cmd... [LABELS l...] [ENV k=v...] [FIXTURES_SETUP f] [FIXTURES_REQUIRED f] [TIMEOUT s])
+#   cmds_add_test(NAME name COMMAND cmd... [LABELS l...] [ENV k=v...] [FIXTURES_SETUP f...] [FIXTURES_REQUIRED f...] [TIMEOUT s])
 #   add_mpi_test(NAME name NPROCS n COMMAND cmd... [same options])
 # MPI tests run under MPIEXEC_EXECUTABLE with --oversubscribe (CI has 2 cores, tests use 4 ranks).
 set(CMDS_MPIEXEC_PREFLAGS --oversubscribe CACHE STRING "Flags before the program in MPI tests")
@@ -11,7 +11,7 @@ if(CMAKE_HOST_SYSTEM_NAME STREQUAL "Linux")
 endif()
 
 function(_cmds_test_props name)
-  cmake_parse_arguments(T "" "TIMEOUT;FIXTURES_SETUP;FIXTURES_REQUIRED;WORKING_DIRECTORY" "LABELS;ENV" ${ARGN})
+  cmake_parse_arguments(T "" "TIMEOUT;WORKING_DIRECTORY" "LABELS;ENV;FIXTURES_SETUP;FIXTURES_REQUIRED" ${ARGN})
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
   endif()
@@ -34,7 +34,7 @@ function(_cmds_test_props name)
 endfunction()
 
 function(cmds_add_test)
-  cmake_parse_arguments(T "" "NAME;TIMEOUT;FIXTURES_SETUP;FIXTURES_REQUIRED;WORKING_DIRECTORY" "COMMAND;LABELS;ENV" ${ARGN})
+  cmake_parse_arguments(T "" "NAME;TIMEOUT;WORKING_DIRECTORY" "COMMAND;LABELS;ENV;FIXTURES_SETUP;FIXTURES_REQUIRED" ${ARGN})
   if(NOT T_WORKING_DIRECTORY)
     set(T_WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
   endif()
@@ -44,7 +44,7 @@ function(cmds_add_test)
 endfunction()
 
 function(add_mpi_test)
-  cmake_parse_arguments(T "" "NAME;NPROCS;TIMEOUT;FIXTURES_SETUP;FIXTURES_REQUIRED;WORKING_DIRECTORY" "COMMAND;LABELS;ENV" ${ARGN})
+  cmake_parse_arguments(T "" "NAME;NPROCS;TIMEOUT;WORKING_DIRECTORY" "COMMAND;LABELS;ENV;FIXTURES_SETUP;FIXTURES_REQUIRED" ${ARGN})
   if(NOT T_WORKING_DIRECTORY)
     set(T_WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
   endif()
