@@ -52,6 +52,14 @@ void cmds_mpi_init(int *argc, char ***argv, cmds_mpi *mpi) {
   sigaction(SIGUSR1, &sa, NULL);
 }
 
+int cmds_mpi_finish_args(cmds_mpi *mpi, int rc, const cmds_error *err, const char *prog, void (*usage)(void)) {
+  if (mpi->rank == 0) {
+    if (rc < 0) usage();
+    else fprintf(stderr, "%s: %s\n", prog, err->msg);
+  }
+  return cmds_mpi_finalize(mpi, rc < 0 ? 0 : rc);
+}
+
 int cmds_mpi_finalize(cmds_mpi *mpi, int status) {
   fflush(stdout);
   fflush(stderr);

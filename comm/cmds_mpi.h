@@ -23,6 +23,9 @@ typedef struct cmds_mpi {
 void cmds_mpi_init(int *argc, char ***argv, cmds_mpi *mpi);
 /* Returns the job's exit status: 0, or the code of the error. */
 int cmds_mpi_finalize(cmds_mpi *mpi, int status);
+/* Ends a stage whose argument parsing returned rc != 0: rc < 0 asked for the usage (rank 0
+ * calls usage, exit 0); rc > 0 is a bad argument (rank 0 prints "prog: message", exit rc). */
+int cmds_mpi_finish_args(cmds_mpi *mpi, int rc, const cmds_error *err, const char *prog, void (*usage)(void));
 
 /* Collective. Returns the first failing rank's code (0 if all ok). The lowest failing
  * rank prints "[rank r] error (<kind>): <msg>" to stderr. */

@@ -489,22 +489,38 @@ int cmds_jv_get_ints(const cmds_jv *obj, const char *what, const char *key, int 
   return 0;
 }
 
+/* The member as a list of at most maxn items of type t; NULL with *rc = 0 when absent and
+ * optional. */
+static const cmds_jv *typed_list(const cmds_jv *obj, const char *what, const char *key, int required, int maxn,
+                                 cmds_jv_type t, int *rc, cmds_error *err) {
+  const cmds_jv *m = getter(obj, what, key, required, rc, err);
+  if (!m) return NULL;
+  const char *list = t == CMDS_JV_STR ? "a list of strings" : "a list of numbers";
+  if (m->type != CMDS_JV_ARR) {
+    *rc = wrong(m, what, key, list, err);
+    return NULL;
+  }
+  if (m->n > maxn) {
+    *rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: key '%s': at most %d entries supported, got %lld", what, key, maxn,
+                    (long long)m->n);
+    return NULL;
+  }
+  for (int64_t k = 0; k < m->n; k++)
+    if (m->items[k].type != t) {
+      *rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: key '%s': entry %lld: %s expected, got %s", what, key, (long long)k,
+                      cmds_jv_type_name(t), cmds_jv_type_name(m->items[k].type));
+      return NULL;
+    }
+  return m;
+}
+
 int cmds_jv_get_strs(const cmds_jv *obj, const char *what, const char *key, int required, int maxn,
                      const char **out, int *n_out, cmds_error *err) {
   int rc;
   *n_out = 0;
-  const cmds_jv *m = getter(obj, what, key, required, &rc, err);
+  const cmds_jv *m = typed_list(obj, what, key, required, maxn, CMDS_JV_STR, &rc, err);
   if (!m) return rc;
-  if (m->type != CMDS_JV_ARR) return wrong(m, what, key, "a list of strings", err);
-  if (m->n > maxn)
-    return CMDS_FAIL(err, CMDS_EINPUT, "%s: key '%s': at most %d entries supported, got %lld", what, key, maxn,
-                     (long long)m->n);
-  for (int64_t k = 0; k < m->n; k++) {
-    if (m->items[k].type != CMDS_JV_STR)
-      return CMDS_FAIL(err, CMDS_EINPUT, "%s: key '%s': entry %lld: a string expected, got %s", what, key, (long long)k,
-                       cmds_jv_type_name(m->items[k].type));
-    out[k] = m->items[k].str;
-  }
+  for (int64_t k = 0; k < m->n; k++) out[k] = m->items[k].str;
   *n_out = (int)m->n;
   return 0;
 }
@@ -513,18 +529,9 @@ int cmds_jv_get_nums(const cmds_jv *obj, const char *what, const char *key, int 
                      int *n_out, cmds_error *err) {
   int rc;
   *n_out = 0;
-  const cmds_jv *m = getter(obj, what, key, required, &rc, err);
+  const cmds_jv *m = typed_list(obj, what, key, required, maxn, CMDS_JV_NUM, &rc, err);
   if (!m) return rc;
-  if (m->type != CMDS_JV_ARR) return wrong(m, what, key, "a list of numbers", err);
-  if (m->n > maxn)
-    return CMDS_FAIL(err, CMDS_EINPUT, "%s: key '%s': at most %d entries supported, got %lld", what, key, maxn,
-                     (long long)m->n);
-  for (int64_t k = 0; k < m->n; k++) {
-    if (m->items[k].type != CMDS_JV_NUM)
-      return CMDS_FAIL(err, CMDS_EINPUT, "%s: key '%s': entry %lld: a number expected, got %s", what, key, (long long)k,
-                       cmds_jv_type_name(m->items[k].type));
-    out[k] = m->items[k].num;
-  }
+  for (int64_t k = 0; k < m->n; k++) out[k] = m->items[k].num;
   *n_out = (int)m->n;
   return 0;
 }

@@ -171,20 +171,8 @@ static void convert(float *dst, const cmds_st_tensor *t, size_t numel) {
   const unsigned char *src = t->data;
   switch (t->dtype) {
     case CMDS_ST_F32: memcpy(dst, src, numel * 4); break;
-    case CMDS_ST_F16:
-      for (size_t i = 0; i < numel; i++) {
-        uint16_t h;
-        memcpy(&h, src + 2 * i, 2);
-        dst[i] = nn_f16_to_f32(h);
-      }
-      break;
-    case CMDS_ST_BF16:
-      for (size_t i = 0; i < numel; i++) {
-        uint16_t h;
-        memcpy(&h, src + 2 * i, 2);
-        dst[i] = nn_bf16_to_f32(h);
-      }
-      break;
+    case CMDS_ST_F16: nn_half_to_f32_n(dst, src, (int64_t)numel, NN_F16); break;
+    case CMDS_ST_BF16: nn_half_to_f32_n(dst, src, (int64_t)numel, NN_BF16); break;
     case CMDS_ST_F64:
       for (size_t i = 0; i < numel; i++) {
         double d;

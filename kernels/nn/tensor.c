@@ -257,6 +257,17 @@ float nn_bf16_to_f32(uint16_t h) {
   return f;
 }
 
+void nn_half_to_f32_n(float *dst, const void *src, int64_t n, nn_dtype src_dtype) {
+  const unsigned char *p = src;
+  int bf16 = src_dtype == NN_BF16;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; i++) {
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    dst[i] = bf16 ? nn_bf16_to_f32(h) : nn_f16_to_f32(h);
+  }
+}
+
 int nn_ctx_init(nn_ctx *ctx, nn_device device, nn_arena *scratch, void *stream, int allow_tf32,
                 cmds_error *err) {
   memset(ctx, 0, sizeof *ctx);

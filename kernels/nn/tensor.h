@@ -102,6 +102,8 @@ uint16_t nn_f32_to_f16(float f);
 float nn_f16_to_f32(uint16_t h);
 uint16_t nn_f32_to_bf16(float f);
 float nn_bf16_to_f32(uint16_t h);
+/* n little-endian F16 or BF16 values (src_dtype) to fp32, in bulk (weight loading). */
+void nn_half_to_f32_n(float *dst, const void *src, int64_t n, nn_dtype src_dtype);
 
 /* --- context --- */
 /* For NN_CUDA: selects nothing (the caller did cudaSetDevice), creates the cuBLAS handle

@@ -142,15 +142,8 @@ static float *as_f32(const cmds_st_tensor *t) {
   int64_t n = 1;
   for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
   float *out = cmds_xmalloc(sizeof(float) * (size_t)(n ? n : 1));
-  const unsigned char *p = t->data;
-  for (int64_t i = 0; i < n; i++) {
-    if (t->dtype == CMDS_ST_F32) memcpy(&out[i], p + 4 * i, 4);
-    else {
-      uint16_t h;
-      memcpy(&h, p + 2 * i, 2);
-      out[i] = t->dtype == CMDS_ST_F16 ? nn_f16_to_f32(h) : nn_bf16_to_f32(h);
-    }
-  }
+  if (t->dtype == CMDS_ST_F32) memcpy(out, t->data, sizeof(float) * (size_t)n);
+  else nn_half_to_f32_n(out, t->data, n, t->dtype == CMDS_ST_F16 ? NN_F16 : NN_BF16);
   return out;
 }
 

@@ -405,13 +405,7 @@ int main(int argc, char **argv) {
   cmds_error err = {0};
   est_args a;
   int rc = parse_args(argc, argv, &a, &err);
-  if (rc) {
-    if (mpi.rank == 0) {
-      if (rc < 0) usage();
-      else fprintf(stderr, "cmds-estimate: %s\n", err.msg);
-    }
-    return cmds_mpi_finalize(&mpi, rc < 0 ? 0 : rc);
-  }
+  if (rc) return cmds_mpi_finish_args(&mpi, rc, &err, "cmds-estimate", usage);
   /* No checkpoint: say so before anything else, and how to run without the E stream. */
   char why[1024];
   if (!marigold_have_weights(a.marigold, why, sizeof why))

@@ -315,13 +315,7 @@ int main(int argc, char **argv) {
   cmds_error err = {0};
   feat_args a;
   int rc = parse_args(argc, argv, &a, &err);
-  if (rc) {
-    if (mpi.rank == 0) {
-      if (rc < 0) usage();
-      else fprintf(stderr, "cmds-features: %s\n", err.msg);
-    }
-    return cmds_mpi_finalize(&mpi, rc < 0 ? 0 : rc);
-  }
+  if (rc) return cmds_mpi_finish_args(&mpi, rc, &err, "cmds-features", usage);
   nn_device dev = NN_CPU;
   if (strcmp(a.device, "cpu")) {
     int gpu = nn_cuda_select(mpi.local_rank);

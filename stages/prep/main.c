@@ -267,6 +267,8 @@ static int prep_category(const cmds_mpi *mpi, const prep_args *a, const char *ca
   return rc;
 }
 
+static void usage_stdout(void) { usage(stdout); }
+
 int main(int argc, char **argv) {
   cmds_mpi mpi;
   cmds_mpi_init(&argc, &argv, &mpi);
@@ -274,13 +276,7 @@ int main(int argc, char **argv) {
   cmds_error err = {0};
   prep_args a;
   int rc = parse_args(argc, argv, &a, &err);
-  if (rc) {
-    if (mpi.rank == 0) {
-      if (rc < 0) usage(stdout);
-      else fprintf(stderr, "cmds-prep: %s\n", err.msg);
-    }
-    return cmds_mpi_finalize(&mpi, rc < 0 ? 0 : rc);
-  }
+  if (rc) return cmds_mpi_finish_args(&mpi, rc, &err, "cmds-prep", usage_stdout);
   /* Categories: the given list, or every folder of the root (listed by rank 0). */
   char **cats = NULL;
   int ncats = a.categories || mpi.rank == 0 ? prep_list_categories(a.categories, a.root, &cats, &err) : 0;

@@ -107,13 +107,7 @@ int main(int argc, char **argv) {
   cmds_error err = {0};
   train_args a;
   int rc = parse_args(argc, argv, &a, &err);
-  if (rc) {
-    if (mpi.rank == 0) {
-      if (rc < 0) usage();
-      else fprintf(stderr, "cmds-train: %s\n", err.msg);
-    }
-    return cmds_mpi_finalize(&mpi, rc < 0 ? 0 : rc);
-  }
+  if (rc) return cmds_mpi_finish_args(&mpi, rc, &err, "cmds-train", usage);
   cmds_task *tasks = NULL;
   int ntasks = 0;
   rc = make_tasks(&a, &tasks, &ntasks, &err);
