@@ -17,18 +17,18 @@ int score_streams_same(const score_streams_info *a, const score_streams_info *b)
          !strcmp(a->weights_id, b->weights_id) && !strcmp(a->sample_list_hash, b->sample_list_hash) &&
          !strcmp(a->backbone, b->backbone) && !strcmp(a->blocks, b->blocks) && a->final_norm == b->final_norm &&
          a->width == b->width && a->layers == b->layers && a->grid == b->grid && a->resolution == b->resolution &&
-         a->eval_size == b->eval_size && a->n == b->n && a->est == b->est;
+         a->eval_size == b->eval_size && a->n == b->n && a->est == b->est && !strcmp(a->est_id, b->est_id);
 }
 
 void score_streams_identity(const score_streams_info *s, char *out, size_t cap) {
   snprintf(out, cap,
            "dataset=%s;category=%s;k=%lld;tag=%s;mapper_id=%s;mapper_kind=%s;weights_id=%s;sample_list_hash=%s;"
            "backbone=%s;blocks=%s;final_norm=%lld;width=%lld;layers=%lld;grid=%lld;resolution=%lld;eval_size=%lld;"
-           "n=%lld;est=%lld",
+           "n=%lld;est=%lld;est_id=%s",
            s->dataset, s->category, (long long)s->k, s->tag, s->mapper_id, s->mapper_kind, s->weights_id,
            s->sample_list_hash, s->backbone, s->blocks, (long long)s->final_norm, (long long)s->width,
            (long long)s->layers, (long long)s->grid, (long long)s->resolution, (long long)s->eval_size,
-           (long long)s->n, (long long)s->est);
+           (long long)s->n, (long long)s->est, s->est_id);
 }
 
 static int write_info(hid_t f, const score_streams_info *s) {
@@ -41,6 +41,7 @@ static int write_info(hid_t f, const score_streams_info *s) {
   const char *ik[] = {"k", "final_norm", "width", "layers", "grid", "resolution", "eval_size", "n", "est"};
   const int64_t iv[] = {s->k, s->final_norm, s->width, s->layers, s->grid, s->resolution, s->eval_size, s->n, s->est};
   for (int i = 0; i < 9; i++) rc |= cmds_h5_attr_write_i64(f, ik[i], iv[i]);
+  if (s->est_id[0]) rc |= cmds_h5_attr_write_str(f, "normals_est_id", s->est_id);
   return rc;
 }
 
@@ -64,6 +65,9 @@ int score_streams_read_info(hid_t f, const char *path, score_streams_info *s, cm
     int rc = cmds_h5_attr_read_i64(f, ik[i].k, ik[i].v, path, err);
     if (rc) return rc;
   }
+  /* optional: written only when the feature cache has estimated normals */
+  if (H5Aexists(f, "normals_est_id") > 0)
+    return cmds_h5_attr_read_str(f, "normals_est_id", s->est_id, sizeof s->est_id, path, err);
   return CMDS_OK;
 }
 

@@ -38,6 +38,7 @@ typedef struct score_streams_info {
   int64_t eval_size;  /* S: the sample cache's image size, the size of masks */
   int64_t n;          /* test samples */
   int64_t est;        /* 1: psi_*_est exist (the feature cache has normals_est) */
+  char est_id[256];   /* the feature cache's normals_est_id ("" without): a re-estimation remakes the maps */
 } score_streams_info;
 
 int score_streams_same(const score_streams_info *a, const score_streams_info *b);

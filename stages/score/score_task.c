@@ -328,6 +328,7 @@ static int check_inputs(const score_env *env, const score_task *t, task_io *io, 
   w->eval_size = S;
   w->n = n_sc;
   w->est = est;
+  snprintf(w->est_id, sizeof w->est_id, "%s", est ? fi->normals_est_id : "");
   return CMDS_OK;
 }
 

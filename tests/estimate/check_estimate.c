@@ -9,8 +9,9 @@
  *                                         normals_est_id set) equal to the normals features
  *                                         (what a cache with normals_est := normals must give)
  *   check_estimate fc-none FEATURES.h5    the feature cache has no normals_est
- *   check_estimate fc-est FEATURES.h5 CACHE.h5   the feature cache has normals_est made from
- *                                         the sample cache's (the same normals_est_id) */
+ *   check_estimate fc-est FEATURES.h5 CACHE.h5 [STREAMS.h5]   the feature cache has normals_est
+ *                                         made from the sample cache's (the same normals_est_id),
+ *                                         and so do cmds-score's streams when given */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +117,15 @@ int main(int argc, char **argv) {
     CHECK(!rc && (fi.modalities & (1 << CMDS_FC_NORMALS_EST)) && id[0] && !strcmp(id, fi.normals_est_id),
           "feature cache modalities %lld, normals_est_id '%s'; sample cache '%s'", rc ? -1LL : (long long)fi.modalities,
           rc ? "" : fi.normals_est_id, id);
+    if (argc > 4) { /* the streams file records the same identity */
+      hid_t s = -1;
+      char sid[512] = "";
+      int opened = !cmds_h5_open_read(&s, argv[4], MPI_COMM_SELF, "cmds.streams", 1, &err);
+      int src = opened ? cmds_h5_attr_read_str(s, "normals_est_id", sid, sizeof sid, argv[4], &err) : 1;
+      CHECK(!src && !strcmp(sid, id), "%s: normals_est_id '%s', sample cache '%s' (%s)", argv[4], sid, id,
+            src ? err.msg : "");
+      if (opened) H5Fclose(s);
+    }
     if (!rc) H5Fclose(f);
     if (c >= 0) H5Fclose(c);
   } else if (!strcmp(mode, "fc-copy") || !strcmp(mode, "fc-none")) {
@@ -143,7 +153,7 @@ int main(int argc, char **argv) {
     }
     if (!rc) H5Fclose(f);
   } else {
-    fprintf(stderr, "usage: check_estimate unit|absent FILE | same|differ A B | fc-copy|fc-none FEATURES | fc-est FEATURES CACHE\n");
+    fprintf(stderr, "usage: check_estimate unit|absent FILE | same|differ A B | fc-copy|fc-none FEATURES | fc-est FEATURES CACHE [STREAMS]\n");
     check_failed_++;
   }
   if (check_failed_) fprintf(stderr, "%d passed, %d failed\n", check_passed_, check_failed_);

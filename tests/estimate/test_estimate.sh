@@ -102,5 +102,7 @@ ok "train: E stream on" 'grep -q "\"est_stream\": true" "$work/run/models/mvtec3
 "${mp[@]}" -n 2 "$bin/cmds-score" --cache "$work/b" --run "$work/run" --dataset mvtec3d --category bagel --shots 2 "${S[@]}" >/dev/null
 ok "score ran with l1 = l2 = 0.1" '[ $? -eq 0 ] && [ -f "$work/run/maps/mvtec3d/bagel/k2/default/maps.default.h5" ]'
 ok "score: E stream available" 'grep -q "\"est_available\": true" "$work/run/maps/mvtec3d/bagel/k2/default/score.record.json"'
+"$bin/check_estimate" fc-est "$work/b/mvtec3d/bagel.features.h5" "$(f b)" "$work/run/maps/mvtec3d/bagel/k2/default/streams.h5"
+ok "score: the streams record the estimate's identity" '[ $? -eq 0 ]'
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
