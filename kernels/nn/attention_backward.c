@@ -9,8 +9,8 @@
  *   within a head: the heads in turn, the query blocks of one head in parallel, each thread
  *     gathering dK, dV in a private (M, D) pair that is added up (in thread order) at the end;
  *     K and V of the head stay in cache for all threads.
- * With one thread both are the same loop. The softmax uses a polynomial exp (relative error
- * < 2e-7, vectorised by the compiler) instead of libm's expf.
+ * With one thread both are the same loop. The softmax uses nn_fast_exp (vectorised by the
+ * compiler) instead of libm's expf.
  * CUDA: per image, chunks of query rows; per chunk strided-batched cuBLAS GEMMs over the heads
  * for S and dP into scratch, one kernel for the softmax and dS, and GEMMs that write dQ and
  * add into dK, dV (attention_backward.cu). */
@@ -23,6 +23,7 @@
 #include "activation.h"
 #include "attention.h"
 #include "backward.h"
+#include "nn_fastexp.h"
 
 #ifdef CMDS_CUDA
 #include "nn_cuda_train.h"
@@ -62,37 +63,32 @@ size_t nn_attention_ex_backward_scratch_bytes(int64_t B, int64_t N, int64_t M, i
   return cpu > cuda ? cpu : cuda;
 }
 
-/* exp(x) for x <= 0 (the softmax's shifted scores; -inf gives 0): 2^n 2^f with n = round(x log2 e),
- * |f| <= 1/2, 2^f by a degree-6 polynomial. Branch-free float arithmetic the compiler vectorises. */
-static inline float attnb_exp(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  float t = x * 1.44269504088896341f;
-  float n = (t + 12582912.0f) - 12582912.0f; /* round to nearest (1.5 * 2^23) */
-  float f = t - n;
-  float p = 1.5353362e-4f;
-  p = p * f + 1.3398874e-3f;
-  p = p * f + 9.6182299e-3f;
-  p = p * f + 5.5503406e-2f;
-  p = p * f + 2.4022652e-1f;
-  p = p * f + 6.9314718e-1f;
-  p = p * f + 1.0f;
-  union {
-    int32_t i;
-    float f;
-  } s = {((int32_t)n + 127) << 23};
-  return p * s.f;
+/* Row sums with 8 running lanes, which the compiler vectorises (a single float accumulator it
+ * may not reorder). */
+static float attnb_sum(const float *a, int64_t n) {
+  float s[8] = {0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; l++) s[l] += a[j + l];
+  for (; j < n; j++) s[0] += a[j];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+static float attnb_dot(const float *a, const float *b, int64_t n) {
+  float s[8] = {0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; l++) s[l] += a[j + l] * b[j + l];
+  for (; j < n; j++) s[0] += a[j] * b[j];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
 /* In-place softmax of one row of n scores; entries [valid, n) are masked (set to 0). */
 static void attnb_softmax_row(float *r, int64_t n, int64_t valid) {
   float mx = -INFINITY;
   for (int64_t j = 0; j < valid; j++) mx = r[j] > mx ? r[j] : mx;
-  float sum = 0.0f;
-  for (int64_t j = 0; j < valid; j++) {
-    float e = attnb_exp(r[j] - mx);
-    r[j] = e;
-    sum += e;
-  }
+  for (int64_t j = 0; j < valid; j++) r[j] = nn_fast_exp(r[j] - mx); /* vectorised */
+  float sum = attnb_sum(r, valid);
   float inv = 1.0f / sum;
   for (int64_t j = 0; j < valid; j++) r[j] *= inv;
   for (int64_t j = valid; j < n; j++) r[j] = 0.0f;
@@ -116,8 +112,7 @@ static void attnb_block(float *dq, float *dk, float *dv, const float *q, const f
   for (int64_t r = 0; r < m; r++) {
     const float *pr = p + r * mc;
     float *dr = dp + r * mc;
-    float rdf = 0.0f;
-    for (int64_t j = 0; j < mc; j++) rdf += pr[j] * dr[j];
+    float rdf = attnb_dot(pr, dr, mc);
     for (int64_t j = 0; j < mc; j++) dr[j] = pr[j] * (dr[j] - rdf);
   }
   if (dq)

@@ -2,8 +2,9 @@
  * at 512 x 512 (latent 64 x 64, batch 1): the first down block's self-attention (4096 tokens,
  * 5 heads of 64) and cross-attention (77 text tokens), its 3x3 convs (320 channels) with and
  * without the weight gradient, the stride-2 downsampler, a 320 -> 320 projection, layer norm,
- * GEGLU 2560 -> 1280 and SiLU. One line per op: "<op> <median ms> ms" (median of REPS after one
- * warm-up); bench_nn_backward2.sh runs PyTorch's autograd on the same ops and prints the ratios.
+ * GEGLU 2560 -> 1280 and SiLU. One line per op: "<op> <min ms> ms (median <ms>)" over REPS runs
+ * after one warm-up (the minimum is the steadier figure on a shared machine);
+ * bench_nn_backward2.sh runs PyTorch's autograd on the same ops and prints the ratios.
  *   bench_nn_backward2 cpu|cuda REPS */
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,7 +63,7 @@ static void timeit(const char *name, op_fn fn, void *arg, int reps) {
   }
   qsort(t, (size_t)reps, sizeof t[0], cmp_d);
   double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
-  printf("%-28s %10.3f ms\n", name, med * 1e3);
+  printf("%-28s %10.3f ms (median %.3f)\n", name, t[0] * 1e3, med * 1e3);
   fflush(stdout);
 }
 
