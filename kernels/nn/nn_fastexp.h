@@ -4,9 +4,9 @@
  * not vectorise a floating-point clamp in OpenMP builds, so the clamp here is on integers).
  *   n = round(x log2 e), r = x - n ln 2 (two-constant Cody-Waite reduction), e^r by its degree-7
  *   Taylor polynomial (|r| <= ln 2 / 2), times 2^n with n clamped to [-126, 127].
- * Relative error <= 1.2e-7 for x in [-87, 88]; below, about 1e-38 (never 0); above, about
- * 1.7e38 (never inf). Valid for |x| < 2.9e6 (the rounding trick needs |x log2 e| < 2^22);
- * beyond that, and for infinities, the result is meaningless. Internal to kernels/nn. */
+ * Relative error <= 1.2e-7 for x in [-87, 88]; finite x below give about 1.6e-38 (never 0),
+ * above about 1.65e38 (never inf): guaranteed for |x| < 2.9e6 (the rounding trick needs
+ * |x log2 e| < 2^22) and seen up to |x| = 1e38 on x86-64; +-inf give NaN. Internal to kernels/nn. */
 #ifndef CMDS_NN_FASTEXP_H
 #define CMDS_NN_FASTEXP_H
 
