@@ -24,4 +24,9 @@ extern "C" int unet_nearest_cuda(nn_ctx *c, float *y, const float *x, int64_t P,
   return CMDS_OK;
 }
 
-extern "C" int unet_cuda_zero(void *p, size_t bytes) { return cudaMemset(p, 0, bytes) == cudaSuccess ? 0 : -1; }
+// unet_lora_zero_grad has no context: the device is synchronised around the memset so that it
+// is ordered against work on any stream (once per training step, negligible).
+extern "C" int unet_cuda_zero(void *p, size_t bytes) {
+  if (cudaDeviceSynchronize() != cudaSuccess || cudaMemset(p, 0, bytes) != cudaSuccess) return -1;
+  return cudaDeviceSynchronize() == cudaSuccess ? 0 : -1;
+}

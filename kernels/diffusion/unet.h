@@ -172,12 +172,20 @@ int unet_lora_find(const unet_model *m, const char *name);
 
 /* ---- training forward + backward (gradients of the LoRA factors only) ----
  * The tape keeps each unit's (resnet, transformer, sampler) output state of one training
- * forward (its input is the previous state), the SiLU'd time embedding and the encoder
- * states' address; unet_backward walks the units in reverse, recomputing each one's
- * internals into ctx->scratch and back-propagating through it (recomputation per block:
- * activation memory is the states plus the largest single block). The caller keeps x's
- * and enc's memory unchanged from unet_forward_train to unet_backward.
- * Sizes must halve evenly at every level (the 2x nearest upsampler's backward). */
+ * forward (its input is the previous state), the SiLU'd time embedding and a view of the
+ * encoder states; unet_backward walks the units in reverse, recomputing each one's
+ * internals into ctx->scratch and back-propagating through it (recomputation per unit, a
+ * transformer block at a time: activation memory is the states plus the largest single
+ * block). Gradients flow back to the first transformer only (nothing before it has an
+ * adapter). The caller keeps enc's memory unchanged from unet_forward_train to
+ * unet_backward (x is not needed after the forward).
+ * Sizes must halve evenly at every level (the 2x nearest upsampler's backward); the
+ * workspace includes the adapters' temporaries, so size it after unet_lora_attach.
+ *
+ *   tape = unet_tape_new(m, B, h, w, S, err);            once per size
+ *   scratch of unet_train_workspace_bytes(m, B, h, w, S)
+ *   per step: unet_lora_zero_grad(m); unet_forward_train(m, ctx, tape, out, x, t, enc, err);
+ *             dout = dL/dout; unet_backward(m, ctx, tape, dout, err); optimiser on A, B */
 typedef struct unet_tape unet_tape;
 unet_tape *unet_tape_new(const unet_model *m, int64_t B, int64_t h, int64_t w, int64_t S, cmds_error *err);
 void unet_tape_free(unet_tape *t);

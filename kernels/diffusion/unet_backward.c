@@ -369,10 +369,13 @@ static int transformer_fb(ustate *S, nn_tensor *dh, const nn_tensor *dy, const n
   int linear = T->proj_in.k == 0, nl = T->n_layers, rc;
   size_t mk = u_mark(S);
   nn_tensor gn, tok = {0}, X[64];
-  if (nl + 1 > 64) return CMDS_FAIL(S->err, CMDS_EINPUT, "UNet training: more than 63 transformer layers per block");
+  if (nl < 1 || nl > 64)
+    return CMDS_FAIL(S->err, CMDS_EINPUT, "UNet training: %d transformer layers in a block (1..64)", nl);
   if ((rc = u_alloc(S, &gn, 4, B, C, H, W))) return rc;
   OP(nn_groupnorm_forward(S->ctx, &gn, h, G, &T->norm.w, &T->norm.b, UNET_TGN_EPS, S->err));
-  for (int l = 0; l <= nl; l++)
+  /* X[l] = block l's input; the last block's output is not needed: proj_out's input gradient
+   * does not depend on its input, and the blocks recompute their own internals */
+  for (int l = 0; l < nl; l++)
     if ((rc = u_alloc(S, &X[l], 3, B, N, I, 0))) return rc;
   nn_tensor gv = u_view(&gn, 3, B, C, N, 0);
   if (linear) {
@@ -387,7 +390,7 @@ static int transformer_fb(ustate *S, nn_tensor *dh, const nn_tensor *dy, const n
     OP(nn_transpose12_forward(S->ctx, &X[0], &pv, S->err));
     u_rewind(S, mp);
   }
-  for (int l = 0; l < nl; l++) {
+  for (int l = 0; l + 1 < nl; l++) {
     OP(nn_scale_forward(S->ctx, &X[l + 1], &X[l], 1.0f, S->err));
     if ((rc = unet_i_tblock(S, &X[l + 1], enc, &T->blocks[l]))) return rc;
   }
@@ -397,16 +400,16 @@ static int transformer_fb(ustate *S, nn_tensor *dh, const nn_tensor *dy, const n
   nn_tensor dyv = u_view(dy, 3, B, C, N, 0);
   {
     size_t mp = u_mark(S);
+    /* x only gives the shape here (no weight gradient is formed): X[nl - 1]'s memory */
     if (linear) {
       nn_tensor dyt;
       if ((rc = u_alloc(S, &dyt, 3, B, N, C, 0))) return rc;
       OP(nn_transpose12_forward(S->ctx, &dyt, &dyv, S->err));
-      OP(nn_linear_backward(S->ctx, &dX[0], NULL, NULL, &dyt, &X[nl], &T->proj_out.w, S->err));
+      OP(nn_linear_backward(S->ctx, &dX[0], NULL, NULL, &dyt, &X[nl - 1], &T->proj_out.w, S->err));
     } else {
-      nn_tensor xt, dxt;
-      if ((rc = u_alloc(S, &xt, 3, B, I, N, 0)) || (rc = u_alloc(S, &dxt, 3, B, I, N, 0))) return rc;
-      OP(nn_transpose12_forward(S->ctx, &xt, &X[nl], S->err));
-      nn_tensor xv = u_view(&xt, 4, B, I, H, W), dxv = u_view(&dxt, 4, B, I, H, W);
+      nn_tensor dxt;
+      if ((rc = u_alloc(S, &dxt, 3, B, I, N, 0))) return rc;
+      nn_tensor xv = u_view(&X[nl - 1], 4, B, I, H, W), dxv = u_view(&dxt, 4, B, I, H, W);
       if ((rc = conv_bw(S, &dxv, dy, &xv, &T->proj_out, 1, 0))) return rc;
       OP(nn_transpose12_forward(S->ctx, &dX[0], &dxt, S->err));
     }

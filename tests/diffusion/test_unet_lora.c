@@ -158,13 +158,19 @@ static void run_case(const char *c, int rank, float alpha, nn_device dev, run_re
   unet_model m;
   int rc = unet_load(&m, root, "unet", dev, &err);
   CHECK(rc == 0, "load %s: %s", root, err.msg);
-  if (rc) return free_fixture(&f);
+  if (rc) {
+    free_fixture(&f);
+    return;
+  }
   const char *devn = nn_device_name(dev);
 
   /* attach: names, order, init */
   rc = unet_lora_attach(&m, rank, alpha, 7, &err);
   CHECK(rc == 0, "attach: %s", err.msg);
-  if (rc) return unet_free(&m), free_fixture(&f);
+  if (rc) {
+    unet_free(&m), free_fixture(&f);
+    return;
+  }
   unet_lora_set *L = m.lora;
   CHECK(L->n == f.n_names, "%s: %d adapters, peft has %d", c, L->n, f.n_names);
   int same = L->n == f.n_names;
