@@ -1,11 +1,16 @@
 /* attention_backward: CPU reference (OpenBLAS) and the dispatcher of nn_attention_ex_backward
- * (see backward.h). Per (image, head), query rows in blocks of NN_ATTN_CPU_QB, with
- * s = 1 / sqrt(D) and the block's probabilities P recomputed exactly as the forward does:
+ * (see backward.h). Per (image, head), query rows in blocks of ATTNB_QB, with
+ * s = 1 / sqrt(D) and the block's probabilities P recomputed from the scores:
  *   S = s Q K^T, P = softmax(S) (causal: keys after the query masked), dP = dO V^T,
  *   dS = P * (dP - rowsum(P * dP)), dQ = s dS K, dK += s dS^T Q, dV += P^T dO.
- * dK and dV gather over the query blocks, so one (image, head) is one task: OpenMP runs the
- * tasks in parallel with OpenBLAS single-threaded inside when there are at least as many
- * tasks as threads, else the tasks run in turn with OpenBLAS threading each GEMM.
+ * Two ways to spread the work over the OpenMP threads (OpenBLAS single-threaded inside),
+ * whichever keeps more threads busy for the shape at hand:
+ *   across heads: one (image, head) per task, its query blocks in turn (dK, dV gather there);
+ *   within a head: the heads in turn, the query blocks of one head in parallel, each thread
+ *     gathering dK, dV in a private (M, D) pair that is added up (in thread order) at the end;
+ *     K and V of the head stay in cache for all threads.
+ * With one thread both are the same loop. The softmax uses nn_fast_exp (vectorised by the
+ * compiler) instead of libm's expf.
  * CUDA: per image, chunks of query rows; per chunk strided-batched cuBLAS GEMMs over the heads
  * for S and dP into scratch, one kernel for the softmax and dS, and GEMMs that write dQ and
  * add into dK, dV (attention_backward.cu). */
@@ -18,9 +23,17 @@
 #include "activation.h"
 #include "attention.h"
 #include "backward.h"
+#include "nn_fastexp.h"
 
 #ifdef CMDS_CUDA
 #include "nn_cuda_train.h"
+#endif
+
+/* Query rows per CPU block (the forward uses NN_ATTN_CPU_QB = 64): K and V are packed by
+ * OpenBLAS once per block and used by ATTNB_QB rows, so larger blocks pay less packing per flop
+ * (D is small); -DATTNB_QB=... to try others. */
+#ifndef ATTNB_QB
+#define ATTNB_QB 128
 #endif
 
 /* CUDA: query rows per chunk so that 2 * heads * rows * M floats (P and dP) stay within this
@@ -36,40 +49,70 @@ static int64_t attnb_cuda_rows(int64_t N, int64_t M, int64_t heads) {
   return rows < N ? rows : N;
 }
 
+/* Floats of CPU scratch per thread: P and dP blocks (QB, M), private dK and dV (M, D). */
+static size_t attnb_cpu_floats_per_thread(int64_t M, int64_t D) {
+  return 2 * (size_t)ATTNB_QB * (size_t)M + 2 * (size_t)M * (size_t)D;
+}
+
 size_t nn_attention_ex_backward_scratch_bytes(int64_t B, int64_t N, int64_t M, int64_t C, int64_t heads) {
   (void)B;
-  (void)C;
-  size_t cpu = (size_t)omp_get_max_threads() * 2 * NN_ATTN_CPU_QB * (size_t)M * sizeof(float);
+  int64_t D = heads > 0 ? C / heads : C;
+  size_t cpu = (size_t)omp_get_max_threads() * attnb_cpu_floats_per_thread(M, D) * sizeof(float);
   size_t cuda = 2 * (size_t)heads * (size_t)attnb_cuda_rows(N, M, heads) * (size_t)M * sizeof(float) +
                 (size_t)heads * (size_t)attnb_cuda_rows(N, M, heads) * sizeof(float) + 512;
   return cpu > cuda ? cpu : cuda;
 }
 
-/* Rows [i0, i0 + m) of one (image, head): pointers at the head's first column, row stride C. */
+/* Row sums with 8 running lanes, which the compiler vectorises (a single float accumulator it
+ * may not reorder). */
+static float attnb_sum(const float *a, int64_t n) {
+  float s[8] = {0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; l++) s[l] += a[j + l];
+  for (; j < n; j++) s[0] += a[j];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+static float attnb_dot(const float *a, const float *b, int64_t n) {
+  float s[8] = {0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; l++) s[l] += a[j + l] * b[j + l];
+  for (; j < n; j++) s[0] += a[j] * b[j];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* In-place softmax of one row of n scores; entries [valid, n) are masked (set to 0). */
+static void attnb_softmax_row(float *r, int64_t n, int64_t valid) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < valid; j++) mx = r[j] > mx ? r[j] : mx;
+  for (int64_t j = 0; j < valid; j++) r[j] = nn_fast_exp(r[j] - mx); /* vectorised */
+  float sum = attnb_sum(r, valid);
+  float inv = 1.0f / sum;
+  for (int64_t j = 0; j < valid; j++) r[j] *= inv;
+  for (int64_t j = valid; j < n; j++) r[j] = 0.0f;
+}
+
+/* Rows [i0, i0 + m) of one (image, head): q, k, v, dout, dq at the head's first column with row
+ * stride C; dk, dv (added to) with row stride ld_kv. */
 static void attnb_block(float *dq, float *dk, float *dv, const float *q, const float *k, const float *v,
-                        const float *dout, int64_t M, int64_t D, int64_t C, int64_t i0, int64_t m, int causal,
-                        float scale, float *p, float *dp) {
+                        const float *dout, int64_t M, int64_t D, int64_t C, int64_t ld_kv, int64_t i0, int64_t m,
+                        int causal, float scale, float *p, float *dp) {
   int64_t mc = causal && i0 + m < M ? i0 + m : M;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)mc, (int)D, scale, q + i0 * C, (int)C, k,
               (int)C, 0.0f, p, (int)mc);
-  for (int64_t r = 0; r < m; r++) {
-    float *pr = p + r * mc;
-    if (causal)
-      for (int64_t j = i0 + r + 1; j < mc; j++) pr[j] = -INFINITY;
-    nn_softmax_row_cpu(pr, pr, mc);
-  }
+  for (int64_t r = 0; r < m; r++) attnb_softmax_row(p + r * mc, mc, causal ? i0 + r + 1 : mc);
   if (dv)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)mc, (int)D, (int)m, 1.0f, p, (int)mc, dout + i0 * C,
-                (int)C, 1.0f, dv, (int)C);
+                (int)C, 1.0f, dv, (int)ld_kv);
   if (!dq && !dk) return;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)mc, (int)D, 1.0f, dout + i0 * C, (int)C, v,
               (int)C, 0.0f, dp, (int)mc);
   for (int64_t r = 0; r < m; r++) {
     const float *pr = p + r * mc;
     float *dr = dp + r * mc;
-    double rd = 0.0;
-    for (int64_t j = 0; j < mc; j++) rd += (double)pr[j] * dr[j];
-    float rdf = (float)rd;
+    float rdf = attnb_dot(pr, dr, mc);
     for (int64_t j = 0; j < mc; j++) dr[j] = pr[j] * (dr[j] - rdf);
   }
   if (dq)
@@ -77,7 +120,7 @@ static void attnb_block(float *dq, float *dk, float *dv, const float *q, const f
                 0.0f, dq + i0 * C, (int)C);
   if (dk)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)mc, (int)D, (int)m, scale, dp, (int)mc, q + i0 * C,
-                (int)C, 1.0f, dk, (int)C);
+                (int)C, 1.0f, dk, (int)ld_kv);
 }
 
 /* One (image b, head h) task. */
@@ -90,10 +133,10 @@ static void attnb_task(float *dq, float *dk, float *dv, const float *q, const fl
     if (dkh) memset(dkh + j * C, 0, (size_t)D * sizeof(float));
     if (dvh) memset(dvh + j * C, 0, (size_t)D * sizeof(float));
   }
-  for (int64_t i0 = 0; i0 < N; i0 += NN_ATTN_CPU_QB) {
-    int64_t m = N - i0 < NN_ATTN_CPU_QB ? N - i0 : NN_ATTN_CPU_QB;
-    attnb_block(dq ? dq + oq : NULL, dkh, dvh, q + oq, k + ok, v + ok, dout + oq, M, D, C, i0, m, causal, scale, p,
-                dp);
+  for (int64_t i0 = 0; i0 < N; i0 += ATTNB_QB) {
+    int64_t m = N - i0 < ATTNB_QB ? N - i0 : ATTNB_QB;
+    attnb_block(dq ? dq + oq : NULL, dkh, dvh, q + oq, k + ok, v + ok, dout + oq, M, D, C, C, i0, m, causal, scale,
+                p, dp);
   }
 }
 
@@ -152,28 +195,58 @@ int nn_attention_ex_backward(nn_ctx *ctx, nn_tensor *dq, nn_tensor *dk, nn_tenso
 #endif
   }
   int threads = omp_get_max_threads();
-  size_t per = 2 * (size_t)NN_ATTN_CPU_QB * (size_t)M;
+  size_t per = attnb_cpu_floats_per_thread(M, D), blk = (size_t)ATTNB_QB * (size_t)M;
   float *s = nn_arena_alloc(ctx->scratch, (size_t)threads * per * sizeof(float), err);
   if (!s) return cmds_error_wrap(err, "%s scores", op);
-  int64_t tasks = B * heads;
-  if (N == 0) { /* no queries: the key / value gradients are zero */
-    for (int64_t t = 0; t < tasks; t++) attnb_task(NULL, dkd, dvd, qd, kd, vd, dod, t / heads, t % heads, 0, M, C, D,
-                                                     causal, scale, s, s + per / 2);
-  } else if (tasks >= threads || threads == 1) {
-    int blas_threads = openblas_get_num_threads();
-    if (blas_threads > 1) openblas_set_num_threads(1);
+  int64_t tasks = B * heads, nqb = (N + ATTNB_QB - 1) / ATTNB_QB;
+  /* busy fraction of the threads over the run: across heads vs within a head */
+  double eff_across = (double)tasks / (double)(threads * ((tasks + threads - 1) / threads));
+  double eff_within = (double)nqb / (double)(threads * ((nqb + threads - 1) / threads));
+  int blas_threads = openblas_get_num_threads();
+  if (blas_threads > 1) openblas_set_num_threads(1);
+  if (N == 0 || threads == 1 || eff_across >= eff_within) {
 #pragma omp parallel
     {
       float *p = s + (size_t)omp_get_thread_num() * per;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t t = 0; t < tasks; t++)
-        attnb_task(dqd, dkd, dvd, qd, kd, vd, dod, t / heads, t % heads, N, M, C, D, causal, scale, p, p + per / 2);
+        attnb_task(dqd, dkd, dvd, qd, kd, vd, dod, t / heads, t % heads, N, M, C, D, causal, scale, p, p + blk);
     }
-    if (blas_threads > 1) openblas_set_num_threads(blas_threads);
   } else {
-    for (int64_t t = 0; t < tasks; t++)
-      attnb_task(dqd, dkd, dvd, qd, kd, vd, dod, t / heads, t % heads, N, M, C, D, causal, scale, s, s + per / 2);
+    for (int64_t t = 0; t < tasks; t++) {
+      int64_t b = t / heads, h = t % heads, oq = b * N * C + h * D, ok = b * M * C + h * D;
+#pragma omp parallel
+      {
+        float *p = s + (size_t)omp_get_thread_num() * per, *pdk = p + 2 * blk, *pdv = pdk + M * D;
+        int team = omp_get_num_threads(); /* the threads that zeroed and filled a private pair */
+        if (dkd) memset(pdk, 0, (size_t)(M * D) * sizeof(float));
+        if (dvd) memset(pdv, 0, (size_t)(M * D) * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t qb = 0; qb < nqb; qb++) {
+          int64_t i0 = qb * ATTNB_QB, m = N - i0 < ATTNB_QB ? N - i0 : ATTNB_QB;
+          attnb_block(dqd ? dqd + oq : NULL, dkd ? pdk : NULL, dvd ? pdv : NULL, qd + oq, kd + ok, vd + ok, dod + oq,
+                      M, D, C, D, i0, m, causal, scale, p, p + blk);
+        }
+        /* the implicit barrier above: every private pair is complete; add them up by key rows */
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < M; j++) {
+          float *dkr = dkd ? dkd + ok + j * C : NULL, *dvr = dvd ? dvd + ok + j * C : NULL;
+          for (int64_t e = 0; e < D; e++) {
+            if (dkr) dkr[e] = 0.0f;
+            if (dvr) dvr[e] = 0.0f;
+          }
+          for (int th = 0; th < team; th++) {
+            const float *tk = s + (size_t)th * per + 2 * blk, *tv = tk + M * D;
+            for (int64_t e = 0; e < D; e++) {
+              if (dkr) dkr[e] += tk[j * D + e];
+              if (dvr) dvr[e] += tv[j * D + e];
+            }
+          }
+        }
+      }
+    }
   }
+  if (blas_threads > 1) openblas_set_num_threads(blas_threads);
   nn_arena_rewind(ctx->scratch, mark);
   return CMDS_OK;
 }

@@ -4,10 +4,12 @@
  * squares and three AdamW steps against torch.optim.AdamW. Also: parameter gradients ADD to
  * what is there (they start at 0.5 here), input gradients are SET (they start as NaN), NULL
  * outputs are skipped, the allowed aliasing, the conv's row bands (forced small through
- * CMDS_NN_CONV_BAND_FLOATS), scratch handed back and within the announced *_scratch_bytes,
+ * CMDS_NN_CONV_BAND_FLOATS), the attention with 1, 4 and the default threads (the CPU splits
+ * its work across heads or within one head by the thread count), scratch handed back and within the announced *_scratch_bytes,
  * and the errors for bad arguments. Tolerances (relative, see nnfix_compare): 1e-5 for
  * elementwise ops, 1e-4 where long sums are ordered differently from PyTorch's.
  *   test_nn_backward2 <fixtures/nn_backward2> */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -170,8 +172,8 @@ static void test_gates(void) {
 
 static void test_attention(void) {
   const char *cases[] = {"attention_cross", "attention_self2blk", "attention_causal", "attention_wide",
-                         "attention_heads5"};
-  for (int i = 0; i < 5; i++) {
+                         "attention_heads5", "attention_onehead", "attention_onehead_causal"};
+  for (int i = 0; i < 7; i++) {
     cmds_error err = {0};
     nn_tensor q = nnfix_load(cases[i], "q"), k = nnfix_load(cases[i], "k"), v = nnfix_load(cases[i], "v");
     nn_tensor dout = nnfix_load(cases[i], "dout"), wdq = nnfix_load(cases[i], "dq");
@@ -387,7 +389,15 @@ int main(int argc, char **argv) {
   test_linear();
   test_layernorm();
   test_gates();
+  /* the CPU attention splits the work across heads or within a head depending on the thread
+   * count: run it with 1 and 4 threads too, so both ways are exercised on any machine */
   test_attention();
+  int threads0 = omp_get_max_threads();
+  omp_set_num_threads(1);
+  test_attention();
+  omp_set_num_threads(4);
+  test_attention();
+  omp_set_num_threads(threads0);
   test_conv();
   test_glue();
   test_adamw();

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The LoRA fine-tune's training ops, ours vs PyTorch autograd in one run on the same machine:
+# both tables (minimum and median over the runs), then per op the ratio of the minima,
+# torch ms / ours ms (> 1: ours is faster).
+#   bench_nn_backward2.sh BENCH_BIN cpu|cuda REPS
+set -uo pipefail
+bin=$1
+shift
+ours=$("$bin" "$@"); rc=$?
+[ $rc -eq 77 ] && { echo "$ours"; exit 77; }
+[ $rc -eq 0 ] || { echo "$ours"; exit $rc; }
+echo "ours:"
+echo "$ours"
+ref=$(python3 "$(dirname "$0")/bench_nn_backward2_torch.py" "$@" 2>/dev/null || echo "reference: skipped")
+echo "torch:"
+echo "$ref"
+echo "speed ratio (torch ms / ours ms, minima):"
+awk 'NR == FNR { if ($3 == "ms") t[$1] = $2; next }
+     $3 == "ms" && ($1 in t) { printf "  %-28s %6.2f\n", $1, t[$1] / $2 }' <(echo "$ref") <(echo "$ours")
+exit 0
