@@ -23,3 +23,10 @@ extern "C" int unet_nearest_cuda(nn_ctx *c, float *y, const float *x, int64_t P,
   CUDA_CHECK_LAUNCH();
   return CMDS_OK;
 }
+
+// unet_lora_zero_grad has no context: the device is synchronised around the memset so that it
+// is ordered against work on any stream (once per training step, negligible).
+extern "C" int unet_cuda_zero(void *p, size_t bytes) {
+  if (cudaDeviceSynchronize() != cudaSuccess || cudaMemset(p, 0, bytes) != cudaSuccess) return -1;
+  return cudaDeviceSynchronize() == cudaSuccess ? 0 : -1;
+}
