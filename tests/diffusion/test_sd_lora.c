@@ -313,6 +313,31 @@ static void test_train(sd_models *M) {
   sd_lora_trainer_free(T);
   CHECK(M->unet.lora != NULL, "the LoRA stays attached after the trainer");
 
+  /* 1b. the epsilon target (the script's --prediction_type epsilon): 4 steps from the same start */
+  {
+    cmds_jv je;
+    char pe[1200];
+    fixture(pe, sizeof pe, "train_eps.json");
+    if (cmds_jv_read_file(pe, &je, &err)) {
+      CHECK(0, "%s", err.msg);
+    } else {
+      const cmds_jv *le = cmds_jv_member(&je, "loss");
+      ddim_prediction keep = M->sched.prediction;
+      M->sched.prediction = DDIM_PRED_EPSILON;
+      sd_lora_trainer *Te = new_trainer(M, &ctx, &r, &r.o);
+      double worst = 0;
+      for (int64_t st = 0; Te && le && st < le->n; st++) {
+        double l = 0;
+        if (ref_step(Te, &r, st, &l)) break;
+        worst = fmax(worst, fabs(l - jnum(le, st)) / jnum(le, st));
+      }
+      CHECK(Te && le && le->n == 4 && worst <= 1e-4, "epsilon target, 4 steps: worst relative loss difference %.3g", worst);
+      sd_lora_trainer_free(Te);
+      M->sched.prediction = keep;
+      cmds_jv_free(&je);
+    }
+  }
+
   /* 2. stop after 8 steps, resume in a new trainer: bit for bit the uninterrupted run */
   char state[400];
   snprintf(state, sizeof state, "%s/state.safetensors", tmpdir);
