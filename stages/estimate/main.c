@@ -17,7 +17,11 @@
  * `<cat>.h5` when every row is done: a cache at its final name is always whole, with or
  * without complete normals_est. A killed run resumes from the copy (only rows without a done
  * flag are computed); a rerun with other settings (checkpoint, steps, resolution, ensemble,
- * seed, image source) is refused unless --force. */
+ * seed, image source) is refused unless --force.
+ *
+ * Augmented samples (cmds-augment's group `augmented`) get normals_est from their cached RGB
+ * (there is no original). Their estimates are tied to the cache's augmented_id: a new
+ * augmented group makes the next run compute that group only. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
