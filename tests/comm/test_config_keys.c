@@ -30,7 +30,7 @@ static void refuse(cmds_config *c, const char *kv, unsigned stages, const char *
 /* Sets kv and expects the canonical text `want` for its key. */
 static void accept(cmds_config *c, const char *kv, const char *want) {
   cmds_error err = {0};
-  int rc = cmds_config_set_arg(c, kv, NULL, CMDS_KEYS_ALL, &err);
+  int rc = cmds_config_set_arg(c, kv, NULL, CMDS_KEYS_ALL | CMDS_KEY_AUGMENT, &err);
   CHECK(rc == 0, "%s: %s", kv, err.msg);
   const char *eq = strchr(kv, '=');
   int k = cmds_key_find(kv, (size_t)(eq - kv));
