@@ -202,7 +202,9 @@ void cmds_sc_info_free(cmds_sc_info *info) {
 
 /* ---- estimated normals (cmds-estimate) ---- */
 
-static const char *const est_groups[2] = {"support", "test"};
+static const char *const est_groups[3] = {"support", "test", "augmented"};
+
+const char *cmds_sc_group_name(int g) { return g >= 0 && g < 3 ? est_groups[g] : "?"; }
 
 void cmds_sc_est_identity(const cmds_sc_est_info *e, char *out, size_t cap) {
   snprintf(out, cap, "marigold %s steps=%lld res=%lld ensemble=%lld seed=%lld source=%s", e->checkpoint,
@@ -277,47 +279,52 @@ int cmds_sc_est_status(hid_t file, const char *path, int *present, int *complete
   return CMDS_OK;
 }
 
+/* Creates group g's normals_est (+ done flags 0) or, when they exist, sets every flag to 0. */
+static int est_prepare_group(hid_t file, const char *path, int g, int zstd_level, cmds_error *err) {
+  int rc = CMDS_OK;
+  char q[64];
+  snprintf(q, sizeof q, "%s/rgb", est_groups[g]);
+  hsize_t rgb[8];
+  if (cmds_h5_dataset_shape(file, q, rgb, 8) != 4)
+    return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /%s is missing or not (N, S, S, 3)", path, q);
+  hid_t grp = H5Gopen2(file, est_groups[g], H5P_DEFAULT);
+  if (grp < 0) return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: group /%s is missing", path, est_groups[g]);
+  hsize_t n = rgb[0];
+  if (!cmds_h5_exists(grp, "normals_est")) {
+    hid_t d = cmds_h5_create_rows(grp, "normals_est", H5T_NATIVE_FLOAT, 4, rgb, zstd_level, err);
+    if (d < 0) rc = cmds_error_wrap(err, "%s: /%s", path, est_groups[g]);
+    else H5Dclose(d);
+  }
+  if (!rc && !cmds_h5_exists(grp, "normals_est_done")) {
+    /* Contiguous, allocated at creation, fill 0: written collectively per round. */
+    hid_t space = H5Screate_simple(1, &n, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    uint8_t zero = 0;
+    H5Pset_fill_value(dcpl, H5T_NATIVE_UINT8, &zero);
+    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+    hid_t dd = H5Dcreate2(grp, "normals_est_done", H5T_NATIVE_UINT8, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    if (dd < 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot create /%s/normals_est_done", path, est_groups[g]);
+    else H5Dclose(dd);
+  } else if (!rc && n > 0) {
+    /* Existing flags (a forced rerun): every row to be computed again. Every rank writes
+     * the same zeros through a collective write of the whole (small) dataset. */
+    hid_t dd = H5Dopen2(grp, "normals_est_done", H5P_DEFAULT);
+    uint8_t *zeros = cmds_xcalloc((size_t)(n ? n : 1), 1);
+    rc = dd < 0 ? CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /%s/normals_est_done", path, est_groups[g])
+                : cmds_h5_write_rows(dd, H5T_NATIVE_UINT8, 0, (int64_t)n, zeros, err);
+    free(zeros);
+    if (dd >= 0) H5Dclose(dd);
+  }
+  H5Gclose(grp);
+  return rc;
+}
+
 int cmds_sc_est_prepare(hid_t file, const char *path, const cmds_sc_est_info *info, int zstd_level,
                         cmds_error *err) {
   int rc = CMDS_OK;
-  for (int g = 0; g < 2 && !rc; g++) {
-    char q[64];
-    snprintf(q, sizeof q, "%s/rgb", est_groups[g]);
-    hsize_t rgb[8];
-    if (cmds_h5_dataset_shape(file, q, rgb, 8) != 4)
-      return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /%s is missing or not (N, S, S, 3)", path, q);
-    hid_t grp = H5Gopen2(file, est_groups[g], H5P_DEFAULT);
-    if (grp < 0) return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: group /%s is missing", path, est_groups[g]);
-    hsize_t n = rgb[0];
-    if (!cmds_h5_exists(grp, "normals_est")) {
-      hid_t d = cmds_h5_create_rows(grp, "normals_est", H5T_NATIVE_FLOAT, 4, rgb, zstd_level, err);
-      if (d < 0) rc = cmds_error_wrap(err, "%s: /%s", path, est_groups[g]);
-      else H5Dclose(d);
-    }
-    if (!rc && !cmds_h5_exists(grp, "normals_est_done")) {
-      /* Contiguous, allocated at creation, fill 0: written collectively per round. */
-      hid_t space = H5Screate_simple(1, &n, NULL);
-      hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-      uint8_t zero = 0;
-      H5Pset_fill_value(dcpl, H5T_NATIVE_UINT8, &zero);
-      H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
-      hid_t dd = H5Dcreate2(grp, "normals_est_done", H5T_NATIVE_UINT8, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-      H5Pclose(dcpl);
-      H5Sclose(space);
-      if (dd < 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot create /%s/normals_est_done", path, est_groups[g]);
-      else H5Dclose(dd);
-    } else if (!rc && n > 0) {
-      /* Existing flags (a forced rerun): every row to be computed again. Every rank writes
-       * the same zeros through a collective write of the whole (small) dataset. */
-      hid_t dd = H5Dopen2(grp, "normals_est_done", H5P_DEFAULT);
-      uint8_t *zeros = cmds_xcalloc((size_t)(n ? n : 1), 1);
-      rc = dd < 0 ? CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /%s/normals_est_done", path, est_groups[g])
-                  : cmds_h5_write_rows(dd, H5T_NATIVE_UINT8, 0, (int64_t)n, zeros, err);
-      free(zeros);
-      if (dd >= 0) H5Dclose(dd);
-    }
-    H5Gclose(grp);
-  }
+  for (int g = 0; g < 2 && !rc; g++) rc = est_prepare_group(file, path, g, zstd_level, err);
   if (rc) return rc;
   char id[512];
   cmds_sc_est_identity(info, id, sizeof id);
@@ -368,6 +375,202 @@ int cmds_sc_est_read_rows(hid_t file, int g, int64_t row0, int64_t nrows, float 
   int rc = cmds_h5_read_rows(d, H5T_NATIVE_FLOAT, row0, nrows, normals, err);
   H5Dclose(d);
   return rc ? cmds_error_wrap(err, "/%s/normals_est", est_groups[g]) : CMDS_OK;
+}
+
+/* ---- augmented samples (cmds-augment) ---- */
+
+/* The communicator a file was opened with (MPI_COMM_SELF for a file not on the MPI-IO
+ * driver); *owned says whether the caller must free it. */
+static MPI_Comm file_comm(hid_t file, int *owned) {
+  MPI_Comm comm = MPI_COMM_SELF;
+  *owned = 0;
+  hid_t fapl = H5Fget_access_plist(file);
+  if (fapl >= 0 && H5Pget_driver(fapl) == H5FD_MPIO) {
+    MPI_Info info = MPI_INFO_NULL;
+    if (H5Pget_fapl_mpio(fapl, &comm, &info) >= 0) {
+      *owned = 1;
+      if (info != MPI_INFO_NULL) MPI_Info_free(&info);
+    } else {
+      comm = MPI_COMM_SELF;
+    }
+  }
+  if (fapl >= 0) H5Pclose(fapl);
+  return comm;
+}
+
+static int is_zero(const void *p, size_t bytes) {
+  const unsigned char *c = p;
+  for (size_t i = 0; i < bytes; i++)
+    if (c[i]) return 0;
+  return 1;
+}
+
+/* Row i of b against the layout of schemas/sample_cache_v1.md (augmented group). */
+static int aug_check_row(const cmds_sample_batch *b, int64_t i, const char *path, cmds_error *err) {
+  const size_t px = (size_t)b->size * (size_t)b->size;
+  char id[CMDS_SC_ID_LEN + 1], defect[CMDS_SC_DEFECT_LEN + 1];
+  memcpy(id, b->sample_id + (size_t)i * CMDS_SC_ID_LEN, CMDS_SC_ID_LEN);
+  id[CMDS_SC_ID_LEN] = 0;
+  memcpy(defect, b->defect_type + (size_t)i * CMDS_SC_DEFECT_LEN, CMDS_SC_DEFECT_LEN);
+  defect[CMDS_SC_DEFECT_LEN] = 0;
+  const char *where = "";
+  if (strncmp(id, "augmented/", 10) || strlen(id) < 12 || !strchr(id + 10, '/') || id[strlen(id) - 1] == '/')
+    where = "sample_id (expected \"augmented/<support sample id>/<j>\")";
+  else if (strcmp(defect, CMDS_SC_AUG_DEFECT)) where = "defect_type (expected \"" CMDS_SC_AUG_DEFECT "\")";
+  else if (b->label[i]) where = "label (expected 0)";
+  else if (!is_zero(b->xyz + (size_t)i * px * 3, px * 3 * sizeof(float))) where = "xyz (expected zeros)";
+  else if (!is_zero(b->normals + (size_t)i * px * 3, px * 3 * sizeof(float))) where = "normals (expected zeros)";
+  else if (!is_zero(b->fg_mask + (size_t)i * px, px)) where = "fg_mask (expected zeros)";
+  else if (!is_zero(b->gt_mask + (size_t)i * px, px)) where = "gt_mask (expected zeros)";
+  else if (!is_zero(b->plane + (size_t)i * 4, 4 * sizeof(double))) where = "plane (expected zeros)";
+  else return CMDS_OK;
+  return CMDS_FAIL(err, CMDS_EINPUT, "%s: augmented row %lld ('%s'): bad %s", path, (long long)i, id, where);
+}
+
+int cmds_sc_aug_write(hid_t file, const char *path, int64_t n, int size, const cmds_sample_batch *b,
+                      const char *identity, int zstd_level, cmds_error *err) {
+  int owned = 0;
+  MPI_Comm comm = file_comm(file, &owned);
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  /* Checks: the arguments on every rank, the rows on rank 0; rank 0's verdict for all. */
+  int rc = CMDS_OK;
+  hsize_t rgb[8];
+  if (cmds_h5_dataset_shape(file, "support/rgb", rgb, 8) != 4)
+    rc = CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /support/rgb is missing or not (N, S, S, 3)", path);
+  else if (size <= 0 || (hsize_t)size != rgb[1])
+    rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: augmented images are %d x %d, the cache's are %d x %d", path, size, size,
+                   (int)rgb[1], (int)rgb[1]);
+  else if (n < 0) rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: augmented rows: n = %lld", path, (long long)n);
+  else if (n > 0 && (!identity || !identity[0] || strchr(identity, '\n') || strlen(identity) >= CMDS_SC_AUG_ID_LEN))
+    rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: augmented_id must be one non-empty line under %d characters", path,
+                   CMDS_SC_AUG_ID_LEN);
+  else if (rank == 0 && n > 0 && (!b || b->size != size || b->cap < n))
+    rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: augmented batch holds %lld rows of %d x %d, expected %lld of %d x %d", path,
+                   b ? (long long)b->cap : 0LL, b ? b->size : 0, b ? b->size : 0, (long long)n, size, size);
+  for (int64_t i = 0; rank == 0 && !rc && i < n; i++) rc = aug_check_row(b, i, path, err);
+  MPI_Bcast(&rc, 1, MPI_INT, 0, comm);
+  if (rc) {
+    MPI_Bcast(err->msg, (int)sizeof err->msg, MPI_CHAR, 0, comm);
+    err->code = rc;
+    if (owned) MPI_Comm_free(&comm);
+    return rc;
+  }
+  /* Replace: the old group (with any normals_est of it) and its attribute go first. */
+  if (cmds_h5_exists(file, "augmented") && H5Ldelete(file, "augmented", H5P_DEFAULT) < 0)
+    rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot remove the old /augmented", path);
+  if (!rc && H5Aexists(file, "augmented_id") > 0 && H5Adelete(file, "augmented_id") < 0)
+    rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot remove the old augmented_id", path);
+  if (!rc && n > 0) {
+    cmds_sc_group g;
+    rc = cmds_sc_group_create(file, "augmented", n, size, zstd_level, &g, err);
+    /* Rank 0 writes every row; the others join each collective write with no rows. */
+    cmds_sample_batch none;
+    memset(&none, 0, sizeof none);
+    if (rank != 0) cmds_sample_batch_alloc(&none, 1, size);
+    const size_t row_bytes = (size_t)size * (size_t)size * 3 * sizeof(float); /* the largest row */
+    int64_t per_call = (int64_t)((CMDS_H5_MAX_WRITE_BYTES / 2) / row_bytes);
+    if (per_call < 1) per_call = 1;
+    for (int64_t r0 = 0; r0 < n && !rc; r0 += per_call) {
+      int64_t cnt = n - r0 < per_call ? n - r0 : per_call;
+      if (rank == 0) {
+        /* a view of rows [r0, r0 + cnt) of b */
+        const size_t px = (size_t)size * (size_t)size;
+        cmds_sample_batch v = *b;
+        v.cap = cnt;
+        v.rgb = b->rgb + (size_t)r0 * px * 3;
+        v.xyz = b->xyz + (size_t)r0 * px * 3;
+        v.normals = b->normals + (size_t)r0 * px * 3;
+        v.fg_mask = b->fg_mask + (size_t)r0 * px;
+        v.gt_mask = b->gt_mask + (size_t)r0 * px;
+        v.label = b->label + r0;
+        v.defect_type = b->defect_type + (size_t)r0 * CMDS_SC_DEFECT_LEN;
+        v.sample_id = b->sample_id + (size_t)r0 * CMDS_SC_ID_LEN;
+        v.native_hw = b->native_hw + (size_t)r0 * 2;
+        v.pad = b->pad + (size_t)r0 * 3;
+        v.plane = b->plane + (size_t)r0 * 4;
+        rc = cmds_sc_group_write(&g, r0, cnt, &v, err);
+      } else {
+        rc = cmds_sc_group_write(&g, 0, 0, &none, err);
+      }
+    }
+    if (rank != 0) cmds_sample_batch_free(&none);
+    cmds_sc_group_close(&g);
+    if (rc) rc = cmds_error_wrap(err, "%s: /augmented", path);
+    if (!rc && cmds_h5_attr_write_str(file, "augmented_id", identity))
+      rc = CMDS_FAIL(err, CMDS_EIO, "%s: writing the augmented_id attribute", path);
+  }
+  if (!rc && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: flush", path);
+  if (owned) MPI_Comm_free(&comm);
+  return rc;
+}
+
+int cmds_sc_aug_status(hid_t file, const char *path, int64_t *n, char *identity, size_t cap, cmds_error *err) {
+  *n = 0;
+  if (cap) identity[0] = 0;
+  int has_group = cmds_h5_exists(file, "augmented"), has_attr = H5Aexists(file, "augmented_id") > 0;
+  if (!has_group && !has_attr) return CMDS_OK;
+  if (!has_group)
+    return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: attribute augmented_id without a group /augmented (rerun cmds-augment)", path);
+  if (!has_attr)
+    return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: group /augmented without the attribute augmented_id (rerun cmds-augment)", path);
+  hsize_t sup[8], aug[8];
+  int ns = cmds_h5_dataset_shape(file, "support/rgb", sup, 8), na = cmds_h5_dataset_shape(file, "augmented/rgb", aug, 8);
+  if (na != 4 || ns != 4 || aug[1] != sup[1] || aug[2] != sup[2] || aug[3] != 3)
+    return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /augmented/rgb should be (N, S, S, 3) with the S of /support/rgb", path);
+  int rc = cmds_h5_attr_read_str(file, "augmented_id", identity, cap, path, err);
+  if (rc) return rc;
+  *n = (int64_t)aug[0];
+  return CMDS_OK;
+}
+
+int cmds_sc_est_aug_state(hid_t file, const char *path, cmds_sc_aug_est_state *state, cmds_error *err) {
+  *state = CMDS_SC_AUG_EST_ABSENT;
+  int64_t n = 0;
+  char id[CMDS_SC_AUG_ID_LEN], made_for[CMDS_SC_AUG_ID_LEN];
+  int rc = cmds_sc_aug_status(file, path, &n, id, sizeof id, err);
+  if (rc || !cmds_h5_exists(file, "augmented")) return rc;
+  int have_est = cmds_h5_exists(file, "augmented/normals_est"), have_done = cmds_h5_exists(file, "augmented/normals_est_done");
+  if (!have_est && !have_done) return CMDS_OK;
+  hsize_t est[8], done[8];
+  if (cmds_h5_dataset_shape(file, "augmented/normals_est", est, 8) != 4 || est[0] != (hsize_t)n || est[3] != 3 ||
+      cmds_h5_dataset_shape(file, "augmented/normals_est_done", done, 8) != 1 || done[0] != (hsize_t)n)
+    return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /augmented/normals_est should be (N, S, S, 3) with (N) done flags beside", path);
+  hid_t grp = H5Gopen2(file, "augmented", H5P_DEFAULT);
+  made_for[0] = 0;
+  if (H5Aexists(grp, "normals_est_augmented_id") > 0)
+    rc = cmds_h5_attr_read_str(grp, "normals_est_augmented_id", made_for, sizeof made_for, path, err);
+  H5Gclose(grp);
+  if (rc) return rc;
+  if (strcmp(made_for, id)) {
+    *state = CMDS_SC_AUG_EST_STALE;
+    return CMDS_OK;
+  }
+  uint8_t *flags = cmds_xcalloc((size_t)(n ? n : 1), 1);
+  rc = cmds_sc_est_read_done(file, CMDS_SC_AUGMENTED, flags, err);
+  int all = 1;
+  for (int64_t i = 0; i < n && !rc; i++) all &= flags[i] != 0;
+  free(flags);
+  if (rc) return cmds_error_wrap(err, "%s", path);
+  *state = all ? CMDS_SC_AUG_EST_COMPLETE : CMDS_SC_AUG_EST_PARTIAL;
+  return CMDS_OK;
+}
+
+int cmds_sc_est_aug_prepare(hid_t file, const char *path, int zstd_level, cmds_error *err) {
+  int64_t n = 0;
+  char id[CMDS_SC_AUG_ID_LEN];
+  int rc = cmds_sc_aug_status(file, path, &n, id, sizeof id, err);
+  if (rc) return rc;
+  if (!cmds_h5_exists(file, "augmented"))
+    return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: no group /augmented to estimate normals for", path);
+  rc = est_prepare_group(file, path, CMDS_SC_AUGMENTED, zstd_level, err);
+  if (rc) return rc;
+  hid_t grp = H5Gopen2(file, "augmented", H5P_DEFAULT);
+  int w = grp < 0 || cmds_h5_attr_write_str(grp, "normals_est_augmented_id", id);
+  if (grp >= 0) H5Gclose(grp);
+  if (w) return CMDS_FAIL(err, CMDS_EIO, "%s: writing /augmented normals_est_augmented_id", path);
+  if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) return CMDS_FAIL(err, CMDS_EIO, "%s: flush", path);
+  return CMDS_OK;
 }
 
 int cmds_sc_open_rw(hid_t *file, const char *path, MPI_Comm comm, cmds_error *err) {

@@ -83,7 +83,8 @@ typedef struct cmds_sc_est_info {
 /* One line naming everything that shapes the values (attribute `normals_est_id`; the
  * feature cache records it): "marigold <checkpoint> steps=S res=R ensemble=E seed=X source=..". */
 void cmds_sc_est_identity(const cmds_sc_est_info *e, char *out, size_t cap);
-/* *present: both groups have normals_est (info and *complete filled: every done flag set);
+/* Support and test only (the augmented group: cmds_sc_est_aug_state).
+ * *present: both groups have normals_est (info and *complete filled: every done flag set);
  * 0 when neither has. One group only, a wrong shape or missing attributes: CMDS_ESCHEMA. */
 int cmds_sc_est_status(hid_t file, const char *path, int *present, int *complete,
                        cmds_sc_est_info *info, cmds_error *err);
@@ -93,7 +94,7 @@ int cmds_sc_est_read_id(hid_t file, const char *path, char *out, size_t cap, cmd
  * (done flags 0) or, when they exist, sets every done flag to 0; writes the attributes. */
 int cmds_sc_est_prepare(hid_t file, const char *path, const cmds_sc_est_info *info, int zstd_level,
                         cmds_error *err);
-/* Done flags of rows [0, n) of group g (0 support, 1 test). Independent. */
+/* Done flags of rows [0, n) of group g (CMDS_SC_SUPPORT, _TEST, _AUGMENTED). Independent. */
 int cmds_sc_est_read_done(hid_t file, int g, uint8_t *done, cmds_error *err);
 /* Collective: writes rows [row0, row0 + nrows) of group g, flushes, sets their done
  * flags, flushes (a kill loses at most the rows in flight). nrows may be 0. */
@@ -102,6 +103,55 @@ int cmds_sc_est_write_rows(hid_t file, int g, int64_t row0, int64_t nrows, const
 /* Independent read of rows [row0, row0 + nrows) of group g: (nrows, S, S, 3). */
 int cmds_sc_est_read_rows(hid_t file, int g, int64_t row0, int64_t nrows, float *normals,
                           cmds_error *err);
+/* Group index of the est/aug functions: 0 `support`, 1 `test`, 2 `augmented`. */
+#define CMDS_SC_SUPPORT 0
+#define CMDS_SC_TEST 1
+#define CMDS_SC_AUGMENTED 2
+/* Name of group g ("support", "test", "augmented"). */
+const char *cmds_sc_group_name(int g);
+
+/* ---- Augmented samples (cmds-augment; optional, the schema version stays 1) ----
+ * Group `augmented`: the datasets of `support` for n generated images (rgb set; xyz,
+ * normals, fg_mask, gt_mask all zero; label 0; defect_type "augmented"; sample_id
+ * "augmented/<support sample id>/<j>"; native_hw and pad of the source row; plane zero)
+ * plus the root attribute `augmented_id`: one line saying how they were made (written by
+ * cmds-augment; estimate, features and train key their outputs on it). */
+#define CMDS_SC_AUG_DEFECT "augmented"
+#define CMDS_SC_AUG_ID_LEN 512
+
+/* Collective over the communicator the file was opened with (MPI_COMM_SELF for a single
+ * writer). Removes an existing `augmented` group (and whatever `cmds-estimate` added to it)
+ * and writes batch rows [0, n) as the new group, with `augmented_id` = identity; n = 0
+ * removes the group and the attribute (augmentation off). b is read on rank 0 of the file's
+ * communicator only (other ranks may pass NULL); size must be the cache's S. Every row is
+ * checked against the layout above (label, defect_type, sample_id prefix, zero 3D data):
+ * CMDS_EINPUT naming the row and field. The file is expected to be a private copy (the
+ * stage renames it over the cache afterwards): HDF5 does not give back the space of a
+ * removed group, and a reader must never see a half-written group. */
+int cmds_sc_aug_write(hid_t file_rw, const char *path, int64_t n, int size, const cmds_sample_batch *b,
+                      const char *identity, int zstd_level, cmds_error *err);
+/* *n = rows of `augmented` (0 and identity "" when absent). A group without the attribute,
+ * an attribute without the group, or a group whose images are not S x S: CMDS_ESCHEMA
+ * naming the file. Independent (any rank). */
+int cmds_sc_aug_status(hid_t file, const char *path, int64_t *n, char *identity, size_t cap,
+                       cmds_error *err);
+
+/* Estimated normals of the augmented rows (cmds-estimate): `augmented/normals_est` and
+ * `augmented/normals_est_done` like the other groups, plus the group attribute
+ * `normals_est_augmented_id`: the `augmented_id` they were made for (a cache whose
+ * augmented group was replaced since shows STALE, and only that group is recomputed). */
+typedef enum {
+  CMDS_SC_AUG_EST_ABSENT = 0,   /* no augmented group, or no normals_est in it */
+  CMDS_SC_AUG_EST_STALE = 1,    /* normals_est made for another augmented_id */
+  CMDS_SC_AUG_EST_PARTIAL = 2,  /* current, some done flag 0 */
+  CMDS_SC_AUG_EST_COMPLETE = 3  /* current, every done flag 1 */
+} cmds_sc_aug_est_state;
+int cmds_sc_est_aug_state(hid_t file, const char *path, cmds_sc_aug_est_state *state, cmds_error *err);
+/* Collective, on a file open for writing with an augmented group: creates
+ * augmented/normals_est (+ done flags 0) or, when they exist, sets every flag to 0; writes
+ * normals_est_augmented_id. The root normals_est_* attributes stay cmds_sc_est_prepare's. */
+int cmds_sc_est_aug_prepare(hid_t file, const char *path, int zstd_level, cmds_error *err);
+
 /* Collective: opens an existing sample cache read-write over comm (checks the schema). */
 int cmds_sc_open_rw(hid_t *file, const char *path, MPI_Comm comm, cmds_error *err);
 
