@@ -17,7 +17,7 @@
 #include "cmds_mpi.h"
 #include "formats.h"
 #include "h5io.h"
-#include "image/resize.h"
+#include "resize.h"
 #include "sample_cache.h"
 
 typedef struct aug_rows {
