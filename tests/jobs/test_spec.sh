@@ -131,7 +131,7 @@ grep -q "bagel/k1/default-c[0-9a-f]\{8\}/maps.default.h5 " "$work/names.out"; ok
 # The full reproduction: 2 datasets x 10 categories x k=1,2,4 (60), Table 3 (+30 results,
 # +30 models: real only, est only, MLP), Table 4 (+40 results, no model), Figure 5 (11 points,
 # 0.1 is the base: +600 results, no model).
-CMDS_DATA=/nonexistent CMDS_WEIGHTS=/nonexistent/w.safetensors CMDS_MARIGOLD=/nonexistent/marigold "$bin/cmds-run" "$src/jobs/reproduce.yaml" --dry-run >"$work/repro.out" 2>&1
+CMDS_DATA=/nonexistent CMDS_WEIGHTS=/nonexistent/w.safetensors CMDS_MARIGOLD=/nonexistent/marigold CMDS_SD=/nonexistent/sd "$bin/cmds-run" "$src/jobs/reproduce.yaml" --dry-run >"$work/repro.out" 2>&1
 ok $? "reproduce.yaml: $(head -5 "$work/repro.out")"
 grep -q "730 results, 90 trained models" "$work/repro.out"; ok $? "reproduce: 730 results from 90 models"
 grep -q "experiment table4: 50 results from 10 models" "$work/repro.out"; ok $? "table4 must not retrain"
@@ -140,6 +140,7 @@ grep -q "experiment table3: 40 results from 40 models" "$work/repro.out"; ok $? 
 [ "$(grep -c '^mvtec3d .* train.streams=real$' "$work/repro.out")" = 10 ]; ok $? "real-only training tasks"
 grep -q "maps.l1-0.3_l2-0.3.h5 .* score.l1=0.3 score.l2=0.3" "$work/repro.out"; ok $? "figure5 settings and labels"
 grep -q "cmds-estimate --dataset eyecandies .* --marigold /nonexistent/marigold --data /nonexistent/eyecandies " "$work/repro.out"; ok $? "reproduce: Marigold normals on the original images"
+grep -q "cmds-augment --dataset mvtec3d --cache .* --sd /nonexistent/sd --data /nonexistent/mvtec_3d_anomaly_detection --run .* --device auto --category bagel," "$work/repro.out"; ok $? "reproduce: augmentation with METHOD.md's settings from the original support images"
 # The demo spec resolves with the Makefile's variables.
 DEMO_OUT=$work/demo NP=3 "$bin/cmds-run" "$src/jobs/demo.yaml" --dry-run >"$work/demo.out" 2>&1; ok $? "demo.yaml"
 grep -q "mpiexec -n 3 " "$work/demo.out"; ok $? "demo: NP sets the ranks"
