@@ -9,7 +9,7 @@
 #     checkpoint kept; the rerun resumes at step 2 and equals the uninterrupted run; the same
 #     with SIGTERM (exit 7); SIGKILL after the first image: the rerun reuses it;
 #   - a rerun skips; other settings are refused, --force replaces them (other values);
-#   - the cached RGB as the source (recorded, other values);
+#   - the cached RGB as the source (recorded; at R = 64 other values than from the originals);
 #   - cmds-features encodes the augmented cache.
 #   test_augment.sh BIN_DIR CHECKPOINT WORK MPIEXEC...
 set -uo pipefail
@@ -107,11 +107,16 @@ ok "--force with another seed" '[ $? -eq 0 ]'
 "$bin/check_augment" ok "$(f a)" 2 >/dev/null; ok "forced: 2 rows" '[ $? -eq 0 ]'
 "$bin/check_augment" differ "$(f a)" "$work/a_before.h5" >/dev/null; ok "another seed: other images" '[ $? -eq 0 ]'
 
-# The cached RGB as the source.
-aug -n 2 "$bin/cmds-augment" --cache "$work/c" --dataset mvtec3d --sd "$ckpt" "${SET[@]}" >/dev/null 2>&1
-"$bin/check_augment" ok "$(f c)" 2 >/dev/null; ok "cache source: 2 rows" '[ $? -eq 0 ]'
+# The cached RGB as the source. At R = S both sources give the LoRA the same pixels (the cache
+# holds prep's resize of the original), so compare at R = 64: the original's 100 x 100 square
+# resized vs the 32 x 32 cache upsampled.
+R64=(--category bagel --set augment.resolution=64)
+aug -n 1 "$bin/cmds-augment" --cache "$work/c" --dataset mvtec3d --sd "$ckpt" "${SET[@]}" "${R64[@]}" >/dev/null 2>&1
+"$bin/check_augment" ok "$(f c)" 2 "$work/c/augment/mvtec3d/bagel/images" >/dev/null; ok "cache source at R = 64: 2 rows" '[ $? -eq 0 ]'
 ok "cache source recorded" 'grep -q "\"source\": \"cache\"" "$work/c/mvtec3d/bagel.augment.json"'
-"$bin/check_augment" differ "$(f c)" "$(f b)" >/dev/null; ok "cache source: other images than from the originals" '[ $? -eq 0 ]'
+aug -n 1 "$bin/cmds-augment" --cache "$work/x" "${A[@]}" "${R64[@]}" >/dev/null 2>&1
+"$bin/check_augment" ok "$(f x)" 2 "$work/x/augment/mvtec3d/bagel/images" >/dev/null; ok "dataset source at R = 64: 2 rows" '[ $? -eq 0 ]'
+"$bin/check_augment" differ "$(f c)" "$(f x)" >/dev/null; ok "cache source: other images than from the originals" '[ $? -eq 0 ]'
 
 # Downstream: the feature cache encodes the augmented rows.
 "${mp[@]}" -n 2 "$bin/cmds-features" --cache "$work/b" --dataset mvtec3d --random-backbone 0 >"$work/features.out" 2>&1
