@@ -13,8 +13,9 @@
  *   out = clamp(decode(latents) / 2 + 0.5, 0, 1) as (H, W, 3)   (postprocess, output_type "np")
  * Random draws: eps_vae then noise, both (C, H/f, W/f) standard normals, from kernels/rng.h seeded
  * with o->seed, or the caller's (tests pass diffusers' own).
- * n_init = 0 (strength too small for the step count) returns the VAE round trip of the posterior
- * sample, as the pipeline does. The prompt / negative embeddings are M's (sd_models_set_prompt).
+ * n_init = 0 (strength too small for the step count: the pipeline fails on it too) is CMDS_EINPUT.
+ * int(steps x strength) is taken on the decimal the float strength was written as (0.7f as 0.7), as
+ * Python computes it. The prompt / negative embeddings are M's (sd_models_set_prompt).
  * Device work on ctx (M's device); scratch: sd_img2img_workspace_bytes. */
 #ifndef CMDS_DIFFUSION_IMG2IMG_H
 #define CMDS_DIFFUSION_IMG2IMG_H

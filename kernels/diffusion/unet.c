@@ -17,6 +17,8 @@
 #include <string.h>
 
 #include "config.h"
+#include "rng.h"
+#include "unet_internal.h"
 #include "nn/activation.h"
 #include "nn/attention.h"
 #include "nn/conv.h"
@@ -28,11 +30,10 @@
 /* unet.cu: the nearest upsampling to a size that is not 2x (odd latent sizes) */
 int unet_nearest_cuda(nn_ctx *ctx, float *y, const float *x, int64_t P, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
                       cmds_error *err);
+/* unet.cu: memset 0 of device memory (blocking) */
+int unet_cuda_zero(void *p, size_t bytes);
 #endif
 
-#define UNET_LN_EPS 1e-5f  /* BasicTransformerBlock's LayerNorms (Transformer2DModel default) */
-#define UNET_TGN_EPS 1e-6f /* Transformer2DModel's GroupNorm */
-#define UNET_MAX_SKIPS 256
 
 /* ------------------------------------------------------------------ config */
 
@@ -395,6 +396,7 @@ void unet_free(unet_model *m) {
       free(bs[k]->resnets);
     }
   }
+  unet_lora_detach(m);
   free_transformer(&m->mid_attn);
   nn_arena_free(&m->params);
   free(m->source);
@@ -440,66 +442,26 @@ int unet_in_channels(const unet_model *m) { return (int)m->cfg.in_channels; }
 
 /* ------------------------------------------------------------------ forward */
 
-typedef struct ustate {
-  nn_ctx *ctx;
-  nn_device dev;
-  int dry;             /* count only: no op runs, no memory is touched */
-  size_t used, peak;   /* dry: bytes relative to the aligned start */
-  cmds_error *err;
-} ustate;
 
-#define ALIGN256(x) (((x) + 255) & ~(size_t)255)
-#define OP(call)                      \
-  do {                                \
-    if (!S->dry) {                    \
-      int rc_ = (call);               \
-      if (rc_) return rc_;            \
-    }                                 \
-  } while (0)
-
-static size_t u_mark(ustate *S) { return S->dry ? S->used : nn_arena_mark(S->ctx->scratch); }
-static void u_rewind(ustate *S, size_t mk) {
-  if (S->dry) S->used = mk;
-  else nn_arena_rewind(S->ctx->scratch, mk);
-}
-/* An op will take `bytes` of scratch (possibly in a few aligned pieces) and hand it back. */
-static void u_need(ustate *S, size_t bytes) {
-  if (!S->dry || !bytes) return;
-  size_t top = ALIGN256(S->used) + bytes + 1024;
-  if (top > S->peak) S->peak = top;
-}
-static int u_alloc(ustate *S, nn_tensor *t, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
-  int64_t shape[4] = {d0, d1, d2, d3};
-  memset(t, 0, sizeof *t);
-  t->dtype = NN_F32, t->device = S->dev, t->ndim = ndim;
-  size_t n = 1;
-  for (int d = 0; d < ndim; d++) t->shape[d] = shape[d], n *= (size_t)shape[d];
-  if (S->dry) {
-    S->used = ALIGN256(S->used) + n * sizeof(float);
-    if (S->used > S->peak) S->peak = S->used;
-    return 0;
-  }
-  t->data = nn_arena_alloc(S->ctx->scratch, n * sizeof(float), S->err);
-  return t->data ? 0 : cmds_error_wrap(S->err, "UNet forward scratch");
-}
-/* The same memory seen with another shape (same element count). */
-static nn_tensor u_view(const nn_tensor *t, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
-  nn_tensor v = *t;
-  int64_t shape[4] = {d0, d1, d2, d3};
-  v.ndim = ndim;
-  for (int d = 0; d < 4; d++) v.shape[d] = d < ndim ? shape[d] : 0;
-  return v;
-}
-
-static const nn_tensor *opt(const nn_tensor *b) { return b->data ? b : NULL; }
-
-static int u_linear(ustate *S, nn_tensor *y, const nn_tensor *x, const unet_proj *p) {
+/* y = x W^T + b, plus scale * (x A^T) B^T when the layer carries a LoRA adapter (peft's
+ * base_layer(x) + lora_B(lora_A(x)) * scaling). */
+int unet_i_linear(ustate *S, nn_tensor *y, const nn_tensor *x, const unet_proj *p) {
   OP(nn_linear_forward(S->ctx, y, x, &p->w, opt(&p->b), S->err));
+  if (!p->lora) return 0;
+  const unet_lora *L = p->lora;
+  size_t mk = u_mark(S);
+  nn_tensor u = u_lead(x, L->A.shape[0]), z = u_lead(x, p->out);
+  int rc;
+  if ((rc = u_alloc_like(S, &u, &u)) || (rc = u_alloc_like(S, &z, &z))) return rc;
+  OP(nn_linear_forward(S->ctx, &u, x, &L->A, NULL, S->err));
+  OP(nn_linear_forward(S->ctx, &z, &u, &L->B, NULL, S->err));
+  OP(nn_axpby_forward(S->ctx, y, 1.0f, y, L->scale, &z, S->err));
+  u_rewind(S, mk);
   return 0;
 }
 
 /* k x k convolution, stride s, symmetric padding pad (x, y NCHW). */
-static int u_conv(ustate *S, nn_tensor *y, const nn_tensor *x, const unet_proj *p, int stride, int pad) {
+int unet_i_conv(ustate *S, nn_tensor *y, const nn_tensor *x, const unet_proj *p, int stride, int pad) {
   u_need(S, nn_conv2d_ex_scratch_bytes(S->dev, p->in, p->k, y->shape[2], y->shape[3]));
   OP(nn_conv2d_ex_forward(S->ctx, y, x, &p->w, opt(&p->b), stride, pad, pad, pad, pad, S->err));
   return 0;
@@ -522,7 +484,7 @@ static void nearest_cpu(float *y, const float *x, int64_t P, int64_t H, int64_t 
     }
 }
 
-static int u_upsample(ustate *S, nn_tensor *y, const nn_tensor *x) {
+int unet_i_upsample(ustate *S, nn_tensor *y, const nn_tensor *x) {
   if (S->dry) return 0;
   int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
   if (Ho == 2 * H && Wo == 2 * W) return nn_upsample_nearest2x_forward(S->ctx, y, x, S->err);
@@ -540,7 +502,7 @@ static int u_upsample(ustate *S, nn_tensor *y, const nn_tensor *x) {
 
 /* ResnetBlock2D: out (B,cout,H,W) from x (B,cin,H,W); emb_act = SiLU(emb) (B,T). out must
  * not alias x. */
-static int resnet_forward(ustate *S, nn_tensor *out, const nn_tensor *x, const unet_resnet *r,
+int unet_i_resnet(ustate *S, nn_tensor *out, const nn_tensor *x, const unet_resnet *r,
                           const nn_tensor *emb_act, int64_t groups, float eps) {
   int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
   size_t mk = u_mark(S);
@@ -549,16 +511,16 @@ static int resnet_forward(ustate *S, nn_tensor *out, const nn_tensor *x, const u
   if ((rc = u_alloc(S, &t, 4, B, r->cin, H, W))) return rc;
   OP(nn_groupnorm_forward(S->ctx, &t, x, groups, &r->norm1.w, &r->norm1.b, eps, S->err));
   OP(nn_silu_forward(S->ctx, &t, &t, S->err));
-  if ((rc = u_alloc(S, &h1, 4, B, r->cout, H, W)) || (rc = u_conv(S, &h1, &t, &r->conv1, 1, 1))) return rc;
-  if ((rc = u_alloc(S, &tp, 2, B, r->cout, 0, 0)) || (rc = u_linear(S, &tp, emb_act, &r->time_emb_proj))) return rc;
+  if ((rc = u_alloc(S, &h1, 4, B, r->cout, H, W)) || (rc = unet_i_conv(S, &h1, &t, &r->conv1, 1, 1))) return rc;
+  if ((rc = u_alloc(S, &tp, 2, B, r->cout, 0, 0)) || (rc = unet_i_linear(S, &tp, emb_act, &r->time_emb_proj))) return rc;
   OP(nn_add_channel_forward(S->ctx, &h1, &h1, &tp, S->err));
   if ((rc = u_alloc(S, &t2, 4, B, r->cout, H, W))) return rc;
   OP(nn_groupnorm_forward(S->ctx, &t2, &h1, groups, &r->norm2.w, &r->norm2.b, eps, S->err));
   OP(nn_silu_forward(S->ctx, &t2, &t2, S->err));
-  if ((rc = u_conv(S, out, &t2, &r->conv2, 1, 1))) return rc;
+  if ((rc = unet_i_conv(S, out, &t2, &r->conv2, 1, 1))) return rc;
   if (r->has_shortcut) {
     nn_tensor sc;
-    if ((rc = u_alloc(S, &sc, 4, B, r->cout, H, W)) || (rc = u_conv(S, &sc, x, &r->conv_shortcut, 1, 0))) return rc;
+    if ((rc = u_alloc(S, &sc, 4, B, r->cout, H, W)) || (rc = unet_i_conv(S, &sc, x, &r->conv_shortcut, 1, 0))) return rc;
     OP(nn_add_forward(S->ctx, out, out, &sc, S->err));
   } else {
     OP(nn_add_forward(S->ctx, out, out, x, S->err));
@@ -577,12 +539,12 @@ static int attention_forward(ustate *S, nn_tensor *out, const nn_tensor *xq, con
   if ((rc = u_alloc(S, &q, 3, B, N, inner, 0)) || (rc = u_alloc(S, &k, 3, B, M, inner, 0)) ||
       (rc = u_alloc(S, &v, 3, B, M, inner, 0)) || (rc = u_alloc(S, &o, 3, B, N, inner, 0)))
     return rc;
-  if ((rc = u_linear(S, &q, xq, &a->to_q)) || (rc = u_linear(S, &k, xkv, &a->to_k)) ||
-      (rc = u_linear(S, &v, xkv, &a->to_v)))
+  if ((rc = unet_i_linear(S, &q, xq, &a->to_q)) || (rc = unet_i_linear(S, &k, xkv, &a->to_k)) ||
+      (rc = unet_i_linear(S, &v, xkv, &a->to_v)))
     return rc;
   u_need(S, nn_attention_ex_scratch_bytes(S->dev, N, M, a->heads, a->dim_head));
   OP(nn_attention_ex_forward(S->ctx, &o, &q, &k, &v, a->heads, 0, S->err));
-  if ((rc = u_linear(S, out, &o, &a->to_out))) return rc;
+  if ((rc = unet_i_linear(S, out, &o, &a->to_out))) return rc;
   u_rewind(S, mk);
   return 0;
 }
@@ -601,18 +563,18 @@ static int tblock_forward(ustate *S, nn_tensor *x, const nn_tensor *enc, const u
   if ((rc = attention_forward(S, &a, &n, enc, &b->attn2))) return rc;
   OP(nn_add_forward(S->ctx, x, x, &a, S->err));
   OP(nn_layernorm_forward(S->ctx, &n, x, &b->norm3.w, &b->norm3.b, UNET_LN_EPS, S->err));
-  if ((rc = u_alloc(S, &g, 3, B, N, 2 * F, 0)) || (rc = u_linear(S, &g, &n, &b->ff_in))) return rc;
+  if ((rc = u_alloc(S, &g, 3, B, N, 2 * F, 0)) || (rc = unet_i_linear(S, &g, &n, &b->ff_in))) return rc;
   if ((rc = u_alloc(S, &f, 3, B, N, F, 0))) return rc;
   OP(nn_geglu_forward(S->ctx, &f, &g, S->err));
-  if ((rc = u_linear(S, &a, &f, &b->ff_out))) return rc;
+  if ((rc = unet_i_linear(S, &a, &f, &b->ff_out))) return rc;
   OP(nn_add_forward(S->ctx, x, x, &a, S->err));
   u_rewind(S, mk);
   return 0;
 }
 
-/* Transformer2DModel, in place on h (B,C,H,W). */
-static int transformer_forward(ustate *S, nn_tensor *h, const nn_tensor *enc, const unet_transformer *T,
-                               int64_t groups) {
+/* Transformer2DModel: out = h + T(h) (B,C,H,W); out may be h. */
+int unet_i_transformer(ustate *S, nn_tensor *out, const nn_tensor *h, const nn_tensor *enc,
+                       const unet_transformer *T, int64_t groups) {
   int64_t B = h->shape[0], C = h->shape[1], H = h->shape[2], W = h->shape[3], N = H * W, I = T->inner;
   int linear = T->proj_in.k == 0;
   size_t mk = u_mark(S);
@@ -625,10 +587,10 @@ static int transformer_forward(ustate *S, nn_tensor *h, const nn_tensor *enc, co
     nn_tensor tok, gv = u_view(&gn, 3, B, C, N, 0);
     if ((rc = u_alloc(S, &tok, 3, B, N, C, 0))) return rc;
     OP(nn_transpose12_forward(S->ctx, &tok, &gv, S->err));
-    if ((rc = u_linear(S, &x, &tok, &T->proj_in))) return rc;
+    if ((rc = unet_i_linear(S, &x, &tok, &T->proj_in))) return rc;
   } else { /* 1x1 conv, then tokens */
     nn_tensor p, pv;
-    if ((rc = u_alloc(S, &p, 4, B, I, H, W)) || (rc = u_conv(S, &p, &gn, &T->proj_in, 1, 0))) return rc;
+    if ((rc = u_alloc(S, &p, 4, B, I, H, W)) || (rc = unet_i_conv(S, &p, &gn, &T->proj_in, 1, 0))) return rc;
     pv = u_view(&p, 3, B, I, N, 0);
     OP(nn_transpose12_forward(S->ctx, &x, &pv, S->err));
   }
@@ -638,16 +600,16 @@ static int transformer_forward(ustate *S, nn_tensor *h, const nn_tensor *enc, co
   if ((rc = u_alloc(S, &y, 4, B, C, H, W))) return rc;
   if (linear) {
     nn_tensor yt, yv = u_view(&y, 3, B, C, N, 0);
-    if ((rc = u_alloc(S, &yt, 3, B, N, C, 0)) || (rc = u_linear(S, &yt, &x, &T->proj_out))) return rc;
+    if ((rc = u_alloc(S, &yt, 3, B, N, C, 0)) || (rc = unet_i_linear(S, &yt, &x, &T->proj_out))) return rc;
     OP(nn_transpose12_forward(S->ctx, &yv, &yt, S->err));
   } else {
     nn_tensor xt;
     if ((rc = u_alloc(S, &xt, 3, B, I, N, 0))) return rc;
     OP(nn_transpose12_forward(S->ctx, &xt, &x, S->err));
     nn_tensor xv = u_view(&xt, 4, B, I, H, W);
-    if ((rc = u_conv(S, &y, &xv, &T->proj_out, 1, 0))) return rc;
+    if ((rc = unet_i_conv(S, &y, &xv, &T->proj_out, 1, 0))) return rc;
   }
-  OP(nn_add_forward(S->ctx, h, h, &y, S->err));
+  OP(nn_add_forward(S->ctx, out, h, &y, S->err));
   u_rewind(S, mk);
   return 0;
 }
@@ -670,7 +632,7 @@ static void timestep_embedding(float *e, int64_t dim, double t, int flip, double
 }
 
 /* Spatial size at each level: stride-2, pad-1, 3x3 downsamplers (Ho = (H - 1) / 2 + 1). */
-static void level_sizes(const unet_config *c, int64_t h, int64_t w, int64_t *Hs, int64_t *Ws) {
+void unet_i_level_sizes(const unet_config *c, int64_t h, int64_t w, int64_t *Hs, int64_t *Ws) {
   Hs[0] = h, Ws[0] = w;
   for (int l = 1; l < c->n_blocks; l++) Hs[l] = (Hs[l - 1] - 1) / 2 + 1, Ws[l] = (Ws[l - 1] - 1) / 2 + 1;
 }
@@ -713,35 +675,44 @@ static void plan_buffers(const unet_config *c, const int64_t *Hs, const int64_t 
   }
 }
 
-static int run(ustate *S, const unet_model *m, nn_tensor *out, const nn_tensor *x, double t, const nn_tensor *enc) {
+int unet_i_time_embedding(ustate *S, const unet_model *m, const double *t, nn_tensor *emb) {
+  const unet_config *c = &m->cfg;
+  int64_t B = emb->shape[0], C0 = c->block_out_channels[0], T = c->time_embed_dim;
+  size_t mk = u_mark(S);
+  nn_tensor ts, e1;
+  int rc;
+  if ((rc = u_alloc(S, &ts, 2, B, C0, 0, 0)) || (rc = u_alloc(S, &e1, 2, B, T, 0, 0))) return rc;
+  if (!S->dry) {
+    float *host = cmds_xmalloc((size_t)(B * C0) * sizeof(float));
+    for (int64_t b = 0; b < B; b++) timestep_embedding(host + b * C0, C0, t[b], c->flip_sin_to_cos, c->freq_shift);
+    nn_tensor hv = nn_tensor_view(host, NN_F32, NN_CPU, B, C0, -1, -1);
+    rc = nn_tensor_copy(&ts, &hv, S->err);
+    free(host);
+    if (rc) return rc;
+  }
+  if ((rc = unet_i_linear(S, &e1, &ts, &m->time_linear_1))) return rc;
+  OP(nn_silu_forward(S->ctx, &e1, &e1, S->err));
+  if ((rc = unet_i_linear(S, emb, &e1, &m->time_linear_2))) return rc;
+  OP(nn_silu_forward(S->ctx, emb, emb, S->err));
+  u_rewind(S, mk);
+  return 0;
+}
+
+static int run(ustate *S, const unet_model *m, nn_tensor *out, const nn_tensor *x, const double *t,
+               const nn_tensor *enc) {
   const unet_config *c = &m->cfg;
   int nb = (int)c->n_blocks, rc;
   int64_t B = x->shape[0], h = x->shape[2], w = x->shape[3], C0 = c->block_out_channels[0], T = c->time_embed_dim;
   int64_t G = c->norm_num_groups;
   float eps = (float)c->norm_eps;
   int64_t Hs[UNET_MAX_BLOCKS], Ws[UNET_MAX_BLOCKS];
-  level_sizes(c, h, w, Hs, Ws);
+  unet_i_level_sizes(c, h, w, Hs, Ws);
   size_t mk0 = u_mark(S);
 
   /* time embedding: emb_act = SiLU(linear_2(SiLU(linear_1(sinusoid(t))))), the SiLU every
    * resnet applies to emb before its time_emb_proj, taken once */
-  nn_tensor ts, e1, emb;
-  if ((rc = u_alloc(S, &ts, 2, B, C0, 0, 0)) || (rc = u_alloc(S, &e1, 2, B, T, 0, 0)) ||
-      (rc = u_alloc(S, &emb, 2, B, T, 0, 0)))
-    return rc;
-  if (!S->dry) {
-    float *host = cmds_xmalloc((size_t)(B * C0) * sizeof(float));
-    timestep_embedding(host, C0, t, c->flip_sin_to_cos, c->freq_shift);
-    for (int64_t b = 1; b < B; b++) memcpy(host + b * C0, host, (size_t)C0 * sizeof(float));
-    nn_tensor hv = nn_tensor_view(host, NN_F32, NN_CPU, B, C0, -1, -1);
-    rc = nn_tensor_copy(&ts, &hv, S->err);
-    free(host);
-    if (rc) return rc;
-  }
-  if ((rc = u_linear(S, &e1, &ts, &m->time_linear_1))) return rc;
-  OP(nn_silu_forward(S->ctx, &e1, &e1, S->err));
-  if ((rc = u_linear(S, &emb, &e1, &m->time_linear_2))) return rc;
-  OP(nn_silu_forward(S->ctx, &emb, &emb, S->err));
+  nn_tensor emb;
+  if ((rc = u_alloc(S, &emb, 2, B, T, 0, 0)) || (rc = unet_i_time_embedding(S, m, t, &emb))) return rc;
 
   /* mid / up working buffers */
   int64_t nstate, ncat;
@@ -754,7 +725,7 @@ static int run(ustate *S, const unet_model *m, nn_tensor *out, const nn_tensor *
   /* down: every state is a skip */
   nn_tensor skips[UNET_MAX_SKIPS];
   int ns = 0;
-  if ((rc = u_alloc(S, &skips[ns], 4, B, C0, h, w)) || (rc = u_conv(S, &skips[ns], x, &m->conv_in, 1, 1))) return rc;
+  if ((rc = u_alloc(S, &skips[ns], 4, B, C0, h, w)) || (rc = unet_i_conv(S, &skips[ns], x, &m->conv_in, 1, 1))) return rc;
   nn_tensor *cur = &skips[ns++];
   for (int i = 0; i < nb; i++) {
     const unet_block *b = &m->down[i];
@@ -762,14 +733,14 @@ static int run(ustate *S, const unet_model *m, nn_tensor *out, const nn_tensor *
     for (int j = 0; j < b->n_layers; j++) {
       nn_tensor *o = &skips[ns];
       if ((rc = u_alloc(S, o, 4, B, Ci, Hs[i], Ws[i])) ||
-          (rc = resnet_forward(S, o, cur, &b->resnets[j], &emb, G, eps)))
+          (rc = unet_i_resnet(S, o, cur, &b->resnets[j], &emb, G, eps)))
         return rc;
-      if (b->has_attn && (rc = transformer_forward(S, o, enc, &b->attns[j], G))) return rc;
+      if (b->has_attn && (rc = unet_i_transformer(S, o, o, enc, &b->attns[j], G))) return rc;
       cur = &skips[ns++];
     }
     if (b->has_sampler) {
       nn_tensor *o = &skips[ns];
-      if ((rc = u_alloc(S, o, 4, B, Ci, Hs[i + 1], Ws[i + 1])) || (rc = u_conv(S, o, cur, &b->sampler, 2, 1)))
+      if ((rc = u_alloc(S, o, 4, B, Ci, Hs[i + 1], Ws[i + 1])) || (rc = unet_i_conv(S, o, cur, &b->sampler, 2, 1)))
         return rc;
       cur = &skips[ns++];
     }
@@ -780,9 +751,9 @@ static int run(ustate *S, const unet_model *m, nn_tensor *out, const nn_tensor *
   nn_tensor st[2];
   st[0] = u_view(&buf[0], 4, B, Cm, Hs[L], Ws[L]);
   st[1] = u_view(&buf[1], 4, B, Cm, Hs[L], Ws[L]);
-  if ((rc = resnet_forward(S, &st[0], cur, &m->mid_resnets[0], &emb, G, eps)) ||
-      (rc = transformer_forward(S, &st[0], enc, &m->mid_attn, G)) ||
-      (rc = resnet_forward(S, &st[1], &st[0], &m->mid_resnets[1], &emb, G, eps)))
+  if ((rc = unet_i_resnet(S, &st[0], cur, &m->mid_resnets[0], &emb, G, eps)) ||
+      (rc = unet_i_transformer(S, &st[0], &st[0], enc, &m->mid_attn, G)) ||
+      (rc = unet_i_resnet(S, &st[1], &st[0], &m->mid_resnets[1], &emb, G, eps)))
     return rc;
   int ci = 1; /* the buffer holding the current state */
 
@@ -799,17 +770,17 @@ static int run(ustate *S, const unet_model *m, nn_tensor *out, const nn_tensor *
       nn_tensor cat = u_view(&bcat, 4, B, Cc, Hs[L], Ws[L]);
       OP(nn_concat_channels_forward(S->ctx, &cat, &st[ci], sk, S->err));
       st[1 - ci] = u_view(&buf[1 - ci], 4, B, Co, Hs[L], Ws[L]);
-      if ((rc = resnet_forward(S, &st[1 - ci], &cat, &b->resnets[j], &emb, G, eps))) return rc;
+      if ((rc = unet_i_resnet(S, &st[1 - ci], &cat, &b->resnets[j], &emb, G, eps))) return rc;
       ci = 1 - ci;
-      if (b->has_attn && (rc = transformer_forward(S, &st[ci], enc, &b->attns[j], G))) return rc;
+      if (b->has_attn && (rc = unet_i_transformer(S, &st[ci], &st[ci], enc, &b->attns[j], G))) return rc;
     }
     if (b->has_sampler) {
       int64_t Ho = skips[ns - 1].shape[2], Wo = skips[ns - 1].shape[3];
       size_t mk = u_mark(S);
       nn_tensor up;
-      if ((rc = u_alloc(S, &up, 4, B, Co, Ho, Wo)) || (rc = u_upsample(S, &up, &st[ci]))) return rc;
+      if ((rc = u_alloc(S, &up, 4, B, Co, Ho, Wo)) || (rc = unet_i_upsample(S, &up, &st[ci]))) return rc;
       st[1 - ci] = u_view(&buf[1 - ci], 4, B, Co, Ho, Wo);
-      if ((rc = u_conv(S, &st[1 - ci], &up, &b->sampler, 1, 1))) return rc;
+      if ((rc = unet_i_conv(S, &st[1 - ci], &up, &b->sampler, 1, 1))) return rc;
       ci = 1 - ci;
       u_rewind(S, mk);
       L--;
@@ -821,7 +792,7 @@ static int run(ustate *S, const unet_model *m, nn_tensor *out, const nn_tensor *
   if ((rc = u_alloc(S, &gn, 4, B, C0, h, w))) return rc;
   OP(nn_groupnorm_forward(S->ctx, &gn, &st[ci], G, &m->conv_norm_out.w, &m->conv_norm_out.b, eps, S->err));
   OP(nn_silu_forward(S->ctx, &gn, &gn, S->err));
-  if ((rc = u_conv(S, out, &gn, &m->conv_out, 1, 1))) return rc;
+  if ((rc = unet_i_conv(S, out, &gn, &m->conv_out, 1, 1))) return rc;
   u_rewind(S, mk0);
   return 0;
 }
@@ -836,7 +807,8 @@ static size_t dry_peak(const unet_model *m, int64_t B, int64_t h, int64_t w, int
   x.ndim = 4, x.shape[0] = B, x.shape[1] = m->cfg.in_channels, x.shape[2] = h, x.shape[3] = w;
   out = x, out.shape[1] = m->cfg.out_channels;
   enc.ndim = 3, enc.shape[0] = B, enc.shape[1] = S_tokens, enc.shape[2] = m->cfg.cross_attention_dim;
-  run(&S, m, &out, &x, 0.0, &enc);
+  double t0 = 0; /* not read in a dry walk */
+  run(&S, m, &out, &x, &t0, &enc);
   return S.peak;
 }
 
@@ -870,8 +842,150 @@ int unet_forward(unet_model *m, nn_ctx *ctx, nn_tensor *out, const nn_tensor *x,
                      need, (long long)B, (long long)h, (long long)w, (long long)enc->shape[1]);
   ustate S = {0};
   S.ctx = ctx, S.dev = m->device, S.err = err;
+  double *tb = cmds_xmalloc((size_t)B * sizeof(double));
+  for (int64_t b = 0; b < B; b++) tb[b] = t;
   size_t mk = nn_arena_mark(ctx->scratch);
-  rc = run(&S, m, out, x, t, enc);
+  rc = run(&S, m, out, x, tb, enc);
   nn_arena_rewind(ctx->scratch, mk);
+  free(tb);
   return rc;
+}
+
+/* ------------------------------------------------------------------ LoRA */
+
+/* Every transformer of the model in named_modules() order: down_blocks, up_blocks (the list
+ * is registered before the mid block in UNet2DConditionModel.__init__), mid_block. */
+typedef struct tr_ref {
+  unet_transformer *T;
+  char name[96];
+} tr_ref;
+
+static int list_transformers(unet_model *m, tr_ref *out, int cap) {
+  int n = 0;
+  for (int i = 0; i < m->cfg.n_blocks; i++)
+    if (m->down[i].has_attn)
+      for (int j = 0; j < m->down[i].n_layers && n < cap; j++, n++)
+        out[n].T = &m->down[i].attns[j], snprintf(out[n].name, sizeof out[n].name, "down_blocks.%d.attentions.%d", i, j);
+  for (int i = 0; i < m->cfg.n_blocks; i++)
+    if (m->up[i].has_attn)
+      for (int j = 0; j < m->up[i].n_layers && n < cap; j++, n++)
+        out[n].T = &m->up[i].attns[j], snprintf(out[n].name, sizeof out[n].name, "up_blocks.%d.attentions.%d", i, j);
+  if (n < cap) out[n].T = &m->mid_attn, snprintf(out[n].name, sizeof out[n].name, "mid_block.attentions.0"), n++;
+  return n;
+}
+
+void unet_lora_detach(unet_model *m) {
+  if (!m || !m->lora) return;
+  tr_ref tr[2 * UNET_MAX_SKIPS];
+  int nt = list_transformers(m, tr, 2 * UNET_MAX_SKIPS);
+  for (int i = 0; i < nt; i++)
+    for (int l = 0; l < tr[i].T->n_layers; l++) {
+      unet_transformer_block *b = &tr[i].T->blocks[l];
+      unet_attention *as[2] = {&b->attn1, &b->attn2};
+      for (int a = 0; a < 2; a++)
+        as[a]->to_q.lora = as[a]->to_k.lora = as[a]->to_v.lora = as[a]->to_out.lora = NULL;
+    }
+  nn_arena_free(&m->lora->store);
+  free(m->lora->items);
+  free(m->lora->names);
+  free(m->lora);
+  m->lora = NULL;
+}
+
+void unet_lora_zero_grad(unet_model *m) {
+  if (!m || !m->lora || m->lora->n == 0) return;
+  unet_lora_set *L = m->lora;
+  char *lo = L->items[0].dA.data;
+  char *hi = (char *)L->items[L->n - 1].dB.data + nn_tensor_bytes(&L->items[L->n - 1].dB);
+  if (m->device == NN_CPU) memset(lo, 0, (size_t)(hi - lo));
+#ifdef CMDS_CUDA
+  else unet_cuda_zero(lo, (size_t)(hi - lo));
+#endif
+}
+
+int unet_lora_find(const unet_model *m, const char *name) {
+  if (!m || !m->lora || !name) return -1;
+  for (int i = 0; i < m->lora->n; i++)
+    if (strcmp(m->lora->names[i], name) == 0) return i;
+  return -1;
+}
+
+int unet_lora_attach(unet_model *m, int rank, float alpha, uint64_t seed, cmds_error *err) {
+  if (rank < 1 || rank > 4096 || !(alpha > 0) || !isfinite(alpha))
+    return CMDS_FAIL(err, CMDS_EINPUT, "unet_lora_attach: rank %d must be in 1..4096 and alpha %g positive", rank,
+                     (double)alpha);
+  unet_lora_detach(m);
+  tr_ref tr[2 * UNET_MAX_SKIPS];
+  int nt = list_transformers(m, tr, 2 * UNET_MAX_SKIPS), n = 0;
+  for (int i = 0; i < nt; i++) n += 8 * tr[i].T->n_layers;
+  if (n == 0) return CMDS_FAIL(err, CMDS_EINPUT, "unet_lora_attach: the UNet (%s) has no attention layer", m->source);
+  unet_lora_set *L = cmds_xcalloc(1, sizeof *L);
+  L->rank = rank, L->alpha = alpha, L->n = n;
+  L->items = cmds_xcalloc((size_t)n, sizeof *L->items);
+  L->names = cmds_xcalloc((size_t)n, sizeof *L->names);
+  unet_proj **projs = cmds_xcalloc((size_t)n, sizeof *projs);
+  static const char *pn[4] = {"to_q", "to_k", "to_v", "to_out.0"};
+  size_t bytes = 0;
+  int k = 0;
+  for (int i = 0; i < nt; i++)
+    for (int l = 0; l < tr[i].T->n_layers; l++) {
+      unet_transformer_block *b = &tr[i].T->blocks[l];
+      unet_attention *as[2] = {&b->attn1, &b->attn2};
+      for (int a = 0; a < 2; a++) {
+        unet_proj *ps[4] = {&as[a]->to_q, &as[a]->to_k, &as[a]->to_v, &as[a]->to_out};
+        for (int q = 0; q < 4; q++, k++) {
+          projs[k] = ps[q];
+          snprintf(L->names[k], sizeof L->names[k], "%s.transformer_blocks.%d.attn%d.%s", tr[i].name, l, a + 1, pn[q]);
+          bytes += 2 * (ALIGN256((size_t)rank * (size_t)ps[q]->in * sizeof(float)) +
+                        ALIGN256((size_t)ps[q]->out * (size_t)rank * sizeof(float)));
+        }
+      }
+    }
+  int rc = nn_arena_init(&L->store, m->device, bytes + 1024, err);
+  if (rc) {
+    free(projs), free(L->items), free(L->names), free(L);
+    return cmds_error_wrap(err, "LoRA adapters of rank %d", rank);
+  }
+  /* A and B of every adapter, then every gradient (one contiguous block to zero) */
+  for (int pass = 0; pass < 2 && !rc; pass++)
+    for (int i = 0; i < n && !rc; i++) {
+      unet_lora *it = &L->items[i];
+      int64_t sa[2] = {rank, projs[i]->in}, sb[2] = {projs[i]->out, rank};
+      if (!(rc = nn_tensor_alloc(pass ? &it->dA : &it->A, &L->store, NN_F32, 2, sa, err)))
+        rc = nn_tensor_alloc(pass ? &it->dB : &it->B, &L->store, NN_F32, 2, sb, err);
+      it->scale = alpha / (float)rank;
+    }
+  /* A ~ N(0, 1/rank) (std), B = 0, drawn on the host in the set's order */
+  cmds_rng g;
+  cmds_rng_seed(&g, seed);
+  int64_t maxn = 0;
+  for (int i = 0; i < n; i++) {
+    int64_t na = nn_tensor_numel(&L->items[i].A), nb = nn_tensor_numel(&L->items[i].B);
+    maxn = na > maxn ? na : maxn, maxn = nb > maxn ? nb : maxn;
+  }
+  float *host = cmds_xmalloc((size_t)maxn * sizeof(float));
+  for (int i = 0; i < n && !rc; i++) {
+    unet_lora *it = &L->items[i];
+    int64_t na = nn_tensor_numel(&it->A);
+    for (int64_t e = 0; e < na; e++) host[e] = (float)(cmds_rng_normal(&g) / (double)rank);
+    nn_tensor hv = nn_tensor_view(host, NN_F32, NN_CPU, it->A.shape[0], it->A.shape[1], -1, -1);
+    rc = nn_tensor_copy(&it->A, &hv, err);
+  }
+  memset(host, 0, (size_t)maxn * sizeof(float));
+  for (int i = 0; i < n && !rc; i++) {
+    unet_lora *it = &L->items[i];
+    nn_tensor hv = nn_tensor_view(host, NN_F32, NN_CPU, it->B.shape[0], it->B.shape[1], -1, -1);
+    rc = nn_tensor_copy(&it->B, &hv, err);
+  }
+  free(host);
+  if (rc) {
+    free(projs);
+    nn_arena_free(&L->store), free(L->items), free(L->names), free(L);
+    return cmds_error_wrap(err, "LoRA adapters of rank %d", rank);
+  }
+  for (int i = 0; i < n; i++) projs[i]->lora = &L->items[i];
+  free(projs);
+  m->lora = L;
+  unet_lora_zero_grad(m);
+  return 0;
 }

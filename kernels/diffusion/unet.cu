@@ -23,3 +23,5 @@ extern "C" int unet_nearest_cuda(nn_ctx *c, float *y, const float *x, int64_t P,
   CUDA_CHECK_LAUNCH();
   return CMDS_OK;
 }
+
+extern "C" int unet_cuda_zero(void *p, size_t bytes) { return cudaMemset(p, 0, bytes) == cudaSuccess ? 0 : -1; }

@@ -43,11 +43,34 @@
 
 #define UNET_MAX_BLOCKS 8
 
+/* A LoRA adapter on one linear projection (peft's LoraLayer): y = W x + b + scale * B (A x).
+ * A, B, dA, dB live in the set's arena on the model's device. */
+typedef struct unet_lora {
+  nn_tensor A, B, dA, dB; /* lora_A (r, in), lora_B (out, r), gradients of the same shapes */
+  float scale;            /* alpha / r */
+} unet_lora;
+
 /* A linear layer or a convolution (k x k), PyTorch layout: w (out, in) or (out, in, k, k). */
 typedef struct unet_proj {
   nn_tensor w, b; /* b.data == NULL when the layer has no bias */
   int64_t in, out, k; /* k = 0: linear */
+  unet_lora *lora;    /* NULL: none (linear layers only) */
 } unet_proj;
+
+/* Every adapter of the model: to_q, to_k, to_v, to_out.0 of attn1 and attn2 of every
+ * BasicTransformerBlock (peft's target_modules for the SD LoRA), in the order of diffusers'
+ * named_modules(): down_blocks, then up_blocks, then mid_block (UNet2DConditionModel
+ * registers the up_blocks list before the mid block), and within a block attn1.to_q, to_k,
+ * to_v, to_out.0, attn2.(same). */
+typedef struct unet_lora_set {
+  int rank;
+  float alpha;
+  int n;
+  unet_lora *items;
+  char (*names)[160]; /* names[i]: the diffusers module path,
+                         "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q" */
+  nn_arena store;     /* A, B, dA, dB of every item */
+} unet_lora_set;
 
 typedef struct unet_norm {
   nn_tensor w, b; /* (C) */
@@ -116,6 +139,7 @@ typedef struct unet_model {
   unet_norm conv_norm_out;
   int64_t n_params;
   char *source; /* the weight file, for messages */
+  unet_lora_set *lora; /* NULL until unet_lora_attach */
 } unet_model;
 
 /* Reads <root>/<subfolder>/config.json and its weights (the plain file, else the fp16
@@ -132,5 +156,40 @@ size_t unet_workspace_bytes(const unet_model *m, int64_t B, int64_t h, int64_t w
 int unet_forward(unet_model *m, nn_ctx *ctx, nn_tensor *out, const nn_tensor *x, double t,
                  const nn_tensor *enc, cmds_error *err);
 int unet_in_channels(const unet_model *m);
+
+/* ---- LoRA (the augment stage's fine-tune) ----
+ * unet_lora_attach: an adapter of rank `rank` on every attention projection (see
+ * unet_lora_set), A ~ N(0, (1/rank)^2) (peft's init_lora_weights="gaussian": std 1/rank) drawn
+ * from kernels/rng.h seeded with `seed` in the set's order, B = 0, gradients 0; scale =
+ * alpha / rank. Replaces an attached set. unet_forward applies the adapters from then on (its
+ * workspace grows by the adapter temporaries: size the scratch after attaching). */
+int unet_lora_attach(unet_model *m, int rank, float alpha, uint64_t seed, cmds_error *err);
+void unet_lora_detach(unet_model *m);
+/* dA = dB = 0 for every adapter. */
+void unet_lora_zero_grad(unet_model *m);
+/* The adapter of a diffusers module path (names[i]), or -1. */
+int unet_lora_find(const unet_model *m, const char *name);
+
+/* ---- training forward + backward (gradients of the LoRA factors only) ----
+ * The tape keeps each unit's (resnet, transformer, sampler) output state of one training
+ * forward (its input is the previous state), the SiLU'd time embedding and the encoder
+ * states' address; unet_backward walks the units in reverse, recomputing each one's
+ * internals into ctx->scratch and back-propagating through it (recomputation per block:
+ * activation memory is the states plus the largest single block). The caller keeps x's
+ * and enc's memory unchanged from unet_forward_train to unet_backward.
+ * Sizes must halve evenly at every level (the 2x nearest upsampler's backward). */
+typedef struct unet_tape unet_tape;
+unet_tape *unet_tape_new(const unet_model *m, int64_t B, int64_t h, int64_t w, int64_t S, cmds_error *err);
+void unet_tape_free(unet_tape *t);
+/* Bytes of the tape's own arena for these sizes. */
+size_t unet_tape_bytes(const unet_model *m, int64_t B, int64_t h, int64_t w, int64_t S);
+/* Bytes of ctx->scratch unet_forward_train and unet_backward take (the larger of the two). */
+size_t unet_train_workspace_bytes(const unet_model *m, int64_t B, int64_t h, int64_t w, int64_t S);
+/* As unet_forward with one timestep per item, t (B) on the host, keeping the tape. */
+int unet_forward_train(unet_model *m, nn_ctx *ctx, unet_tape *tape, nn_tensor *out, const nn_tensor *x,
+                       const double *t, const nn_tensor *enc, cmds_error *err);
+/* dout (B, out_channels, h, w) = dL/dout of the last unet_forward_train on this tape: ADDS
+ * dL/dA, dL/dB into every adapter's dA, dB; no other gradient is kept. */
+int unet_backward(unet_model *m, nn_ctx *ctx, unet_tape *tape, const nn_tensor *dout, cmds_error *err);
 
 #endif

@@ -1,0 +1,122 @@
+/* unet_internal: what unet.c (inference forward, LoRA) and unet_backward.c (training forward
+ * with a tape, backward with per-unit recomputation) share. Not part of the public API.
+ *
+ * Every pass runs twice over the same code: a "dry" walk that only counts the bytes it would
+ * take (scratch: peak of the stack; tape: the states it keeps), then the real pass; both
+ * allocate in the same order, so the counts are exact. */
+#ifndef CMDS_DIFFUSION_UNET_INTERNAL_H
+#define CMDS_DIFFUSION_UNET_INTERNAL_H
+
+#include <string.h>
+
+#include "unet.h"
+
+#define UNET_LN_EPS 1e-5f  /* BasicTransformerBlock's LayerNorms (Transformer2DModel default) */
+#define UNET_TGN_EPS 1e-6f /* Transformer2DModel's GroupNorm */
+#define UNET_MAX_SKIPS 256
+
+/* One unit of the training forward: its input state(s) and output state (indices into the
+ * tape's states); the backward walks them in reverse. */
+typedef enum { UNET_U_RESNET, UNET_U_TRANSFORMER, UNET_U_DOWN, UNET_U_UP } unet_unit_kind;
+typedef struct unet_unit {
+  unet_unit_kind kind;
+  int in, skip, out; /* skip >= 0: an up resnet whose input is concat(state in, state skip) */
+  const void *mod;   /* unet_resnet, unet_transformer, or the sampler's unet_proj */
+} unet_unit;
+
+struct unet_tape {
+  nn_device dev;
+  nn_arena store; /* the states and the time embedding (unet_tape_bytes) */
+  int ready;      /* a training forward filled it */
+  int n_states, n_units, cap;
+  nn_tensor *st;  /* cap states */
+  unet_unit *units;
+  int final;      /* the state the output head reads */
+  nn_tensor emb;  /* SiLU(time embedding) (B, T) */
+  nn_tensor enc;  /* the caller's encoder states (a view) */
+  int64_t B, h, w;
+};
+
+typedef struct ustate {
+  nn_ctx *ctx;
+  nn_device dev;
+  int dry;           /* count only: no op runs, no memory is touched */
+  size_t used, peak; /* dry: bytes relative to the aligned start */
+  size_t tape_used;  /* dry: bytes of the tape's arena */
+  unet_tape *tape;   /* training forward: states go here */
+  cmds_error *err;
+} ustate;
+
+#define ALIGN256(x) (((x) + 255) & ~(size_t)255)
+#define OP(call)           \
+  do {                     \
+    if (!S->dry) {         \
+      int rc_ = (call);    \
+      if (rc_) return rc_; \
+    }                      \
+  } while (0)
+
+static inline size_t u_mark(ustate *S) { return S->dry ? S->used : nn_arena_mark(S->ctx->scratch); }
+static inline void u_rewind(ustate *S, size_t mk) {
+  if (S->dry) S->used = mk;
+  else nn_arena_rewind(S->ctx->scratch, mk);
+}
+/* An op will take `bytes` of scratch (possibly in a few aligned pieces) and hand it back. */
+static inline void u_need(ustate *S, size_t bytes) {
+  if (!S->dry || !bytes) return;
+  size_t top = ALIGN256(S->used) + bytes + 1024;
+  if (top > S->peak) S->peak = top;
+}
+static inline void u_shape(nn_tensor *t, nn_device dev, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+  int64_t shape[4] = {d0, d1, d2, d3};
+  memset(t, 0, sizeof *t);
+  t->dtype = NN_F32, t->device = dev, t->ndim = ndim;
+  for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+}
+static inline int u_alloc(ustate *S, nn_tensor *t, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+  u_shape(t, S->dev, ndim, d0, d1, d2, d3);
+  size_t n = (size_t)nn_tensor_numel(t);
+  if (S->dry) {
+    S->used = ALIGN256(S->used) + n * sizeof(float);
+    if (S->used > S->peak) S->peak = S->used;
+    return 0;
+  }
+  t->data = nn_arena_alloc(S->ctx->scratch, n * sizeof(float), S->err);
+  return t->data ? 0 : cmds_error_wrap(S->err, "UNet scratch");
+}
+/* The same memory seen with another shape (same element count). */
+static inline nn_tensor u_view(const nn_tensor *t, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+  nn_tensor v = *t;
+  int64_t shape[4] = {d0, d1, d2, d3};
+  v.ndim = ndim;
+  for (int d = 0; d < 4; d++) v.shape[d] = d < ndim ? shape[d] : 0;
+  return v;
+}
+/* x's leading dims with the last one replaced by `last` (the shape of x through a linear). */
+static inline nn_tensor u_lead(const nn_tensor *x, int64_t last) {
+  nn_tensor v = *x;
+  v.data = NULL;
+  v.shape[v.ndim - 1] = last;
+  return v;
+}
+static inline int u_alloc_like(ustate *S, nn_tensor *t, const nn_tensor *shape_of) {
+  const nn_tensor *s = shape_of;
+  return u_alloc(S, t, s->ndim, s->shape[0], s->ndim > 1 ? s->shape[1] : 0, s->ndim > 2 ? s->shape[2] : 0,
+                 s->ndim > 3 ? s->shape[3] : 0);
+}
+static inline const nn_tensor *opt(const nn_tensor *b) { return b->data ? b : NULL; }
+
+/* unet.c */
+int unet_i_linear(ustate *S, nn_tensor *y, const nn_tensor *x, const unet_proj *p); /* + LoRA */
+int unet_i_conv(ustate *S, nn_tensor *y, const nn_tensor *x, const unet_proj *p, int stride, int pad);
+int unet_i_upsample(ustate *S, nn_tensor *y, const nn_tensor *x);
+int unet_i_resnet(ustate *S, nn_tensor *out, const nn_tensor *x, const unet_resnet *r, const nn_tensor *emb_act,
+                  int64_t groups, float eps);
+/* out = h + transformer(h); out may be h */
+int unet_i_transformer(ustate *S, nn_tensor *out, const nn_tensor *h, const nn_tensor *enc, const unet_transformer *T,
+                       int64_t groups);
+/* emb (B, T) = SiLU(time_embedding(sinusoid(t[b]))) */
+int unet_i_time_embedding(ustate *S, const unet_model *m, const double *t, nn_tensor *emb);
+void unet_i_level_sizes(const unet_config *c, int64_t h, int64_t w, int64_t *Hs, int64_t *Ws);
+
+#endif
