@@ -7,10 +7,16 @@
 
 #include "fsutil.h"
 
-static const char *const group_names[2] = {"support", "test"};
+static const char *const group_names[CMDS_FC_GROUPS] = {"support", "test", "augmented"};
 static const char *const mod_names[CMDS_FC_NMOD] = {"rgb", "normals", "normals_est"};
 
 const char *cmds_fc_modality_name(cmds_fc_modality m) { return mod_names[m]; }
+
+int cmds_fc_group_has(const cmds_fc_info *info, int g, cmds_fc_modality m) {
+  if (g < 0 || g >= CMDS_FC_GROUPS || !(info->modalities & (1 << m))) return 0;
+  if (g == 2) return info->n[2] > 0 && m != CMDS_FC_NORMALS && (info->modalities & (1 << CMDS_FC_NORMALS_EST));
+  return 1;
+}
 
 hid_t cmds_h5_f16_type(void) {
   hid_t t = H5Tcopy(H5T_IEEE_F32LE);
@@ -37,6 +43,7 @@ static int write_info(hid_t file, const cmds_fc_info *in) {
   rc |= cmds_h5_attr_write_i64(file, "final_norm", in->final_norm);
   rc |= cmds_h5_attr_write_i64(file, "modalities", in->modalities);
   if (in->modalities & (1 << CMDS_FC_NORMALS_EST)) rc |= cmds_h5_attr_write_str(file, "normals_est_id", in->normals_est_id);
+  if (in->n[2] > 0) rc |= cmds_h5_attr_write_str(file, "augmented_id", in->augmented_id);
   return rc ? -1 : 0;
 }
 
@@ -57,17 +64,27 @@ int cmds_fc_read_info(hid_t file, const char *path, cmds_fc_info *in, cmds_error
   /* optional: written since cmds-estimate exists, absent in older files ("") */
   if (!rc && H5Aexists(file, "normals_est_id") > 0)
     rc = cmds_h5_attr_read_str(file, "normals_est_id", in->normals_est_id, sizeof in->normals_est_id, path, err);
+  /* optional: the augmented group (cmds-augment) and its identity */
+  int aug_group = cmds_h5_exists(file, "augmented"), aug_attr = H5Aexists(file, "augmented_id") > 0;
+  if (!rc && aug_group != aug_attr)
+    rc = CMDS_FAIL(err, CMDS_ESCHEMA, "%s: %s without %s", path, aug_group ? "group /augmented" : "attribute augmented_id",
+                   aug_group ? "the attribute augmented_id" : "a group /augmented");
+  if (!rc && aug_attr)
+    rc = cmds_h5_attr_read_str(file, "augmented_id", in->augmented_id, sizeof in->augmented_id, path, err);
+  if (!rc && aug_group && !(in->modalities & (1 << CMDS_FC_NORMALS_EST)))
+    rc = CMDS_FAIL(err, CMDS_ESCHEMA, "%s: group /augmented in a file without normals_est", path);
   if (rc) return rc;
   for (char *p = blocks; *p && in->nblocks < CMDS_FC_MAX_BLOCKS;) {
     in->blocks[in->nblocks++] = strtoll(p, &p, 10);
     if (*p == ',') p++;
   }
-  for (int g = 0; g < 2; g++) {
+  for (int g = 0; g < CMDS_FC_GROUPS; g++) {
     char name[64];
     hsize_t dims[8];
     in->n[g] = 0;
+    if (g == 2 && !aug_group) continue;
     for (int m = 0; m < CMDS_FC_NMOD; m++) {
-      if (!(in->modalities & (1 << m))) continue;
+      if (!(in->modalities & (1 << m)) || (g == 2 && m == CMDS_FC_NORMALS)) continue;
       snprintf(name, sizeof name, "%s/%s", group_names[g], mod_names[m]);
       int nd = cmds_h5_dataset_shape(file, name, dims, 8);
       if (nd != 5 || dims[1] != (hsize_t)in->nblocks || dims[2] != (hsize_t)in->grid ||
@@ -75,6 +92,8 @@ int cmds_fc_read_info(hid_t file, const char *path, cmds_fc_info *in, cmds_error
         return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: /%s should be (N, %lld, %lld, %lld, %lld)", path, name,
                          (long long)in->nblocks, (long long)in->grid, (long long)in->grid,
                          (long long)in->width);
+      if (g == 2 && in->n[2] && in->n[2] != (int64_t)dims[0])
+        return CMDS_FAIL(err, CMDS_ESCHEMA, "%s: the datasets of /augmented have different row counts", path);
       in->n[g] = (int64_t)dims[0];
     }
   }
@@ -83,14 +102,19 @@ int cmds_fc_read_info(hid_t file, const char *path, cmds_fc_info *in, cmds_error
 
 int cmds_fc_create(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_fc_info *info,
                    int zstd_level, cmds_error *err) {
+  if (info->n[2] > 0 && !(info->modalities & (1 << CMDS_FC_NORMALS_EST)))
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: augmented rows need the normals_est modality (they have no real 3D)", path);
+  if (info->n[2] > 0 && !info->augmented_id[0])
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: augmented rows without an augmented_id", path);
   int rc = cmds_h5_create(f, path, comm, err);
   if (rc) return rc;
   if (write_info(f->id, info)) rc = CMDS_FAIL(err, CMDS_EIO, "%s: writing attributes", f->partial);
   hid_t f16 = cmds_h5_f16_type();
-  for (int g = 0; g < 2 && !rc; g++) {
+  for (int g = 0; g < CMDS_FC_GROUPS && !rc; g++) {
+    if (g == 2 && info->n[2] <= 0) continue;
     hid_t grp = H5Gcreate2(f->id, group_names[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     for (int m = 0; m < CMDS_FC_NMOD && !rc; m++) {
-      if (!(info->modalities & (1 << m))) continue;
+      if (!cmds_fc_group_has(info, g, (cmds_fc_modality)m)) continue;
       hsize_t dims[5] = {(hsize_t)info->n[g], (hsize_t)info->nblocks, (hsize_t)info->grid,
                          (hsize_t)info->grid, (hsize_t)info->width};
       hid_t d = cmds_h5_create_rows(grp, mod_names[m], f16, 5, dims, zstd_level, err);
@@ -120,11 +144,11 @@ int cmds_fc_create(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_f
 static int same_info(const cmds_fc_info *a, const cmds_fc_info *b) {
   if (strcmp(a->dataset, b->dataset) || strcmp(a->category, b->category) || strcmp(a->backbone, b->backbone) ||
       strcmp(a->weights_id, b->weights_id) || strcmp(a->sample_list_hash, b->sample_list_hash) ||
-      strcmp(a->normals_est_id, b->normals_est_id))
+      strcmp(a->normals_est_id, b->normals_est_id) || strcmp(a->augmented_id, b->augmented_id))
     return 0;
   if (a->nblocks != b->nblocks || a->grid != b->grid || a->width != b->width ||
       a->image_size != b->image_size || a->final_norm != b->final_norm || a->modalities != b->modalities ||
-      a->n[0] != b->n[0] || a->n[1] != b->n[1])
+      a->n[0] != b->n[0] || a->n[1] != b->n[1] || a->n[2] != b->n[2])
     return 0;
   for (int64_t i = 0; i < a->nblocks; i++)
     if (a->blocks[i] != b->blocks[i]) return 0;

@@ -2,7 +2,9 @@
  * written by `features` and read by `train` and `score`. Per dataset/category one file;
  * groups `support` and `test`; per modality (rgb, normals, normals_est) a float16 dataset
  * (N, L, G, G, C) of the L chosen blocks' patch tokens on the G x G grid, one sample per
- * chunk, zstd-compressed, plus a per-sample `<modality>_done` flag.
+ * chunk, zstd-compressed, plus a per-sample `<modality>_done` flag. Optional group
+ * `augmented` (the sample cache's generated images, cmds-augment): rgb and normals_est
+ * only (they have no real 3D), present only when the file has normals_est.
  *
  * Resumable: a file in progress lives at `<path>.partial`; every collective round writes
  * feature rows, flushes, then sets their done flags and flushes again, so a killed job
@@ -33,10 +35,16 @@ typedef struct cmds_fc_info {
   int64_t grid, width;       /* 28, 768 */
   int64_t image_size;        /* 224 */
   int64_t final_norm;        /* 0: block outputs as they are (METHOD.md section 3) */
-  int64_t n[2];              /* rows of support, test */
+  int64_t n[3];              /* rows of support, test, augmented (0: no augmented group) */
   int64_t modalities;        /* bit mask of cmds_fc_modality present */
   char normals_est_id[256];  /* the sample cache's normals_est_id (cmds-estimate's settings); "" without */
+  char augmented_id[512];    /* the sample cache's augmented_id when n[2] > 0; "" without */
 } cmds_fc_info;
+
+/* Group indices (as the sample cache's): 0 support, 1 test, 2 augmented. */
+#define CMDS_FC_GROUPS 3
+/* 1 when group g of a file described by info holds modality m. */
+int cmds_fc_group_has(const cmds_fc_info *info, int g, cmds_fc_modality m);
 
 const char *cmds_fc_modality_name(cmds_fc_modality m);
 /* HDF5's IEEE half type (what h5py/numpy call float16). Close with H5Tclose. */

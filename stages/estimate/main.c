@@ -17,7 +17,11 @@
  * `<cat>.h5` when every row is done: a cache at its final name is always whole, with or
  * without complete normals_est. A killed run resumes from the copy (only rows without a done
  * flag are computed); a rerun with other settings (checkpoint, steps, resolution, ensemble,
- * seed, image source) is refused unless --force. */
+ * seed, image source) is refused unless --force.
+ *
+ * Augmented samples (cmds-augment's group `augmented`) get normals_est from their cached RGB
+ * (there is no original). Their estimates are tied to the cache's augmented_id: a new
+ * augmented group makes the next run compute that group only. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +119,7 @@ typedef struct run_ctx {
   size_t scratch_bytes;
   cmds_sc_est_info want; /* resolved settings and checkpoint identity */
   int64_t computed;
+  int64_t computed_aug; /* of which augmented rows */
 } run_ctx;
 
 /* One row: source image -> Marigold -> our convention -> S x S. */
@@ -153,7 +158,7 @@ static int estimate_row(run_ctx *r, const est_source *src, const cmds_sample_bat
 /* One group: rows without a done flag, spread over ranks in contiguous blocks; each round
  * every rank computes one row (or none) and all write collectively. */
 static int run_group(run_ctx *r, hid_t in, hid_t out, int g, const est_source *src, cmds_error *err) {
-  const char *gname = g ? "test" : "support";
+  const char *gname = cmds_sc_group_name(g);
   cmds_sc_group grp;
   memset(&grp, 0, sizeof grp);
   int rc = cmds_mpi_agree(r->mpi, err, cmds_sc_group_open(in, gname, "sample cache", &grp, err));
@@ -185,6 +190,7 @@ static int run_group(run_ctx *r, hid_t in, hid_t out, int g, const est_source *s
     if (!rc) rc = cmds_mpi_agree(r->mpi, err, cmds_sc_est_write_rows(out, g, row, has, normals, err));
     if (!rc && has) {
       r->computed++;
+      if (g == CMDS_SC_AUGMENTED) r->computed_aug++;
       cmds_progress_step(&prog, 1);
     }
     if (kill_after && r->computed >= atoll(kill_after)) raise(SIGKILL);
@@ -229,7 +235,11 @@ static int copy_file(const char *src, const char *dst, cmds_error *err) {
 
 enum { PLAN_SKIP = 0, PLAN_FRESH = 1, PLAN_RESUME = 2 };
 
-/* Rank 0: what to do with a category (skip, start from a fresh copy, resume the copy). */
+/* Rank 0: what to do with a category (skip, start from a fresh copy, resume the copy).
+ * Support and test are done when their normals_est are complete with these settings; the
+ * augmented group (cmds-augment) when it is absent or its normals_est are complete and made
+ * for its current augmented_id. A copy is resumable when made from this very cache (same
+ * prep inputs and the same augmented_id) with these settings. */
 static int plan_category(const run_ctx *r, const char *final, const char *work, int *plan, cmds_error *err) {
   hid_t f;
   int rc = cmds_h5_open_read(&f, final, MPI_COMM_SELF, CMDS_SAMPLE_CACHE_SCHEMA, CMDS_SAMPLE_CACHE_VERSION, err);
@@ -237,8 +247,13 @@ static int plan_category(const run_ctx *r, const char *final, const char *work, 
   cmds_sc_info si;
   int present = 0, complete = 0;
   cmds_sc_est_info got;
+  int64_t aug_n = 0;
+  char aug_id[CMDS_SC_AUG_ID_LEN];
+  cmds_sc_aug_est_state aug_state = CMDS_SC_AUG_EST_ABSENT;
   rc = cmds_sc_read_info(f, final, &si, err);
   if (!rc) rc = cmds_sc_est_status(f, final, &present, &complete, &got, err);
+  if (!rc) rc = cmds_sc_aug_status(f, final, &aug_n, aug_id, sizeof aug_id, err);
+  if (!rc) rc = cmds_sc_est_aug_state(f, final, &aug_state, err);
   H5Fclose(f);
   if (rc) {
     cmds_sc_info_free(&si);
@@ -252,7 +267,8 @@ static int plan_category(const run_ctx *r, const char *final, const char *work, 
     return CMDS_FAIL(err, CMDS_EINPUT, "%s: normals_est was made with other settings:\n  cache:    %s\n  this run: %s\n"
                      "rerun with --force to replace it (then rerun cmds-features)", final, got_id, want_id);
   }
-  if (present && complete && !r->a->force) {
+  int aug_done = aug_n == 0 || aug_state == CMDS_SC_AUG_EST_COMPLETE;
+  if (present && complete && aug_done && !r->a->force) {
     cmds_sc_info_free(&si);
     *plan = PLAN_SKIP;
     return CMDS_OK;
@@ -268,7 +284,11 @@ static int plan_category(const run_ctx *r, const char *final, const char *work, 
       cmds_sc_est_info wg;
       int wp = 0, wc = 0;
       if (!cmds_sc_read_info(w, work, &wi, &e)) {
-        int same_cache = !strcmp(wi.sample_list_hash, si.sample_list_hash) && !strcmp(wi.prep_config, si.prep_config);
+        int64_t wn = 0;
+        char wid_aug[CMDS_SC_AUG_ID_LEN];
+        int same_cache = !strcmp(wi.sample_list_hash, si.sample_list_hash) && !strcmp(wi.prep_config, si.prep_config) &&
+                         !cmds_sc_aug_status(w, work, &wn, wid_aug, sizeof wid_aug, &e) && wn == aug_n &&
+                         !strcmp(wid_aug, aug_id);
         if (same_cache && !cmds_sc_est_status(w, work, &wp, &wc, &wg, &e) && wp) {
           char wid[512];
           cmds_sc_est_identity(&wg, wid, sizeof wid);
@@ -314,10 +334,28 @@ static int estimate_category(run_ctx *r, const char *cat, int argc, char **argv,
                                                   CMDS_SAMPLE_CACHE_VERSION, err));
   if (!rc) rc = cmds_mpi_agree(mpi, err, cmds_sc_read_info(in, final, &si, err));
   if (!rc) rc = cmds_mpi_agree(mpi, err, cmds_sc_open_rw(&out, work, mpi->comm, err));
-  if (!rc && plan == PLAN_FRESH) rc = cmds_mpi_agree(mpi, err, cmds_sc_est_prepare(out, work, &r->want, a->zstd_level, err));
+  /* The augmented group (cmds-augment) of the cache as it is now; the copy holds the same. */
+  int64_t aug_n = 0;
+  char aug_id[CMDS_SC_AUG_ID_LEN] = "";
+  if (!rc) rc = cmds_mpi_agree(mpi, err, cmds_sc_aug_status(in, final, &aug_n, aug_id, sizeof aug_id, err));
+  /* What the copy still needs set up: support/test on a fresh copy unless they are complete
+   * with these settings (a copy made only for new augmented rows); the augmented group when
+   * its normals_est are absent or were made for other augmented rows. */
+  int present = 0, complete = 0;
+  cmds_sc_est_info got;
+  cmds_sc_aug_est_state aug_state = CMDS_SC_AUG_EST_ABSENT;
+  if (!rc) rc = cmds_mpi_agree(mpi, err, cmds_sc_est_status(out, work, &present, &complete, &got, err));
+  if (!rc && aug_n > 0) rc = cmds_mpi_agree(mpi, err, cmds_sc_est_aug_state(out, work, &aug_state, err));
+  if (!rc && plan == PLAN_FRESH && (a->force || !present || !complete))
+    rc = cmds_mpi_agree(mpi, err, cmds_sc_est_prepare(out, work, &r->want, a->zstd_level, err));
+  if (!rc && aug_n > 0 &&
+      ((plan == PLAN_FRESH && a->force) || aug_state == CMDS_SC_AUG_EST_ABSENT || aug_state == CMDS_SC_AUG_EST_STALE))
+    rc = cmds_mpi_agree(mpi, err, cmds_sc_est_aug_prepare(out, work, a->zstd_level, err));
   est_source src = {.data_root = a->data, .dataset = si.dataset, .category = si.category};
-  r->computed = 0;
+  est_source src_aug = {.data_root = NULL, .dataset = si.dataset, .category = si.category}; /* no originals */
+  r->computed = r->computed_aug = 0;
   for (int g = 0; g < 2 && !rc; g++) rc = run_group(r, in, out, g, &src, err);
+  if (!rc && aug_n > 0) rc = run_group(r, in, out, CMDS_SC_AUGMENTED, &src_aug, err);
   if (in >= 0) H5Fclose(in);
   if (!rc) {
     /* Publish: close the copy and rename it over the cache, unless prep rebuilt the cache
@@ -335,8 +373,12 @@ static int estimate_category(run_ctx *r, const char *cat, int argc, char **argv,
       cmds_sc_info now;
       same = 0;
       if (!cmds_h5_open_read(&t, final, MPI_COMM_SELF, CMDS_SAMPLE_CACHE_SCHEMA, CMDS_SAMPLE_CACHE_VERSION, &e)) {
+        int64_t now_n = 0;
+        char now_id[CMDS_SC_AUG_ID_LEN];
         if (!cmds_sc_read_info(t, final, &now, &e)) {
-          same = !strcmp(now.sample_list_hash, si.sample_list_hash) && !strcmp(now.prep_config, si.prep_config);
+          same = !strcmp(now.sample_list_hash, si.sample_list_hash) && !strcmp(now.prep_config, si.prep_config) &&
+                 !cmds_sc_aug_status(t, final, &now_n, now_id, sizeof now_id, &e) && now_n == aug_n &&
+                 !strcmp(now_id, aug_id);
           cmds_sc_info_free(&now);
         }
         H5Fclose(t);
@@ -346,19 +388,21 @@ static int estimate_category(run_ctx *r, const char *cat, int argc, char **argv,
     if (same) rc = cmds_mpi_agree(mpi, err, cmds_h5_commit(&f, err));
     else {
       cmds_h5_abandon(&f);
-      rc = CMDS_FAIL(err, CMDS_EINPUT, "%s changed while cmds-estimate ran (cmds-prep again?): the estimates were "
-                     "discarded, rerun cmds-estimate", final);
+      rc = CMDS_FAIL(err, CMDS_EINPUT, "%s changed while cmds-estimate ran (cmds-prep or cmds-augment again?): the "
+                     "estimates were discarded, rerun cmds-estimate", final);
     }
     out = H5I_INVALID_HID;
   } else if (out >= 0) {
     H5Fclose(out); /* keep the copy: its finished rows are reused by the next run */
   }
-  int64_t total = 0;
+  int64_t total = 0, total_aug = 0;
   MPI_CHECK(MPI_Allreduce(&r->computed, &total, 1, MPI_INT64_T, MPI_SUM, mpi->comm));
+  MPI_CHECK(MPI_Allreduce(&r->computed_aug, &total_aug, 1, MPI_INT64_T, MPI_SUM, mpi->comm));
   double el = cmds_now() - rec.t0;
   if (!rc) {
-    char id[512];
+    char id[512], aug_note[64] = "";
     cmds_sc_est_identity(&r->want, id, sizeof id);
+    if (aug_n > 0) snprintf(aug_note, sizeof aug_note, " (%lld of them augmented)", (long long)total_aug);
     cmds_json *j = &rec.json;
     cmds_json_kv_str(j, "dataset", a->dataset);
     cmds_json_kv_str(j, "category", cat);
@@ -374,12 +418,15 @@ static int estimate_category(run_ctx *r, const char *cat, int argc, char **argv,
     cmds_json_kv_int(j, "seed", r->want.seed);
     cmds_json_kv_str(j, "device", nn_device_name(r->nn.device));
     cmds_json_kv_int(j, "images_computed", total);
+    cmds_json_kv_int(j, "augmented_rows", aug_n);
+    cmds_json_kv_int(j, "augmented_images_computed", total_aug);
+    cmds_json_kv_str(j, "augmented_id", aug_id);
     cmds_json_kv_bool(j, "resumed", plan == PLAN_RESUME);
     cmds_json_kv_num(j, "images_per_s", (double)total / (el > 0 ? el : 1e-9));
     cmds_record_finish(&rec, rec_path, "ok", err);
     if (mpi->rank == 0)
-      printf("estimate %s/%s: %lld images through Marigold%s -> normals_est in %s (%.1f s, %.3f images/s, %d ranks, %s)\n",
-             a->dataset, cat, (long long)total, plan == PLAN_RESUME ? " (resumed)" : "", final, el,
+      printf("estimate %s/%s: %lld images through Marigold%s%s -> normals_est in %s (%.1f s, %.3f images/s, %d ranks, %s)\n",
+             a->dataset, cat, (long long)total, plan == PLAN_RESUME ? " (resumed)" : "", aug_note, final, el,
              (double)total / (el > 0 ? el : 1e-9), mpi->size, nn_device_name(r->nn.device));
   } else {
     cmds_json_free(&rec.json);

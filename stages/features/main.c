@@ -11,7 +11,10 @@
  *       [--zstd-level L] [--force]
  *
  * Inputs (METHOD.md sections 2-3): RGB / 255, normals encoded (n + 1) / 2, both
- * ImageNet-normalised. Without --weights a small random ViT (width 96, 12 blocks, patch 8)
+ * ImageNet-normalised. A cache with an augmented group (cmds-augment, then cmds-estimate)
+ * gets its RGB and estimated normals encoded too (feature cache group `augmented`, keyed by
+ * the cache's augmented_id); without normals_est those rows are skipped (they only serve the
+ * estimated stream). Without --weights a small random ViT (width 96, 12 blocks, patch 8)
  * stands in, as the demo does. Resumable: rows already in `<cat>.features.h5.partial` with
  * the same configuration are not computed again; a complete file is skipped. */
 #include <signal.h>
@@ -137,7 +140,7 @@ static int run_group(run_ctx *r, hid_t sc, hid_t fc, int g, cmds_fc_modality mod
   MPI_CHECK(MPI_Allreduce(&mine, &most, 1, MPI_INT64_T, MPI_MAX, r->mpi->comm));
   cmds_sc_group grp;
   memset(&grp, 0, sizeof grp);
-  const char *gname = g ? "test" : "support";
+  const char *gname = cmds_sc_group_name(g);
   if (!rc) rc = cmds_sc_group_open(sc, gname, "sample cache", &grp, err);
   rc = cmds_mpi_agree(r->mpi, err, rc);
   cmds_sample_batch sb;
@@ -239,6 +242,28 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
     want.modalities |= 1 << CMDS_FC_NORMALS_EST;
     cmds_sc_est_identity(&est_info, want.normals_est_id, sizeof want.normals_est_id);
   }
+  /* Augmented rows (cmds-augment): encoded with their estimated normals; they serve only the
+   * E stream, so without normals_est they are left out (and said so). */
+  int64_t aug_n = 0, aug_skipped = 0;
+  char aug_id[CMDS_SC_AUG_ID_LEN] = "";
+  cmds_sc_aug_est_state aug_state = CMDS_SC_AUG_EST_ABSENT;
+  if (!rc) rc = cmds_mpi_agree(mpi, err, cmds_sc_aug_status(sc, in, &aug_n, aug_id, sizeof aug_id, err));
+  if (!rc && aug_n > 0) rc = cmds_mpi_agree(mpi, err, cmds_sc_est_aug_state(sc, in, &aug_state, err));
+  if (!rc && aug_n > 0 && est_present && aug_state != CMDS_SC_AUG_EST_COMPLETE)
+    rc = cmds_mpi_agree(mpi, err, CMDS_FAIL(err, CMDS_ESCHEMA, "%s: the %lld augmented rows have %s (rerun cmds-estimate)", in,
+                                            (long long)aug_n,
+                                            aug_state == CMDS_SC_AUG_EST_ABSENT  ? "no estimated normals"
+                                            : aug_state == CMDS_SC_AUG_EST_STALE ? "estimated normals of an older augmented group"
+                                                                                 : "incomplete estimated normals"));
+  if (!rc && aug_n > 0 && est_present) {
+    want.n[2] = aug_n;
+    snprintf(want.augmented_id, sizeof want.augmented_id, "%s", aug_id);
+  } else if (!rc && aug_n > 0) {
+    aug_skipped = aug_n;
+    if (mpi->rank == 0)
+      printf("features %s/%s: %lld augmented rows left out: the cache has no normals_est (run cmds-estimate for the "
+             "estimated stream)\n", a->dataset, cat, (long long)aug_n);
+  }
   cmds_sc_info_free(&si);
   if (a->weights) rc = rc ? rc : cmds_mpi_agree(mpi, err, cmds_file_identity(a->weights, want.weights_id, sizeof want.weights_id, err));
   else snprintf(want.weights_id, sizeof want.weights_id, "random:%llu", (unsigned long long)a->random_seed);
@@ -253,7 +278,8 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
       skip = !cmds_fc_read_info(t, out, &got, &e) && !strcmp(got.weights_id, want.weights_id) &&
              !strcmp(got.sample_list_hash, want.sample_list_hash) && got.final_norm == want.final_norm &&
              got.width == want.width && got.modalities == want.modalities &&
-             !strcmp(got.normals_est_id, want.normals_est_id);
+             !strcmp(got.normals_est_id, want.normals_est_id) && got.n[2] == want.n[2] &&
+             !strcmp(got.augmented_id, want.augmented_id);
       H5Fclose(t);
     }
   }
@@ -269,9 +295,9 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
   int resumed = !a->force && cmds_fc_reopen(&f, out, mpi->comm, &want, err) == CMDS_OK;
   if (!resumed) rc = cmds_mpi_agree(mpi, err, cmds_fc_create(&f, out, mpi->comm, &want, a->zstd_level, err));
   r->computed = 0;
-  for (int g = 0; g < 2 && !rc; g++)
+  for (int g = 0; g < CMDS_FC_GROUPS && !rc; g++)
     for (int m = 0; m < CMDS_FC_NMOD && !rc; m++)
-      if (want.modalities & (1 << m)) rc = run_group(r, sc, f.id, g, (cmds_fc_modality)m, want.n[g], err);
+      if (cmds_fc_group_has(&want, g, (cmds_fc_modality)m)) rc = run_group(r, sc, f.id, g, (cmds_fc_modality)m, want.n[g], err);
   H5Fclose(sc);
   if (!rc) rc = cmds_mpi_agree(mpi, err, cmds_h5_commit(&f, err));
   else if (f.id >= 0) {
@@ -292,6 +318,9 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
     cmds_json_kv_str(j, "weights_id", want.weights_id);
     cmds_json_kv_bool(j, "normals_est", (want.modalities & (1 << CMDS_FC_NORMALS_EST)) != 0);
     cmds_json_kv_str(j, "normals_est_id", want.normals_est_id);
+    cmds_json_kv_int(j, "augmented_rows", want.n[2]);
+    cmds_json_kv_int(j, "augmented_rows_left_out", aug_skipped);
+    cmds_json_kv_str(j, "augmented_id", want.augmented_id);
     cmds_json_kv_str(j, "device", nn_device_name(r->nn.device));
     cmds_json_kv_str(j, "precision", r->nn.device == NN_CUDA ? a->precision : "fp32");
     cmds_json_kv_int(j, "images_computed", total);

@@ -123,10 +123,15 @@ static int ensure_backbone(train_env *env, const cmds_fc_info *fi, const char *f
 typedef struct task_state {
   cmds_fc_info fi;
   int k, S, L, D, G, H, W;
+  /* The E stream's pool: the k support rows, then n_aug augmented rows (cmds-augment) whose
+   * source is one of those k (rows aug_rows[] of the augmented group); P = k + n_aug. The R
+   * stream draws from the first k only. */
+  int P, n_aug;
+  int64_t *aug_rows;
   int est_on, real_on, online;
   size_t row_f16; /* L*G*G*D */
-  uint16_t *f16[CMDS_FC_NMOD]; /* (k, L, G, G, D) per modality read */
-  uint8_t *rgb;                /* (k, S, S, 3) when online */
+  uint16_t *f16[CMDS_FC_NMOD]; /* (P, L, G, G, D) for rgb and normals_est, (k, ...) for normals */
+  uint8_t *rgb;                /* (P, S, S, 3) when online */
   float *masks;                /* (k, H, W) */
   double mask_sum[64];
   int64_t b0, b1;              /* this rank's slots [b0, b1) of a batch */
@@ -160,10 +165,72 @@ static void task_state_free(task_state *s) {
   free(s->host_patches);
   free(s->host_out);
   free(s->perm);
+  free(s->aug_rows);
   memset(s, 0, sizeof *s);
 }
 
-/* Reads the support rows and masks (every rank reads all k: they are few). */
+/* The support sample id an augmented row was made from: "augmented/<support id>/<j>". */
+static int aug_source_id(const char *aug_id, char *out, size_t cap) {
+  const char *p = aug_id + 10, *last = strrchr(aug_id, '/');
+  if (strncmp(aug_id, "augmented/", 10) || !last || last <= p) return 0;
+  snprintf(out, cap, "%.*s", (int)(last - p), p);
+  return 1;
+}
+
+/* METHOD.md section 5: the E stream also draws from the augmented samples. Only rows made
+ * from one of the task's k support samples are taken (the few-shot protocol: a k-shot task
+ * sees nothing made from support sample k or later). The sample cache must hold the augmented
+ * group the features were made from (the same augmented_id). Sets s->aug_rows, s->n_aug. */
+static int select_augmented(const char *sc_path, const char *fc_path, task_state *s, cmds_error *err) {
+  s->n_aug = 0;
+  if (!s->est_on || s->fi.n[2] <= 0) return CMDS_OK;
+  hid_t sc;
+  int rc = cmds_h5_open_read(&sc, sc_path, MPI_COMM_SELF, CMDS_SAMPLE_CACHE_SCHEMA, CMDS_SAMPLE_CACHE_VERSION, err);
+  if (rc) return rc;
+  int64_t n = 0;
+  char id[CMDS_SC_AUG_ID_LEN];
+  rc = cmds_sc_aug_status(sc, sc_path, &n, id, sizeof id, err);
+  if (!rc && (n != s->fi.n[2] || strcmp(id, s->fi.augmented_id)))
+    rc = CMDS_FAIL(err, CMDS_EINPUT, "%s has %lld augmented rows (augmented_id '%s'), %s was made from %lld ('%s'): rerun "
+                   "cmds-estimate and cmds-features", sc_path, (long long)n, id, fc_path, (long long)s->fi.n[2],
+                   s->fi.augmented_id);
+  cmds_sc_group sup, aug;
+  memset(&sup, 0, sizeof sup);
+  memset(&aug, 0, sizeof aug);
+  if (!rc) rc = cmds_sc_group_open(sc, "support", sc_path, &sup, err);
+  if (!rc) rc = cmds_sc_group_open(sc, "augmented", sc_path, &aug, err);
+  if (!rc && sup.n < s->k)
+    rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: k = %d but the sample cache has %lld support samples", sc_path, s->k, (long long)sup.n);
+  char(*sup_ids)[CMDS_SC_ID_LEN + 1] = cmds_xcalloc((size_t)s->k, sizeof *sup_ids);
+  s->aug_rows = cmds_xmalloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+  cmds_sample_batch b;
+  cmds_sample_batch_alloc(&b, 1, sup.size > 0 ? sup.size : 1);
+  for (int i = 0; i < s->k && !rc; i++) {
+    rc = cmds_sc_group_read(&sup, i, 1, &b, err);
+    if (!rc) memcpy(sup_ids[i], b.sample_id, CMDS_SC_ID_LEN);
+  }
+  for (int64_t r = 0; r < n && !rc; r++) {
+    rc = cmds_sc_group_read(&aug, r, 1, &b, err);
+    char full[CMDS_SC_ID_LEN + 1], src[CMDS_SC_ID_LEN + 1];
+    memcpy(full, b.sample_id, CMDS_SC_ID_LEN);
+    full[CMDS_SC_ID_LEN] = 0;
+    if (!rc && !aug_source_id(full, src, sizeof src))
+      rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: /augmented row %lld: sample_id '%s' is not augmented/<support id>/<j>", sc_path,
+                     (long long)r, full);
+    int from_task = 0;
+    for (int i = 0; i < s->k && !rc && !from_task; i++) from_task = !strcmp(src, sup_ids[i]);
+    if (!rc && from_task) s->aug_rows[s->n_aug++] = r;
+  }
+  cmds_sample_batch_free(&b);
+  free(sup_ids);
+  if (sup.group > 0) cmds_sc_group_close(&sup);
+  if (aug.group > 0) cmds_sc_group_close(&aug);
+  H5Fclose(sc);
+  return rc;
+}
+
+/* Reads the support rows and masks (every rank reads all k: they are few), and the
+ * augmented rows of the E stream's pool. */
 static int load_inputs(train_env *env, const cmds_task *t, const train_params *tp, task_state *s, char *fc_path,
                        char *sc_path, cmds_error *err) {
   snprintf(fc_path, 4200, "%s/%s/%s.features.h5", env->cache, t->dataset, t->category);
@@ -199,10 +266,15 @@ static int load_inputs(train_env *env, const cmds_task *t, const train_params *t
   s->G = (int)s->fi.grid;
   s->S = (int)s->fi.image_size;
   s->row_f16 = (size_t)s->L * (size_t)s->G * (size_t)s->G * (size_t)s->D;
+  if (!rc) rc = select_augmented(sc_path, fc_path, s, err);
+  s->P = s->k + s->n_aug;
   for (int m = 0; m < CMDS_FC_NMOD && !rc; m++) {
     if (m == CMDS_FC_NORMALS_EST && !s->est_on) continue;
-    s->f16[m] = cmds_xmalloc(sizeof(uint16_t) * s->row_f16 * (size_t)s->k);
+    int rows = m == CMDS_FC_NORMALS ? s->k : s->P;
+    s->f16[m] = cmds_xmalloc(sizeof(uint16_t) * s->row_f16 * (size_t)rows);
     rc = cmds_fc_read_rows(fc, 0, (cmds_fc_modality)m, 0, s->k, s->f16[m], err);
+    for (int i = 0; i < s->n_aug && m != CMDS_FC_NORMALS && !rc; i++)
+      rc = cmds_fc_read_rows(fc, 2, (cmds_fc_modality)m, s->aug_rows[i], 1, s->f16[m] + (size_t)(s->k + i) * s->row_f16, err);
   }
   H5Fclose(fc);
   if (rc) return rc;
@@ -228,7 +300,7 @@ static int load_inputs(train_env *env, const cmds_task *t, const train_params *t
   s->H = s->W = (int)tp->resolution;
   size_t hw = (size_t)s->H * (size_t)s->W, px = (size_t)s->S * (size_t)s->S;
   s->masks = cmds_xmalloc(sizeof(float) * hw * (size_t)s->k);
-  if (s->online) s->rgb = cmds_xmalloc(px * 3 * (size_t)s->k);
+  if (s->online) s->rgb = cmds_xmalloc(px * 3 * (size_t)s->P);
   cmds_sample_batch b;
   cmds_sample_batch_alloc(&b, 1, s->S);
   uint8_t *m8 = cmds_xmalloc(hw);
@@ -245,8 +317,16 @@ static int load_inputs(train_env *env, const cmds_task *t, const train_params *t
     if (s->online) memcpy(s->rgb + (size_t)i * px * 3, b.rgb, px * 3);
   }
   free(m8);
-  cmds_sample_batch_free(&b);
   if (g.group > 0) cmds_sc_group_close(&g);
+  if (!rc && s->online && s->n_aug > 0) { /* the augmented RGB images the noise goes onto */
+    rc = cmds_sc_group_open(sc, "augmented", sc_path, &g, err);
+    for (int i = 0; i < s->n_aug && !rc; i++) {
+      rc = cmds_sc_group_read(&g, s->aug_rows[i], 1, &b, err);
+      if (!rc) memcpy(s->rgb + (size_t)(s->k + i) * px * 3, b.rgb, px * 3);
+    }
+    if (g.group > 0) cmds_sc_group_close(&g);
+  }
+  cmds_sample_batch_free(&b);
   H5Fclose(sc);
   if (!rc && s->k > 64) rc = CMDS_FAIL(err, CMDS_EINPUT, "k = %d: at most 64 support samples per task", s->k);
   return rc;
@@ -301,7 +381,9 @@ static int step_stream(train_env *env, task_state *s, const train_params *tp, ui
                        double loss[2], cmds_error *err) {
   int64_t B = tp->batch;
   int *rows = cmds_xmalloc(sizeof(int) * (size_t)B);
-  for (int64_t j = 0; j < B; j++) rows[j] = sample_at(seed, stream, step * B + j, s->k, s->perm);
+  /* R: the k support rows; E: the k support rows and the task's augmented rows (P = k without) */
+  int pool = stream == STREAM_E ? s->P : s->k;
+  for (int64_t j = 0; j < B; j++) rows[j] = sample_at(seed, stream, step * B + j, pool, s->perm);
   size_t hw = (size_t)s->H * (size_t)s->W;
   double denom;
   if (stream == STREAM_R) {
@@ -427,7 +509,7 @@ static int setup_compute(train_env *env, task_state *s, const train_params *tp, 
     if (!s->tape) rc = err->code ? err->code : CMDS_ENOMEM;
   }
   s->in_f16 = cmds_xmalloc(sizeof(uint16_t) * (size_t)Bm * s->row_f16);
-  s->perm = cmds_xmalloc(sizeof(int) * (size_t)s->k);
+  s->perm = cmds_xmalloc(sizeof(int) * (size_t)(s->P > s->k ? s->P : s->k));
   /* the tensors of a rank with fewer slots than Bm are views of the first cnt rows */
   if (!rc && s->b1 - s->b0 != Bm) rc = CMDS_FAIL(err, CMDS_EINTERNAL, "slot count");
   return rc;
@@ -441,11 +523,20 @@ static const char *est_identity(int est_on, const cmds_fc_info *fi) {
   return !est_on ? "none" : fi->normals_est_id[0] ? fi->normals_est_id : "unnamed";
 }
 
-static int est_matches(const char *path, const char *want) {
-  char have[300];
+/* Which augmented group the E stream could draw from (metadata cmds.augmented_id): the
+ * feature cache's augmented_id when the E stream is on and the file has augmented rows,
+ * "none" otherwise (also for files without the key). A new cmds-augment run retrains. */
+static const char *aug_identity(int est_on, const cmds_fc_info *fi) {
+  return est_on && fi->n[2] > 0 && fi->augmented_id[0] ? fi->augmented_id : "none";
+}
+
+static int est_matches(const char *path, const char *want, const char *want_aug) {
+  char have[300], have_aug[CMDS_SC_AUG_ID_LEN];
   cmds_error e = {0};
   if (train_ckpt_meta(path, "cmds.normals_est_id", have, sizeof have, &e) != CMDS_OK) snprintf(have, sizeof have, "none");
-  return !strcmp(have, want);
+  if (train_ckpt_meta(path, "cmds.augmented_id", have_aug, sizeof have_aug, &e) != CMDS_OK)
+    snprintf(have_aug, sizeof have_aug, "none");
+  return !strcmp(have, want) && !strcmp(have_aug, want_aug);
 }
 
 /* Metadata both the checkpoint and the final file carry. */
@@ -474,7 +565,8 @@ static void meta_fill(meta_kv *mk, const cmds_task *t, const task_state *s, cons
                          "cmds.step", mk->step, "cmds.steps", mk->steps, "cmds.streams", mk->streams,
                          "cmds.weights_id", s->fi.weights_id, "cmds.feature_blocks", mk->blocks,
                          "cmds.sample_list_hash", s->fi.sample_list_hash,
-                         "cmds.normals_est_id", est_identity(s->est_on, &s->fi)};
+                         "cmds.normals_est_id", est_identity(s->est_on, &s->fi),
+                         "cmds.augmented_id", aug_identity(s->est_on, &s->fi)};
   mk->n = (int)(sizeof pairs / sizeof pairs[0]) / 2;
   for (int i = 0; i < 2 * mk->n; i++) mk->kv[i] = pairs[i];
 }
@@ -515,6 +607,9 @@ static void write_sidecar_json(cmds_json *j, const cmds_task *t, const task_stat
   cmds_json_kv_bool(j, "est", s->est_on);
   cmds_json_kv_str(j, "est_off_reason",
                    s->est_on ? "" : !tp->stream_est ? "train.streams=real" : "no normals_est in the feature cache");
+  cmds_json_kv_int(j, "est_support_rows", s->est_on ? s->k : 0);
+  cmds_json_kv_int(j, "est_augmented_rows", s->n_aug);
+  cmds_json_kv_str(j, "augmented_id", aug_identity(s->est_on, &s->fi));
   cmds_json_object_end(j);
   cmds_json_kv_bool(j, "backbone_online", s->online);
   cmds_json_key(j, "input");
@@ -563,7 +658,7 @@ static int inputs_match(const train_env *env, const cmds_task *t, const char *pa
   train_config_params(&t->cfg, &tp);
   int est_on = tp.stream_est && (fi.modalities & (1 << CMDS_FC_NORMALS_EST));
   return !strcmp(have_w, fi.weights_id) && !strcmp(have_h, fi.sample_list_hash) &&
-         est_matches(path, est_identity(est_on, &fi));
+         est_matches(path, est_identity(est_on, &fi), aug_identity(est_on, &fi));
 }
 
 int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_error *err) {
@@ -591,7 +686,7 @@ int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_e
     if (train_ckpt_meta(final, "cmds.config_key", have, sizeof have, &e) == CMDS_OK) {
       if (!strcmp(have, key)) {
         skip = inputs_match(env, t, final);
-        if (!skip) fprintf(stderr, "[train] %s: made from other features (weights, sample list or estimated normals changed): retraining\n", final);
+        if (!skip) fprintf(stderr, "[train] %s: made from other features (weights, sample list, estimated normals or augmented samples changed): retraining\n", final);
       } else
         rc = CMDS_FAIL(err, CMDS_EINPUT,
                        "%s: a mapper trained with another configuration is already here (%s; this task: %s); "
@@ -631,7 +726,7 @@ int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_e
              train_ckpt_meta(ckpt, "cmds.weights_id", have_w, sizeof have_w, &e) == CMDS_OK &&
              train_ckpt_meta(ckpt, "cmds.sample_list_hash", have_h, sizeof have_h, &e) == CMDS_OK &&
              !strcmp(have_w, s.fi.weights_id) && !strcmp(have_h, s.fi.sample_list_hash) &&
-             est_matches(ckpt, est_identity(s.est_on, &s.fi));
+             est_matches(ckpt, est_identity(s.est_on, &s.fi), aug_identity(s.est_on, &s.fi));
     int ok_all = 0;
     MPI_CHECK(MPI_Allreduce(&ok, &ok_all, 1, MPI_INT, MPI_MIN, g->comm));
     if (ok_all) {
@@ -763,6 +858,10 @@ int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_e
     cmds_json_kv_str(j, "est_stream_note",
                      s.est_on ? "" : !tp.stream_est ? "off: train.streams=real"
                                                     : "off: the feature cache has no normals_est (no cmds-estimate run)");
+    cmds_json_kv_int(j, "est_support_rows", s.est_on ? s.k : 0);
+    cmds_json_kv_int(j, "est_augmented_rows", s.n_aug);
+    cmds_json_kv_int(j, "augmented_rows_in_cache", s.est_on ? s.fi.n[2] : 0);
+    cmds_json_kv_str(j, "augmented_id", aug_identity(s.est_on, &s.fi));
     cmds_json_kv_bool(j, "backbone_online", s.online);
     cmds_json_kv_str(j, "backbone_note", s.online ? "RGB features recomputed every step with input noise (train.noise_sigma > 0)"
                                                   : "cached RGB features (train.noise_sigma = 0)");

@@ -4,11 +4,13 @@
  * normals_est when present) and the foreground masks of CACHE/<dataset>/<category>.h5,
  * resized to mapper.resolution with nearest neighbour. With train.noise_sigma > 0 the RGB
  * features are recomputed every step by the frozen backbone from the sample cache's RGB
- * image plus Gaussian noise on the normalised input.
+ * image plus Gaussian noise on the normalised input. The E stream also draws from the feature
+ * cache's augmented rows (cmds-augment) generated from one of the task's k support samples.
  *
  * Randomness is keyed, never carried: the task seed comes from train.seed and (dataset,
  * category, k); the samples of step s of a stream are positions s*B .. s*B+B-1 of a sequence
- * of seeded permutations of the k support rows (one per epoch); the noise of batch slot j
+ * of seeded permutations of the stream's pool (one per epoch: R the k support rows, E those and
+ * the task's augmented rows); the noise of batch slot j
  * of step s is seeded from (task seed, s, stream, j). So results do not depend on the rank
  * that computes a slot, and the step is the whole random state a checkpoint needs.
  *

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# cmds-train with augmented rows in the E stream (METHOD.md section 5), on the caches
+# features.augmented leaves (fixture aug_cache: bagel, 2 support samples, 4 augmented rows
+# made 2 from each; and the same cache without augmented rows):
+#   - k = 2 takes all 4 augmented rows, k = 1 only the 2 made from support sample 0 (recorded,
+#     also in mapper.json);
+#   - data parallel: --ranks-per-task 2 (batch 1 per rank) equals 1 rank x batch 2 to 1e-5, with
+#     the backbone online (noise on the augmented RGB too);
+#   - the augmented rows change the result: weights differ from the cache without them;
+#   - a rerun skips; after the augmented group is replaced (and features rerun) the task is
+#     retrained; a sample cache whose augmented group is newer than the features is refused.
+#   test_train_aug.sh BIN_DIR AUG_WORK WORK MPIEXEC...
+set -uo pipefail
+bin=$1 aug=$2 work=$3
+shift 3
+mp=("$@")
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CMDS_PROGRESS=off
+rm -rf "$work"
+mkdir -p "$work"
+pass=0 fail=0
+ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
+num() { grep -o "\"$2\": [-0-9.e+]*" "$1" | head -1 | awk '{print $2}'; }
+model() { echo "$1/models/mvtec3d/bagel/k$2/default"; }
+S=(--dataset mvtec3d --category bagel --random-backbone 0 --set mapper.resolution=16 --set mapper.ca_reduction=36
+   --set mapper.sel_hidden=16 --set train.steps=4 --set train.noise_sigma=0.05)
+cp -r "$aug/train" "$work/cache"
+cache=$work/cache
+
+"${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 1,2 "${S[@]}" >/dev/null
+ok "k = 1, 2 on 1 rank" '[ $? -eq 0 ]'
+r1=$(model "$work/a" 1)/train.record.json r2=$(model "$work/a" 2)/train.record.json
+ok "k = 2: E pool 2 support + 4 augmented" '[ "$(num "$r2" est_augmented_rows)" = 4 ] && [ "$(num "$r2" est_support_rows)" = 2 ] && [ "$(num "$r2" augmented_rows_in_cache)" = 4 ]'
+ok "k = 1: only the 2 rows made from support sample 0" '[ "$(num "$r1" est_augmented_rows)" = 2 ] && [ "$(num "$r1" est_support_rows)" = 1 ]'
+ok "augmented_id recorded (record and mapper.json)" 'grep -q "\"augmented_id\": \"test train 4\"" "$r2" && grep -q "\"augmented_id\": \"test train 4\"" "$(model "$work/a" 2)/mapper.json"'
+ok "E stream on, backbone online" 'grep -q "\"est_stream\": true" "$r2" && grep -q "\"backbone_online\": true" "$r2"'
+
+"${mp[@]}" -n 2 "$bin/cmds-train" --cache "$cache" --run "$work/b" --shots 2 "${S[@]}" --ranks-per-task 2 >/dev/null
+ok "k = 2 on a group of 2 ranks" '[ $? -eq 0 ]'
+out=$("$bin/train_compare" "$(model "$work/a" 2)/mapper.safetensors" "$(model "$work/b" 2)/mapper.safetensors" --rel 1e-5); rc=$?
+echo "data parallel: $(echo "$out" | tail -1)"
+ok "2 ranks x batch 1 equals 1 rank x batch 2 (1e-5)" '[ $rc -eq 0 ]'
+
+"${mp[@]}" -n 1 "$bin/cmds-train" --cache "$aug/plain" --run "$work/p" --shots 2 "${S[@]}" >/dev/null
+ok "the cache without augmented rows" '[ $? -eq 0 ] && [ "$(num "$(model "$work/p" 2)/train.record.json" est_augmented_rows)" = 0 ]'
+"$bin/train_compare" "$(model "$work/a" 2)/mapper.safetensors" "$(model "$work/p" 2)/mapper.safetensors" >/dev/null
+ok "augmented rows change the weights" '[ $? -eq 1 ]'
+
+cp "$(model "$work/a" 2)/mapper.safetensors" "$work/before.safetensors"
+out=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 2 "${S[@]}" 2>&1)
+ok "rerun skips (file untouched)" '[ $? -eq 0 ] && ! grep -q "retraining" <<<"$out" && [ ! "$(model "$work/a" 2)/mapper.safetensors" -nt "$work/before.safetensors" ]'
+"${mp[@]}" -n 2 "$bin/aug_tool" add "$cache/mvtec3d/bagel.h5" 2 "test train new"
+msg=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 2 "${S[@]}" --force 2>&1); rc=$?
+ok "augmented group newer than the features: refused ($msg)" '[ $rc -ne 0 ] && grep -q "rerun cmds-estimate and cmds-features" <<<"$msg"'
+"${mp[@]}" -n 2 "$bin/aug_tool" fake-est "$cache/mvtec3d/bagel.h5" &&
+  "${mp[@]}" -n 2 "$bin/cmds-features" --cache "$cache" --dataset mvtec3d --random-backbone 0 >/dev/null
+out=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 2 "${S[@]}" 2>&1)
+ok "a new augmented group retrains ($out)" '[ $? -eq 0 ] && grep -q "augmented samples changed" <<<"$out" && [ "$(num "$r2" est_augmented_rows)" = 2 ] && grep -q "\"augmented_id\": \"test train new\"" "$r2"'
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
