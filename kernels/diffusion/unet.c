@@ -387,6 +387,7 @@ static void free_transformer(unet_transformer *T) {
 
 void unet_free(unet_model *m) {
   if (!m) return;
+  unet_lora_detach(m);
   for (int i = 0; i < UNET_MAX_BLOCKS; i++) {
     unet_block *bs[2] = {&m->down[i], &m->up[i]};
     for (int k = 0; k < 2; k++) {
@@ -396,7 +397,6 @@ void unet_free(unet_model *m) {
       free(bs[k]->resnets);
     }
   }
-  unet_lora_detach(m);
   free_transformer(&m->mid_attn);
   nn_arena_free(&m->params);
   free(m->source);
@@ -550,7 +550,7 @@ static int attention_forward(ustate *S, nn_tensor *out, const nn_tensor *xq, con
 }
 
 /* BasicTransformerBlock, in place on x (B,N,D); enc (B,S,cross). */
-static int tblock_forward(ustate *S, nn_tensor *x, const nn_tensor *enc, const unet_transformer_block *b) {
+int unet_i_tblock(ustate *S, nn_tensor *x, const nn_tensor *enc, const unet_transformer_block *b) {
   int64_t B = x->shape[0], N = x->shape[1], D = x->shape[2], F = b->ff_out.in;
   size_t mk = u_mark(S);
   nn_tensor n, a, g, f;
@@ -595,7 +595,7 @@ int unet_i_transformer(ustate *S, nn_tensor *out, const nn_tensor *h, const nn_t
     OP(nn_transpose12_forward(S->ctx, &x, &pv, S->err));
   }
   for (int l = 0; l < T->n_layers; l++)
-    if ((rc = tblock_forward(S, &x, enc, &T->blocks[l]))) return rc;
+    if ((rc = unet_i_tblock(S, &x, enc, &T->blocks[l]))) return rc;
   nn_tensor y;
   if ((rc = u_alloc(S, &y, 4, B, C, H, W))) return rc;
   if (linear) {

@@ -115,6 +115,8 @@ int unet_i_resnet(ustate *S, nn_tensor *out, const nn_tensor *x, const unet_resn
 /* out = h + transformer(h); out may be h */
 int unet_i_transformer(ustate *S, nn_tensor *out, const nn_tensor *h, const nn_tensor *enc, const unet_transformer *T,
                        int64_t groups);
+/* BasicTransformerBlock in place on x (B, N, D) */
+int unet_i_tblock(ustate *S, nn_tensor *x, const nn_tensor *enc, const unet_transformer_block *b);
 /* emb (B, T) = SiLU(time_embedding(sinusoid(t[b]))) */
 int unet_i_time_embedding(ustate *S, const unet_model *m, const double *t, nn_tensor *emb);
 void unet_i_level_sizes(const unet_config *c, int64_t h, int64_t w, int64_t *Hs, int64_t *Ws);

@@ -9,7 +9,18 @@
  *                    Marigold's 8-channel input); y must not alias a or b
  *   transpose12:     x (B, R, S) -> y (B, S, R) (NCHW viewed as (B, C, HW) <-> tokens (B, HW, C));
  *                    y must not alias x
- *   scale:           y = s x, same shape; y may be x */
+ *   scale:           y = s x, same shape; y may be x
+ * and their training counterparts (backward passes, losses, gradient norms):
+ *   sum_hw:          x (B, C, H, W) -> y (B, C), the sum over H, W (the backward of add_channel's
+ *                    broadcast); y must not alias x
+ *   split_channels:  x (B, Ca + Cb, H, W) -> a (B, Ca, H, W), b (B, Cb, H, W) (the inverse of
+ *                    concat_channels, i.e. its backward); a or b may be NULL (Ca or Cb then follows
+ *                    from the other and x), not both; neither may alias x
+ *   mse:             *loss = mean((p - t)^2) over all elements (accumulated in double); dp (p's shape)
+ *                    SET to 2 (p - t) / numel, or NULL; dp may alias p or t
+ *   sumsq:           *out = sum of x^2 (accumulated in double): squared gradient norms
+ * mse and sumsq on CUDA take 8 KiB of ctx->scratch and wait for the stream (the result is a host
+ * double); their summation order is fixed (not thread- or run-dependent) on both devices. */
 #ifndef CMDS_NN_ELEMENTWISE_H
 #define CMDS_NN_ELEMENTWISE_H
 
@@ -25,5 +36,11 @@ int nn_concat_channels_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *a, co
                                cmds_error *err);
 int nn_transpose12_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error *err);
 int nn_scale_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, float s, cmds_error *err);
+
+int nn_sum_hw_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error *err);
+int nn_split_channels_forward(nn_ctx *ctx, nn_tensor *a, nn_tensor *b, const nn_tensor *x, cmds_error *err);
+int nn_mse_forward(nn_ctx *ctx, double *loss, nn_tensor *dp, const nn_tensor *p, const nn_tensor *t,
+                   cmds_error *err);
+int nn_sumsq_forward(nn_ctx *ctx, double *out, const nn_tensor *x, cmds_error *err);
 
 #endif

@@ -14,6 +14,7 @@
 #include "elementwise.h"
 #include "linear.h"
 #include "norm.h"
+#include "optim.h"
 #include "resize.h"
 #include "tensor.h"
 #include "vit.h"
