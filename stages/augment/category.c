@@ -521,20 +521,8 @@ static int publish(const aug_env *env, cat_state *s, const cmds_sample_batch *b,
                      "not added, rerun cmds-augment (the LoRA and the images are kept)", s->final);
   }
   if (!rc && rename(s->work, s->final) != 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot rename to %s", s->work, s->final);
-  if (rc) {
-    unlink(s->work);
-    return rc;
-  }
-  /* A copy a stopped cmds-estimate left holds the cache as it was before this group (see
-   * stages/estimate/README.md): resuming it would drop the augmented rows. */
-  char est_partial[4200];
-  snprintf(est_partial, sizeof est_partial, "%s.estimate.partial", s->final);
-  if (cmds_is_file(est_partial)) {
-    unlink(est_partial);
-    fprintf(stderr, "[augment] %s: removed a stopped cmds-estimate's copy of the cache as it was before (rerun "
-                    "cmds-estimate)\n", est_partial);
-  }
-  return CMDS_OK;
+  if (rc) unlink(s->work);
+  return rc;
 }
 
 int aug_category_run(aug_env *env, const char *category, aug_result *res, cmds_error *err) {
