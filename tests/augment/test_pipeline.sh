@@ -5,7 +5,8 @@
 # (tests/fixtures/diffusion_marigold) when it is there:
 #   - on: prep -> augment -> estimate -> features -> train -> score -> metrics -> report run in
 #     that order; the cache holds the 2 augmented rows; the manifest records the augment stage
-#     and its settings; results exist; a second cmds-run skips every stage;
+#     and its settings; train's E stream uses the augmented rows; results exist; a second
+#     cmds-run skips every stage;
 #   - off (no augment block, its own cache): the same job runs without the augment stage and
 #     the cache has no augmented rows.
 #   test_pipeline.sh BIN_DIR SD_CHECKPOINT WORK
@@ -58,6 +59,9 @@ ok "on: 2 augmented rows in the cache, PNGs in RUN/augment" '[ $? -eq 0 ]'
 m=$work/on/run/manifest.json
 ok "on: the manifest has the augment stage done and its settings" 'grep -q "\"augment\": {" "$m" && grep -q "\"augment.steps\": \"3\"" "$m" && grep -A3 "\"name\": \"augment\"" "$m" | grep -q "\"status\": \"done\""'
 ok "on: results" '[ -n "$(find "$work/on/run/results" -name "*.json" ! -name "*.record.json" | head -1)" ]'
+if [ -f "$marigold/model_index.json" ]; then
+  ok "on: the E stream of train drew from the 2 augmented rows" 'grep -q "\"est_augmented_rows\": 2" "$work"/on/run/models/mvtec3d/bagel/k2/*/train.record.json'
+fi
 "$bin/cmds-run" "$work/on.yaml" >"$work/on2.log" 2>&1
 ok "on: a rerun skips every stage" '[ $? -eq 0 ] && [ "$(grep -c "done in an earlier run, skipped" "$work/on2.log")" -ge 7 ]'
 
