@@ -259,7 +259,26 @@ static int load_support(const aug_env *env, cat_state *s, cmds_error *err) {
   return rc;
 }
 
-/* The models and the scratch, loaded on first use and kept for the rank's next categories. */
+/* The scratch arena of env->ctx, grown to `need` bytes (the context is made again then). */
+static int ensure_scratch(aug_env *env, size_t need, cmds_error *err) {
+  int rc = CMDS_OK;
+  if (need > env->scratch_bytes) {
+    if (env->ctx_ok) nn_ctx_free(&env->ctx);
+    env->ctx_ok = 0;
+    if (env->scratch_bytes) nn_arena_free(&env->scratch);
+    env->scratch_bytes = 0;
+    rc = nn_arena_init(&env->scratch, env->device, need, err);
+    if (rc) return rc;
+    env->scratch_bytes = need;
+  }
+  if (!env->ctx_ok) {
+    rc = nn_ctx_init(&env->ctx, env->device, &env->scratch, NULL, 0, err);
+    if (!rc) env->ctx_ok = 1;
+  }
+  return rc;
+}
+
+/* The models, loaded on first use and kept for the rank's next categories. */
 static int ensure_models(aug_env *env, int R, cmds_error *err) {
   int rc = CMDS_OK;
   if (!env->loaded) {
@@ -275,22 +294,6 @@ static int ensure_models(aug_env *env, int R, cmds_error *err) {
     return CMDS_FAIL(err, CMDS_EINPUT, "augment.resolution=%d: the latent side %d must be a multiple of %lld (the UNet "
                      "halves it %lld times; use a multiple of %lld)", R, R / env->M.vae_scale, (long long)down,
                      (long long)(env->M.unet.cfg.n_blocks - 1), (long long)(down * env->M.vae_scale));
-  size_t need = sd_lora_trainer_workspace_bytes(&env->M, R);
-  size_t gen = sd_img2img_workspace_bytes(&env->M, R, R, (float)strtod(env->cfg.value[CK_AUG_GUIDANCE], NULL));
-  if (gen > need) need = gen;
-  if (need > env->scratch_bytes) {
-    if (env->ctx_ok) nn_ctx_free(&env->ctx);
-    env->ctx_ok = 0;
-    if (env->scratch_bytes) nn_arena_free(&env->scratch);
-    env->scratch_bytes = 0;
-    rc = nn_arena_init(&env->scratch, env->device, need, err);
-    if (rc) return rc;
-    env->scratch_bytes = need;
-  }
-  if (!env->ctx_ok) {
-    rc = nn_ctx_init(&env->ctx, env->device, &env->scratch, NULL, 0, err);
-    if (!rc) env->ctx_ok = 1;
-  }
   return rc;
 }
 
@@ -338,7 +341,9 @@ static int train_lora(aug_env *env, cat_state *s, const char *category, aug_resu
   o.seed = category_seed(env, category, SEED_LORA);
   s->losses = cmds_xcalloc((size_t)o.steps, sizeof(double));
   sd_lora_trainer *T = NULL;
-  int rc = sd_lora_trainer_new(&T, &env->M, &env->ctx, &o, s->images, (int)s->k, s->R, err);
+  int rc = ensure_scratch(env, sd_lora_trainer_workspace_bytes(&env->M, s->R), err);
+  if (rc) return rc;
+  rc = sd_lora_trainer_new(&T, &env->M, &env->ctx, &o, s->images, (int)s->k, s->R, err);
   if (rc) return rc;
   /* Resume: a checkpoint whose sidecar names these settings. */
   int64_t start = 0;
@@ -611,6 +616,10 @@ int aug_category_run(aug_env *env, const char *category, aug_result *res, cmds_e
     cmds_json_object_end(&j);
     rc = write_json(s.images_json, &j, err);
   }
+  /* with the LoRA attached, as the generation runs */
+  if (!rc)
+    rc = ensure_scratch(env, sd_img2img_workspace_bytes(&env->M, s.R, s.R, (float)strtod(env->cfg.value[CK_AUG_GUIDANCE], NULL)),
+                        err);
   cmds_sample_batch b;
   cmds_sample_batch_alloc(&b, nimg, s.S);
   double tg = cmds_now();
