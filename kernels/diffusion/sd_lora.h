@@ -95,18 +95,25 @@ typedef struct sd_step_draws {
 
 typedef struct sd_lora_trainer sd_lora_trainer;
 
-/* Attaches LoRA (o->rank, o->alpha, seeded from o->seed) to M->unet (which must have none),
- * encodes the k images (host (k, 3, R, R) in [-1, 1], R a multiple of the VAE scale factor) once
- * and sizes every buffer. M->prompt_emb must be set. ctx: on M's device, its scratch at least
- * sd_lora_trainer_workspace_bytes. */
+/* Attaches a fresh LoRA (o->rank, o->alpha, A drawn from o->seed; replacing any attached one) to
+ * M->unet, encodes the k images (host (k, 3, R, R) in [-1, 1]; R / f must halve evenly at every
+ * UNet level, f the VAE scale factor) once and sizes every buffer. M->prompt_emb must be set.
+ * ctx: on M's device; its scratch is used when it has sd_lora_trainer_workspace_bytes free,
+ * else the trainer makes its own arena of that size. The trainer's rng (image, eps_vae, noise,
+ * t per step) is seeded from o->seed too (another stream than A's).
+ * Tests start from given factors by sd_lora_load-ing a file of the same rank after this call: it
+ * overwrites the attached factors in place. */
 int sd_lora_trainer_new(sd_lora_trainer **T, sd_models *M, nn_ctx *ctx, const sd_lora_opts *o,
                         const float *images /* host (k,3,R,R) in [-1,1] */, int k, int R, cmds_error *err);
-/* Scratch bytes the trainer takes from ctx->scratch (VAE encode at R, UNet training at R / f). */
-size_t sd_lora_trainer_workspace_bytes(const sd_models *M, int R);
+/* Scratch bytes the trainer takes from ctx->scratch (VAE encode at R, UNet training at R / f, with
+ * o->rank adapters: attached and detached again when M has none). */
+size_t sd_lora_trainer_workspace_bytes(sd_models *M, const sd_lora_opts *o, int R);
 /* One step (draws NULL: the trainer's own rng); *loss = the step's loss (before the update). */
 int sd_lora_trainer_step(sd_lora_trainer *T, const sd_step_draws *draws /* NULL: own rng */, double *loss,
                          cmds_error *err);
 int64_t sd_lora_trainer_done(const sd_lora_trainer *T); /* steps taken */
+/* The gradient norm of the last step, before clipping (torch's clip_grad_norm_ return value). */
+double sd_lora_trainer_grad_norm(const sd_lora_trainer *T);
 /* Atomic (tmp + rename): LoRA, AdamW m / v, step, rng state; resuming gives the result of no stop. */
 int sd_lora_trainer_save_state(const sd_lora_trainer *T, const char *path, cmds_error *err);
 /* Must match the trainer's rank, adapters and shapes (else CMDS_EINPUT naming the file and what). */

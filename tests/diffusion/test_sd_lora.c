@@ -173,6 +173,228 @@ static void test_files(sd_models *M) {
   snapshot_free(ref, n);
 }
 
+/* host copies of every factor of a diffusers LoRA file, in the set's order */
+static float **file_factors(const unet_model *m, const char *path) {
+  cmds_st_file f;
+  cmds_error err;
+  if (cmds_st_open(&f, path, &err)) { CHECK(0, "%s", err.msg); return NULL; }
+  const unet_lora_set *L = m->lora;
+  float **s = calloc((size_t)(2 * L->n), sizeof *s);
+  for (int i = 0; i < 2 * L->n; i++) {
+    char name[300];
+    snprintf(name, sizeof name, "unet.%s.lora.%s.weight", L->names[i / 2], i % 2 ? "up" : "down");
+    const cmds_st_tensor *t = cmds_st_find(&f, name);
+    const nn_tensor *d = i % 2 ? &L->items[i / 2].B : &L->items[i / 2].A;
+    s[i] = calloc((size_t)nn_tensor_numel(d), sizeof(float));
+    if (!t || t->dtype != CMDS_ST_F32 || t->end - t->begin != nn_tensor_bytes(d)) { CHECK(0, "%s: %s", path, name); continue; }
+    memcpy(s[i], t->data, nn_tensor_bytes(d));
+  }
+  cmds_st_close(&f);
+  return s;
+}
+
+typedef struct ref_run {
+  cmds_jv j;
+  npy_array eps, noise, support;
+  int64_t steps, R, k;
+  sd_lora_opts o;
+} ref_run;
+
+static int ref_load(ref_run *r) {
+  char p[1200];
+  cmds_error err = {0};
+  fixture(p, sizeof p, "train.json");
+  if (cmds_jv_read_file(p, &r->j, &err)) { CHECK(0, "%s", err.msg); return -1; }
+  double lr, wd, mg, b1, b2, eps, alpha;
+  int64_t rank;
+  int rc = cmds_jv_get_int(&r->j, p, "steps", 1, 0, &r->steps, &err) || cmds_jv_get_int(&r->j, p, "R", 1, 0, &r->R, &err) ||
+           cmds_jv_get_int(&r->j, p, "k", 1, 0, &r->k, &err) || cmds_jv_get_int(&r->j, p, "rank", 1, 0, &rank, &err) ||
+           cmds_jv_get_num(&r->j, p, "alpha", 1, 0, &alpha, &err) || cmds_jv_get_num(&r->j, p, "lr", 1, 0, &lr, &err) ||
+           cmds_jv_get_num(&r->j, p, "weight_decay", 1, 0, &wd, &err) ||
+           cmds_jv_get_num(&r->j, p, "max_grad_norm", 1, 0, &mg, &err) || cmds_jv_get_num(&r->j, p, "beta1", 1, 0, &b1, &err) ||
+           cmds_jv_get_num(&r->j, p, "beta2", 1, 0, &b2, &err) || cmds_jv_get_num(&r->j, p, "eps", 1, 0, &eps, &err);
+  if (rc) { CHECK(0, "train.json: %s", err.msg); return -1; }
+  r->o = sd_lora_opts_default();
+  r->o.rank = (int)rank, r->o.alpha = (float)alpha, r->o.lr = (float)lr, r->o.weight_decay = (float)wd;
+  r->o.max_grad_norm = (float)mg, r->o.beta1 = (float)b1, r->o.beta2 = (float)b2, r->o.adam_eps = (float)eps;
+  r->o.steps = (int)r->steps;
+  fixture(p, sizeof p, "train_eps_vae.npy");
+  if (npy_load(p, &r->eps)) return -1;
+  fixture(p, sizeof p, "train_noise.npy");
+  if (npy_load(p, &r->noise)) return -1;
+  fixture(p, sizeof p, "support.npy");
+  if (npy_load(p, &r->support)) return -1;
+  return 0;
+}
+
+static double jnum(const cmds_jv *arr, int64_t i) { return arr->items[i].num; }
+
+/* A trainer on the support images started from peft's initial factors (lora_init.safetensors). */
+static sd_lora_trainer *new_trainer(sd_models *M, nn_ctx *ctx, ref_run *r, const sd_lora_opts *o) {
+  cmds_error err = {0};
+  sd_lora_trainer *T = NULL;
+  int rc = sd_lora_trainer_new(&T, M, ctx, o, r->support.data, (int)r->k, (int)r->R, &err);
+  CHECK(rc == 0, "trainer_new: %s", err.msg);
+  if (rc) return NULL;
+  char p[1200];
+  fixture(p, sizeof p, "lora_init.safetensors");
+  rc = sd_lora_load(&M->unet, p, &err);
+  CHECK(rc == 0, "initial factors: %s", err.msg);
+  return rc ? (sd_lora_trainer_free(T), NULL) : T;
+}
+
+/* One step with the reference's draws for step s. */
+static int ref_step(sd_lora_trainer *T, ref_run *r, int64_t s, double *loss) {
+  const cmds_jv *img = cmds_jv_member(&r->j, "image"), *tt = cmds_jv_member(&r->j, "t");
+  int64_t lat = r->eps.count / r->steps;
+  sd_step_draws d = {(int)jnum(img, s), (const float *)r->eps.data + s * lat, (const float *)r->noise.data + s * lat,
+                     (int64_t)jnum(tt, s)};
+  cmds_error err = {0};
+  int rc = sd_lora_trainer_step(T, &d, loss, &err);
+  CHECK(rc == 0, "step %lld: %s", (long long)s, err.msg);
+  return rc;
+}
+
+static void test_train(sd_models *M) {
+  ref_run r;
+  memset(&r, 0, sizeof r);
+  if (ref_load(&r)) { CHECK(0, "training fixture"); return; }
+  cmds_error err = {0};
+  const char *prompt = NULL;
+  cmds_jv_get_str(&r.j, "train.json", "prompt", 1, NULL, &prompt, &err);
+  CHECK(sd_models_set_prompt(M, prompt, "", &err) == 0, "%s", err.msg);
+  nn_arena s;
+  nn_ctx ctx;
+  size_t ws = sd_lora_trainer_workspace_bytes(M, &r.o, (int)r.R);
+  CHECK(ws > 0 && !M->unet.lora, "workspace %zu, nothing left attached", ws);
+  if (nn_arena_init(&s, NN_CPU, ws, &err) || nn_ctx_init(&ctx, NN_CPU, &s, NULL, 0, &err)) { CHECK(0, "%s", err.msg); return; }
+
+  /* 1. the reference run, step for step */
+  sd_lora_trainer *T = new_trainer(M, &ctx, &r, &r.o);
+  if (!T) return;
+  const cmds_jv *loss_ref = cmds_jv_member(&r.j, "loss"), *gn_ref = cmds_jv_member(&r.j, "grad_norm");
+  double worst_l = 0, worst_g = 0;
+  int clipped = 0;
+  for (int64_t st = 0; st < r.steps; st++) {
+    double l = 0;
+    if (ref_step(T, &r, st, &l)) break;
+    double gl = jnum(gn_ref, st);
+    worst_l = fmax(worst_l, fabs(l - jnum(loss_ref, st)) / fabs(jnum(loss_ref, st)));
+    worst_g = fmax(worst_g, fabs(sd_lora_trainer_grad_norm(T) - gl) / gl);
+    clipped += gl > r.o.max_grad_norm;
+    printf("step %2lld  loss %.6f (diffusers %.6f)  grad norm %.5f (%.5f)\n", (long long)st + 1, l, jnum(loss_ref, st),
+           sd_lora_trainer_grad_norm(T), gl);
+  }
+  CHECK(sd_lora_trainer_done(T) == r.steps, "steps done %lld", (long long)sd_lora_trainer_done(T));
+  CHECK(worst_l <= 1e-4, "loss per step vs diffusers: worst relative difference %.3g", worst_l);
+  CHECK(worst_g <= 1e-4, "gradient norm per step vs torch: worst relative difference %.3g", worst_g);
+  CHECK(clipped > 0 && clipped < r.steps, "the reference clips some steps (%d)", clipped);
+  char p[1200];
+  fixture(p, sizeof p, "lora_final.safetensors");
+  float **want = file_factors(&M->unet, p), **got = snapshot(&M->unet);
+  double dfin = snapshot_diff(&M->unet, got, want);
+  printf("final LoRA factors vs diffusers + peft: max |diff| / max |ref| = %.3g\n", dfin);
+  CHECK(dfin <= 1e-4, "final factors: %.3g", dfin);
+  /* per adapter too (small factors must match as well as large ones) */
+  double worst_item = 0;
+  for (int i = 0; i < 2 * M->unet.lora->n; i++) {
+    const nn_tensor *t = i % 2 ? &M->unet.lora->items[i / 2].B : &M->unet.lora->items[i / 2].A;
+    double d = 0, sc = 0;
+    for (int64_t e = 0; e < nn_tensor_numel(t); e++) d = fmax(d, fabs((double)got[i][e] - want[i][e])), sc = fmax(sc, fabs((double)want[i][e]));
+    worst_item = fmax(worst_item, d / sc);
+  }
+  CHECK(worst_item <= 1e-3, "per-factor relative difference %.3g", worst_item);
+  int n = M->unet.lora->n;
+  snapshot_free(want, n);
+  sd_lora_trainer_free(T);
+  CHECK(M->unet.lora != NULL, "the LoRA stays attached after the trainer");
+
+  /* 2. stop after 8 steps, resume in a new trainer: bit for bit the uninterrupted run */
+  char state[400];
+  snprintf(state, sizeof state, "%s/state.safetensors", tmpdir);
+  T = new_trainer(M, &ctx, &r, &r.o);
+  for (int64_t st = 0; T && st < 8; st++) ref_step(T, &r, st, NULL);
+  CHECK(T && sd_lora_trainer_save_state(T, state, &err) == 0, "save_state: %s", err.msg);
+  sd_lora_trainer_free(T);
+  T = NULL;
+  CHECK(sd_lora_trainer_new(&T, M, &ctx, &r.o, r.support.data, (int)r.k, (int)r.R, &err) == 0, "%s", err.msg);
+  CHECK(T && sd_lora_trainer_load_state(T, state, &err) == 0 && sd_lora_trainer_done(T) == 8, "load_state: %s", err.msg);
+  for (int64_t st = 8; T && st < r.steps; st++) ref_step(T, &r, st, NULL);
+  float **res = snapshot(&M->unet);
+  CHECK(snapshot_diff(&M->unet, res, got) == 0, "resumed run == uninterrupted run (%.3g)", snapshot_diff(&M->unet, res, got));
+  snapshot_free(res, n);
+  /* a state of another fine-tune is refused, naming the key */
+  sd_lora_opts o2 = r.o;
+  o2.lr *= 2;
+  sd_lora_trainer *T2 = NULL;
+  CHECK(sd_lora_trainer_new(&T2, M, &ctx, &o2, r.support.data, (int)r.k, (int)r.R, &err) == 0, "%s", err.msg);
+  CHECK(T2 && sd_lora_trainer_load_state(T2, state, &err) == CMDS_EINPUT && strstr(err.msg, "'lr'"), "other lr: %s", err.msg);
+  char lf[1200];
+  fixture(lf, sizeof lf, "lora_final.safetensors");
+  CHECK(T2 && sd_lora_trainer_load_state(T2, lf, &err) == CMDS_EINPUT && strstr(err.msg, "kind"), "not a state: %s", err.msg);
+  sd_lora_trainer_free(T2);
+  sd_lora_trainer_free(T);
+  snapshot_free(got, n);
+
+  /* 3. the trainer's own draws: deterministic from the seed, resumable with the rng state */
+  sd_lora_opts o3 = r.o;
+  o3.seed = 42;
+  double la[6], lb[6];
+  T = NULL;
+  CHECK(sd_lora_trainer_new(&T, M, &ctx, &o3, r.support.data, (int)r.k, (int)r.R, &err) == 0, "%s", err.msg);
+  for (int st = 0; T && st < 6; st++) CHECK(sd_lora_trainer_step(T, NULL, &la[st], &err) == 0, "%s", err.msg);
+  float **own = snapshot(&M->unet);
+  sd_lora_trainer_free(T);
+  T = NULL;
+  CHECK(sd_lora_trainer_new(&T, M, &ctx, &o3, r.support.data, (int)r.k, (int)r.R, &err) == 0, "%s", err.msg);
+  for (int st = 0; T && st < 3; st++) CHECK(sd_lora_trainer_step(T, NULL, &lb[st], &err) == 0, "%s", err.msg);
+  CHECK(T && sd_lora_trainer_save_state(T, state, &err) == 0, "%s", err.msg);
+  sd_lora_trainer_free(T);
+  T = NULL;
+  CHECK(sd_lora_trainer_new(&T, M, &ctx, &o3, r.support.data, (int)r.k, (int)r.R, &err) == 0, "%s", err.msg);
+  CHECK(T && sd_lora_trainer_load_state(T, state, &err) == 0, "%s", err.msg);
+  for (int st = 3; T && st < 6; st++) CHECK(sd_lora_trainer_step(T, NULL, &lb[st], &err) == 0, "%s", err.msg);
+  float **own2 = snapshot(&M->unet);
+  CHECK(!memcmp(la, lb, sizeof la) && snapshot_diff(&M->unet, own2, own) == 0, "own rng: stop + resume == no stop");
+  snapshot_free(own, n);
+  snapshot_free(own2, n);
+  sd_lora_trainer_free(T);
+
+  /* bad input */
+  T = NULL;
+  CHECK(sd_lora_trainer_new(&T, M, &ctx, &r.o, r.support.data, (int)r.k, 30, &err) == CMDS_EINPUT, "R 30: %s", err.msg);
+  CHECK(sd_lora_trainer_new(&T, M, &ctx, &r.o, r.support.data, (int)r.k, 12, &err) == CMDS_EINPUT && strstr(err.msg, "divisible"),
+        "R 12 (latent 3 does not halve): %s", err.msg);
+  sd_lora_opts ob = r.o;
+  ob.lr = -1;
+  CHECK(sd_lora_trainer_new(&T, M, &ctx, &ob, r.support.data, (int)r.k, (int)r.R, &err) == CMDS_EINPUT && strstr(err.msg, "lr"),
+        "lr -1: %s", err.msg);
+  float *badimg = malloc(sizeof(float) * (size_t)r.support.count);
+  memcpy(badimg, r.support.data, sizeof(float) * (size_t)r.support.count);
+  badimg[100] = NAN;
+  CHECK(sd_lora_trainer_new(&T, M, &ctx, &r.o, badimg, (int)r.k, (int)r.R, &err) == CMDS_EINPUT && strstr(err.msg, "[-1, 1]"),
+        "NaN pixel: %s", err.msg);
+  free(badimg);
+  /* a scratch arena too small: the trainer makes its own */
+  nn_arena small;
+  nn_ctx sctx;
+  nn_arena_init(&small, NN_CPU, 4096, &err);
+  nn_ctx_init(&sctx, NN_CPU, &small, NULL, 0, &err);
+  T = new_trainer(M, &sctx, &r, &r.o);
+  double l0 = 0;
+  CHECK(T && ref_step(T, &r, 0, &l0) == 0 && fabs(l0 - jnum(loss_ref, 0)) <= 1e-4 * jnum(loss_ref, 0), "own scratch: %g", l0);
+  sd_lora_trainer_free(T);
+  nn_ctx_free(&sctx);
+  nn_arena_free(&small);
+
+  nn_ctx_free(&ctx);
+  nn_arena_free(&s);
+  npy_free(&r.eps);
+  npy_free(&r.noise);
+  npy_free(&r.support);
+  cmds_jv_free(&r.j);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) { fprintf(stderr, "usage: test_sd_lora FIXTURE_DIR\n"); return 2; }
   dir = argv[1];
@@ -187,6 +409,7 @@ int main(int argc, char **argv) {
   CHECK(rc == 0, "load: %s", err.msg);
   if (rc) return CHECK_DONE();
   test_files(&M);
+  test_train(&M);
   sd_models_free(&M);
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
   if (system(cmd)) return 1;

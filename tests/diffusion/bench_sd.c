@@ -1,0 +1,121 @@
+/* bench_sd: the augment stage's two costs on a Stable Diffusion checkpoint (bench_sd.sh makes a
+ * full-size SD 2.1 one with random weights): one LoRA fine-tune step at R x R (rank 16, batch 1;
+ * median of STEPS steps after the first; the VAE posterior of the support image is computed once
+ * when the trainer is made, as sd_lora_trainer does) and one img2img image at R x R (METHOD's
+ * guidance 7.5, I2I_STEPS DDIM steps at STRENGTH), with the LoRA attached; peak memory.
+ *   bench_sd ROOT cpu|cuda R STEPS I2I_STEPS STRENGTH      exit 77 when cuda is asked and absent */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "img2img.h"
+#include "sd_lora.h"
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double rss_gib(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_maxrss / (1 << 20);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 7) {
+    fprintf(stderr, "usage: %s ROOT cpu|cuda R STEPS I2I_STEPS STRENGTH\n", argv[0]);
+    return 2;
+  }
+  const char *root = argv[1];
+  nn_device dev = strcmp(argv[2], "cuda") == 0 ? NN_CUDA : NN_CPU;
+  int R = atoi(argv[3]), steps = atoi(argv[4]), i2i = atoi(argv[5]);
+  float strength = (float)atof(argv[6]);
+  if (steps < 2) steps = 2;
+  if (dev == NN_CUDA) {
+    if (!nn_cuda_available()) {
+      printf("no GPU: skipped\n");
+      return 77;
+    }
+    nn_cuda_select(0);
+  }
+  char desc[256];
+  printf("device: %s\n", nn_device_describe(dev, desc, sizeof desc));
+  cmds_error err = {0};
+  sd_models M;
+  double t0 = now();
+  if (sd_models_load(&M, root, dev, &err) || sd_models_set_prompt(&M, "a photo of a bagel", "", &err)) {
+    fprintf(stderr, "bench_sd: %s\n", err.msg);
+    return 1;
+  }
+  printf("load + prompt: %.2f s\n", now() - t0);
+  float *img = malloc((size_t)R * R * 3 * sizeof(float)), *out = malloc((size_t)R * R * 3 * sizeof(float));
+  unsigned s = 1;
+  for (size_t i = 0; i < (size_t)R * R * 3; i++) {
+    s = s * 1103515245u + 12345u;
+    img[i] = (float)((s >> 8) & 0xffff) / 32767.5f - 1.0f;
+  }
+  sd_lora_opts o = sd_lora_opts_default();
+  size_t need = sd_lora_trainer_workspace_bytes(&M, &o, R);
+  size_t need_i = sd_img2img_workspace_bytes(&M, R, R, 7.5f);
+  if (need_i > need) need = need_i;
+  nn_arena scratch;
+  nn_ctx ctx;
+  if (nn_arena_init(&scratch, dev, need, &err) || nn_ctx_init(&ctx, dev, &scratch, NULL, 0, &err)) {
+    fprintf(stderr, "bench_sd: %s\n", err.msg);
+    return 1;
+  }
+  printf("workspace: %.2f GiB\n", (double)need / (1 << 30));
+  sd_lora_trainer *T = NULL;
+  t0 = now();
+  if (sd_lora_trainer_new(&T, &M, &ctx, &o, img, 1, R, &err)) {
+    fprintf(stderr, "bench_sd: %s\n", err.msg);
+    return 1;
+  }
+  printf("trainer (LoRA rank %d, VAE posterior of the image): %.2f s\n", o.rank, now() - t0);
+  double *times = calloc((size_t)steps, sizeof(double));
+  for (int i = 0; i < steps; i++) {
+    double t = now(), loss = 0;
+    if (sd_lora_trainer_step(T, NULL, &loss, &err)) {
+      fprintf(stderr, "bench_sd: %s\n", err.msg);
+      return 1;
+    }
+    if (nn_ctx_sync(&ctx, &err)) return 1;
+    times[i] = now() - t;
+    printf("  step %d: %.3f s, loss %.4f\n", i + 1, times[i], loss);
+  }
+  qsort(times + 1, (size_t)(steps - 1), sizeof(double), cmp);
+  printf("ours: %.3f s per training step (%dx%d, rank %d, batch 1), peak RSS %.2f GiB, scratch peak %.2f GiB\n",
+         times[1 + (steps - 2) / 2], R, R, o.rank, rss_gib(), (double)scratch.peak_bytes / (1 << 30));
+  sd_lora_trainer_free(T);
+  sd_img2img_opts io = sd_img2img_opts_default();
+  io.steps = i2i;
+  io.strength = strength;
+  int warm = dev == NN_CUDA;
+  double ti = 0;
+  for (int r = 0; r <= warm; r++) {
+    double t = now();
+    if (sd_img2img(&M, &ctx, img, R, R, &io, out, &err)) {
+      fprintf(stderr, "bench_sd: %s\n", err.msg);
+      return 1;
+    }
+    ti = now() - t;
+  }
+  printf("ours: %.3f s per image (img2img %dx%d, %d DDIM steps x strength %.2f, guidance %.1f, LoRA), peak RSS %.2f GiB\n",
+         ti, R, R, i2i, (double)strength, (double)io.guidance, rss_gib());
+  nn_ctx_free(&ctx);
+  nn_arena_free(&scratch);
+  sd_models_free(&M);
+  free(img);
+  free(out);
+  free(times);
+  return 0;
+}
