@@ -70,7 +70,9 @@ size_t sd_img2img_workspace_bytes(const sd_models *M, int H, int W, float guidan
   b += ALIGN256(sizeof(float) * (size_t)(B * C * h * w)) * 2;
   b += ALIGN256(sizeof(float) * (size_t)(B * S * D));
   size_t v = vae_workspace_bytes(&M->vae, 1, H, W);
+  int tmp = sd_lora_sizing_begin(M); /* the adapters' temporaries, when none is attached yet */
   size_t u = unet_workspace_bytes(&M->unet, B, h, w, S) + ddim_step_workspace_bytes(C * h * w);
+  sd_lora_sizing_end(M, tmp);
   return b + (v > u ? v : u) + (1 << 20);
 }
 

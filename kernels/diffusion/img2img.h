@@ -38,8 +38,8 @@ typedef struct sd_img2img_opts {
 /* strength 0.3, 50 steps, guidance 7.5, seed 0 (METHOD.md), no injected draws. */
 sd_img2img_opts sd_img2img_opts_default(void);
 
-/* Scratch bytes of one sd_img2img call; the LoRA adapters add temporaries: call it with the LoRA
- * attached (after sd_lora_load or the fine-tune), as the generation will run. */
+/* Scratch bytes of one sd_img2img call, with the attached LoRA's temporaries, or, when none is
+ * attached yet, with those of rank SD_LORA_SIZING_RANK adapters (an upper bound up to that rank). */
 size_t sd_img2img_workspace_bytes(const sd_models *M, int H, int W, float guidance);
 
 int sd_img2img(sd_models *M, nn_ctx *ctx, const float *image /* host (3,H,W) [-1,1] */, int H, int W,

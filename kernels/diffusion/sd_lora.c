@@ -461,7 +461,7 @@ struct sd_lora_trainer {
 /* The trainer's own random stream: another key than the adapters' initial A. */
 static uint64_t draw_seed(uint64_t seed) { return seed ^ 0x5d1a7e5eed000001ull; }
 
-static size_t trainer_scratch(sd_models *M, int R) {
+static size_t trainer_scratch(const sd_models *M, int R) {
   int f = M->vae_scale > 0 ? M->vae_scale : 8;
   int64_t h = R / f, S = M->S > 0 ? M->S : 77;
   size_t v = vae_workspace_bytes(&M->vae, 1, R, R) + ALIGN256(sizeof(float) * (size_t)(3 * (int64_t)R * R)) +
@@ -470,12 +470,22 @@ static size_t trainer_scratch(sd_models *M, int R) {
   return (v > u ? v : u) + (1 << 20);
 }
 
-size_t sd_lora_trainer_workspace_bytes(sd_models *M, const sd_lora_opts *o, int R) {
-  if (M->unet.lora) return trainer_scratch(M, R);
+int sd_lora_sizing_begin(const sd_models *M) {
+  if (M->unet.lora) return 0;
   cmds_error err;
-  if (unet_lora_attach(&M->unet, o->rank, o->alpha, 0, &err)) return 0;
+  /* the model itself is left as it was: the adapters are detached again by sd_lora_sizing_end */
+  unet_model *u = (unet_model *)&M->unet;
+  return unet_lora_attach(u, SD_LORA_SIZING_RANK, (float)SD_LORA_SIZING_RANK, 0, &err) == 0;
+}
+
+void sd_lora_sizing_end(const sd_models *M, int attached) {
+  if (attached) unet_lora_detach((unet_model *)&M->unet);
+}
+
+size_t sd_lora_trainer_workspace_bytes(const sd_models *M, int R) {
+  int a = sd_lora_sizing_begin(M);
   size_t b = trainer_scratch(M, R);
-  unet_lora_detach(&M->unet);
+  sd_lora_sizing_end(M, a);
   return b;
 }
 

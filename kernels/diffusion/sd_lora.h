@@ -105,9 +105,15 @@ typedef struct sd_lora_trainer sd_lora_trainer;
  * overwrites the attached factors in place. */
 int sd_lora_trainer_new(sd_lora_trainer **T, sd_models *M, nn_ctx *ctx, const sd_lora_opts *o,
                         const float *images /* host (k,3,R,R) in [-1,1] */, int k, int R, cmds_error *err);
-/* Scratch bytes the trainer takes from ctx->scratch (VAE encode at R, UNet training at R / f, with
- * o->rank adapters: attached and detached again when M has none). */
-size_t sd_lora_trainer_workspace_bytes(sd_models *M, const sd_lora_opts *o, int R);
+/* Scratch bytes the trainer takes from ctx->scratch (VAE encode at R, UNet training at R / f) with
+ * the attached LoRA, or, when none is attached, with adapters of rank SD_LORA_SIZING_RANK (an upper
+ * bound for ranks up to it: the adapters' temporaries grow with the rank). */
+size_t sd_lora_trainer_workspace_bytes(const sd_models *M, int R);
+#define SD_LORA_SIZING_RANK 64
+/* For the sizing functions (img2img.h too): attaches rank SD_LORA_SIZING_RANK adapters when M has
+ * none (returns 1: detach with sd_lora_sizing_end), else returns 0 and changes nothing. */
+int sd_lora_sizing_begin(const sd_models *M);
+void sd_lora_sizing_end(const sd_models *M, int attached);
 /* One step (draws NULL: the trainer's own rng); *loss = the step's loss (before the update). */
 int sd_lora_trainer_step(sd_lora_trainer *T, const sd_step_draws *draws /* NULL: own rng */, double *loss,
                          cmds_error *err);

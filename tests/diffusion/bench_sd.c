@@ -31,6 +31,7 @@ static double rss_gib(void) {
 }
 
 int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc != 7) {
     fprintf(stderr, "usage: %s ROOT cpu|cuda R STEPS I2I_STEPS STRENGTH\n", argv[0]);
     return 2;
@@ -64,7 +65,7 @@ int main(int argc, char **argv) {
     img[i] = (float)((s >> 8) & 0xffff) / 32767.5f - 1.0f;
   }
   sd_lora_opts o = sd_lora_opts_default();
-  size_t need = sd_lora_trainer_workspace_bytes(&M, &o, R);
+  size_t need = sd_lora_trainer_workspace_bytes(&M, R);
   size_t need_i = sd_img2img_workspace_bytes(&M, R, R, 7.5f);
   if (need_i > need) need = need_i;
   nn_arena scratch;

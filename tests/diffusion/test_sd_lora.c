@@ -265,13 +265,17 @@ static void test_train(sd_models *M) {
   CHECK(sd_models_set_prompt(M, prompt, "", &err) == 0, "%s", err.msg);
   nn_arena s;
   nn_ctx ctx;
-  size_t ws = sd_lora_trainer_workspace_bytes(M, &r.o, (int)r.R);
+  size_t ws = sd_lora_trainer_workspace_bytes(M, (int)r.R);
   CHECK(ws > 0 && !M->unet.lora, "workspace %zu, nothing left attached", ws);
   if (nn_arena_init(&s, NN_CPU, ws, &err) || nn_ctx_init(&ctx, NN_CPU, &s, NULL, 0, &err)) { CHECK(0, "%s", err.msg); return; }
 
   /* 1. the reference run, step for step */
   sd_lora_trainer *T = new_trainer(M, &ctx, &r, &r.o);
   if (!T) return;
+  size_t ws_att = sd_lora_trainer_workspace_bytes(M, (int)r.R);
+  CHECK(ws >= ws_att && M->unet.lora && M->unet.lora->rank == r.o.rank,
+        "sized before attaching (rank %d bound) %zu >= with the rank-%d LoRA %zu; the LoRA stays", SD_LORA_SIZING_RANK,
+        ws, r.o.rank, ws_att);
   const cmds_jv *loss_ref = cmds_jv_member(&r.j, "loss"), *gn_ref = cmds_jv_member(&r.j, "grad_norm");
   double worst_l = 0, worst_g = 0;
   int clipped = 0;
