@@ -341,7 +341,7 @@ static int train_lora(aug_env *env, cat_state *s, const char *category, aug_resu
   o.seed = category_seed(env, category, SEED_LORA);
   s->losses = cmds_xcalloc((size_t)o.steps, sizeof(double));
   sd_lora_trainer *T = NULL;
-  int rc = ensure_scratch(env, sd_lora_trainer_workspace_bytes(&env->M, &o, s->R), err);
+  int rc = ensure_scratch(env, sd_lora_trainer_workspace_bytes(&env->M, s->R), err);
   if (rc) return rc;
   rc = sd_lora_trainer_new(&T, &env->M, &env->ctx, &o, s->images, (int)s->k, s->R, err);
   if (rc) return rc;
