@@ -35,6 +35,23 @@ const cmds_key_def cmds_keys[CK_NKEYS] = {
     /* maps are 0 where the point cloud has no point (stages/score/README.md) */
     {"score.fg_mask", CMDS_KT_BOOL, CMDS_KEY_SCORE, "1", NULL, 0, 1},
     {"backbone.final_norm", CMDS_KT_BOOL, CMDS_KEY_FEATURES, "0", NULL, 0, 1},
+    /* METHOD.md section 7: the LoRA fine-tune (train_text_to_image_lora.py's semantics) and
+     * img2img; '{category}' in the prompt is the category name with '_' read as ' ' */
+    {"augment.prompt", CMDS_KT_TEXT, CMDS_KEY_AUGMENT, "a photo of a {category}", NULL, 0, 0},
+    {"augment.rank", CMDS_KT_INT, CMDS_KEY_AUGMENT, "16", NULL, 1, 1024},
+    {"augment.alpha", CMDS_KT_NUM, CMDS_KEY_AUGMENT, "16", NULL, 0, 0}, /* peft scale alpha / rank */
+    {"augment.steps", CMDS_KT_INT, CMDS_KEY_AUGMENT, "1000", NULL, 1, 0},
+    {"augment.lr", CMDS_KT_NUM, CMDS_KEY_AUGMENT, "0.0001", NULL, 0, 0},
+    {"augment.weight_decay", CMDS_KT_NUM, CMDS_KEY_AUGMENT, "0.01", NULL, 0, 0},
+    {"augment.max_grad_norm", CMDS_KT_NUM, CMDS_KEY_AUGMENT, "1", NULL, 0, 0},
+    {"augment.batch", CMDS_KT_INT, CMDS_KEY_AUGMENT, "1", NULL, 1, 1}, /* METHOD.md: batch 1 (the only one) */
+    /* a multiple of 8 (the VAE's scale factor; cmds-augment checks the UNet's) */
+    {"augment.resolution", CMDS_KT_INT, CMDS_KEY_AUGMENT, "512", NULL, 8, 4096},
+    {"augment.strength", CMDS_KT_NUM, CMDS_KEY_AUGMENT, "0.3", NULL, 0, 1},
+    {"augment.inference_steps", CMDS_KT_INT, CMDS_KEY_AUGMENT, "50", NULL, 1, 1000},
+    {"augment.guidance", CMDS_KT_NUM, CMDS_KEY_AUGMENT, "7.5", NULL, 0, 0},
+    {"augment.images", CMDS_KT_INT, CMDS_KEY_AUGMENT, "16", NULL, 1, 100000},
+    {"augment.seed", CMDS_KT_INT, CMDS_KEY_AUGMENT, "0", NULL, 0, 0},
 };
 
 #define INT_LIMIT ((long long)1 << 40)
@@ -82,6 +99,9 @@ static void expected(const cmds_key_def *d, char *why, size_t cap) {
       snprintf(why, cap, "a comma-separated list of 1 to %d numbers >= %g", CMDS_KEY_LIST_MAX, d->min);
       break;
     case CMDS_KT_BOOL: snprintf(why, cap, "0 or 1 (or true/false, on/off)"); break;
+    case CMDS_KT_TEXT:
+      snprintf(why, cap, "1 to %d printable characters without '\"', '\\' or ';'", CMDS_CFG_VALUE_MAX - 1);
+      break;
   }
 }
 
@@ -117,6 +137,12 @@ static int canon(const cmds_key_def *d, const char *v, char *out) {
       if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "on")) snprintf(out, cap, "1");
       else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "off")) snprintf(out, cap, "0");
       else return 0;
+      return 1;
+    case CMDS_KT_TEXT:
+      if (!n || n >= cap) return 0;
+      for (const char *p = v; *p; p++)
+        if (*p < 0x20 || *p > 0x7e || *p == '"' || *p == '\\' || *p == ';') return 0;
+      memcpy(out, v, n + 1);
       return 1;
     case CMDS_KT_NUMS: {
       char buf[CMDS_CFG_VALUE_MAX];

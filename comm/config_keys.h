@@ -25,6 +25,9 @@ enum {
   CK_LAYER_WEIGHTS,
   CK_SCORE_L1, CK_SCORE_L2, CK_SCORE_FUSION, CK_SCORE_STREAMS, CK_SCORE_SIGMA, CK_SCORE_FG_MASK,
   CK_FINAL_NORM,
+  CK_AUG_PROMPT, CK_AUG_RANK, CK_AUG_ALPHA, CK_AUG_STEPS, CK_AUG_LR, CK_AUG_WEIGHT_DECAY, CK_AUG_MAX_GRAD_NORM,
+  CK_AUG_BATCH, CK_AUG_RESOLUTION, CK_AUG_STRENGTH, CK_AUG_INFERENCE_STEPS, CK_AUG_GUIDANCE, CK_AUG_IMAGES,
+  CK_AUG_SEED,
   CK_NKEYS
 };
 
@@ -32,8 +35,11 @@ enum {
 typedef enum {
   CMDS_KEY_TRAIN = 1,    /* changes the trained mapper (a new model folder / tag) */
   CMDS_KEY_SCORE = 2,    /* scoring only: a scoring setting, never retrains */
-  CMDS_KEY_FEATURES = 4  /* changes the feature cache (and so the model): one value per job */
+  CMDS_KEY_FEATURES = 4, /* changes the feature cache (and so the model): one value per job */
+  CMDS_KEY_AUGMENT = 8   /* cmds-augment's (METHOD.md 7): the augmented samples of a sample cache; set
+                            with cmds-augment --set or a job spec's augment: block, never per task */
 } cmds_key_stage;
+/* The keys of a task (tasks files, sidecars, spec configurations): every stage but augment. */
 #define CMDS_KEYS_ALL 7u
 /* The keys a trained mapper depends on: its sidecar's / metadata's config_key. */
 #define CMDS_KEYS_MODEL ((unsigned)(CMDS_KEY_TRAIN | CMDS_KEY_FEATURES))
@@ -43,7 +49,9 @@ typedef enum {
   CMDS_KT_INT,   /* an integer in [min, max] (max 0: up to 2^40) */
   CMDS_KT_NUM,   /* a finite number in [min, max] (max 0: no upper bound) */
   CMDS_KT_NUMS,  /* 1 to CMDS_KEY_LIST_MAX comma-separated numbers >= min */
-  CMDS_KT_BOOL   /* 0 or 1 (true/false, on/off are read as 1/0) */
+  CMDS_KT_BOOL,  /* 0 or 1 (true/false, on/off are read as 1/0) */
+  CMDS_KT_TEXT   /* 1 to CMDS_CFG_VALUE_MAX - 1 printable ASCII characters without '"', '\\' or ';'
+                    (spaces allowed: never a tasks-file key), taken as written */
 } cmds_key_type;
 
 #define CMDS_KEY_LIST_MAX 8

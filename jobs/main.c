@@ -32,7 +32,7 @@ static void usage(FILE *f) {
           "usage: cmds-run SPEC.yaml [options]\n"
           "  -n N                 ranks of every MPI stage (default: the spec's `ranks`)\n"
           "  --dry-run            print the plan (tasks, stage commands, what is done) and exit\n"
-          "  --stage S            run only stage S: synth, prep, estimate, features, train, score,\n"
+          "  --stage S            run only stage S: synth, prep, augment, estimate, features, train, score,\n"
           "                       metrics, report (what the Slurm jobs run)\n"
           "  --task-index I       with --stage train|score: only training unit I (a Slurm array task)\n"
           "  --launcher L         mpiexec (default; --oversubscribe, --allow-run-as-root as root),\n"
@@ -209,7 +209,7 @@ static int run_stage(runner *r, int st, int task_index, cmds_error *err) {
     print_argv(stderr, &full);
     int code = run_child(full.v, omp);
     if (code) {
-      rc = CMDS_FAIL(err, code == 130 || code == 143 || g_stop ? CMDS_EINTERRUPTED : CMDS_EINPUT,
+      rc = CMDS_FAIL(err, code == CMDS_EINTERRUPTED || code == 130 || code == 143 || g_stop ? CMDS_EINTERRUPTED : CMDS_EINPUT,
                      "stage %s: %s exited with status %d (its messages are above); fix the cause and run "
                      "cmds-run again: finished work is kept",
                      job_stage_names[st], c[i].argv.v[0], code);
@@ -304,6 +304,8 @@ int main(int argc, char **argv) {
   snprintf(r.launcher, sizeof r.launcher, "%s", launcher);
   if (bin) snprintf(r.bin, sizeof r.bin, "%s", bin);
   else self_dir(r.bin, sizeof r.bin);
+  if (!rc && only == ST_AUGMENT && !spec.aug.sd)
+    rc = CMDS_FAIL(&err, CMDS_EINPUT, "--stage augment: %s has no augment: {sd: DIR} block", spec_path);
   if (!rc && only == ST_ESTIMATE && !spec.est.marigold)
     rc = CMDS_FAIL(&err, CMDS_EINPUT, "--stage estimate: %s has no estimate: {marigold: DIR} block", spec_path);
   if (!rc && task_index >= 0 && task_index >= plan.nu)

@@ -222,6 +222,40 @@ int runner_stage_cmds(const runner *r, int stage, int task_index, stage_cmd **cm
       free(cats);
     }
     break;
+  case ST_AUGMENT:
+    for (int d = 0; d < s->nds && s->aug.sd; d++) {
+      const job_dataset *ds = &s->ds[d];
+      stage_cmd *c = new_cmd(cmds, &n, r, "cmds-augment", 1);
+      char *cats = join_cats(ds);
+      sl_push(&c->argv, "--dataset");
+      sl_push(&c->argv, ds->name);
+      sl_push(&c->argv, "--cache");
+      sl_push(&c->argv, s->cache);
+      sl_push(&c->argv, "--sd");
+      sl_push(&c->argv, s->aug.sd);
+      if (!s->aug.from_cache) { /* the LoRA sees the dataset's own support images */
+        sl_push(&c->argv, "--data");
+        sl_push(&c->argv, ds->root);
+      }
+      sl_push(&c->argv, "--run"); /* the LoRA, its checkpoints and the PNGs belong to the run */
+      sl_push(&c->argv, s->run);
+      sl_push(&c->argv, "--device");
+      sl_push(&c->argv, s->device);
+      if (s->aug.checkpoint_every >= 0) {
+        sl_push(&c->argv, "--checkpoint-every");
+        sl_pushf(&c->argv, "%ld", s->aug.checkpoint_every);
+      }
+      /* the keys that differ from METHOD.md's, in table order */
+      for (int k = 0; k < CK_NKEYS; k++)
+        if (cmds_keys[k].stage == CMDS_KEY_AUGMENT && strcmp(s->aug.cfg.value[k], cmds_keys[k].def)) {
+          sl_push(&c->argv, "--set");
+          sl_pushf(&c->argv, "%s=%s", cmds_keys[k].name, s->aug.cfg.value[k]);
+        }
+      sl_push(&c->argv, "--category");
+      sl_push(&c->argv, cats);
+      free(cats);
+    }
+    break;
   case ST_ESTIMATE:
     for (int d = 0; d < s->nds && s->est.marigold; d++) {
       const job_dataset *ds = &s->ds[d];
@@ -368,13 +402,17 @@ int runner_outputs_complete(const runner *r, int stage, char *missing, size_t ca
       }
     break;
   case ST_PREP:
+  case ST_AUGMENT:
   case ST_ESTIMATE:
   case ST_FEATURES:
-    /* estimate: its output lives inside <cat>.h5; its record says it finished */
+    /* augment, estimate: their outputs live inside <cat>.h5; their records say they finished */
     for (int d = 0; d < s->nds && ok; d++)
       for (int c = 0; c < s->ds[d].ncat && ok; c++) {
         snprintf(p, sizeof p, "%s/%s/%s.%s", s->cache, s->ds[d].name, s->ds[d].cats[c],
-                 stage == ST_PREP ? "h5" : stage == ST_ESTIMATE ? "estimate.json" : "features.h5");
+                 stage == ST_PREP      ? "h5"
+                 : stage == ST_AUGMENT ? "augment.json"
+                 : stage == ST_ESTIMATE ? "estimate.json"
+                                        : "features.h5");
         all_exist_check(p, &ok, missing, cap);
       }
     break;
@@ -425,6 +463,13 @@ unsigned long long runner_fingerprint(const runner *r, int stage) {
    * still valid by itself). */
   if (stage > ST_ESTIMATE && r->spec->est.marigold) {
     n = runner_stage_cmds(r, ST_ESTIMATE, -1, &c);
+    for (int i = 0; i < n; i++)
+      for (int k = 0; k < c[i].argv.n; k++) h = fnv64(h, c[i].argv.v[k], strlen(c[i].argv.v[k]) + 1);
+    runner_cmds_free(c, n);
+  }
+  /* So do the augmented samples (estimate, features and train read them). */
+  if (stage > ST_AUGMENT && r->spec->aug.sd) {
+    n = runner_stage_cmds(r, ST_AUGMENT, -1, &c);
     for (int i = 0; i < n; i++)
       for (int k = 0; k < c[i].argv.n; k++) h = fnv64(h, c[i].argv.v[k], strlen(c[i].argv.v[k]) + 1);
     runner_cmds_free(c, n);
@@ -621,7 +666,7 @@ static void stage_records(const runner *r, int stage, cmds_json *j) {
   int count = 0;
   cmds_json_key(j, "records");
   cmds_json_array_begin(j);
-  if (stage == ST_PREP || stage == ST_ESTIMATE || stage == ST_FEATURES) {
+  if (stage == ST_PREP || stage == ST_AUGMENT || stage == ST_ESTIMATE || stage == ST_FEATURES) {
     for (int d = 0; d < s->nds; d++)
       for (int c = 0; c < s->ds[d].ncat; c++) {
         snprintf(p, sizeof p, "%s/%s/%s.%s.json", s->cache, s->ds[d].name, s->ds[d].cats[c],
@@ -699,6 +744,19 @@ int runner_write_manifest(const runner *r, const char *running_stage, cmds_error
   else cmds_json_kv_int(&j, "random_seed", s->random_seed);
   cmds_json_kv_str(&j, "weights_id", r->weights_id);
   cmds_json_object_end(&j);
+  /* The augment stage (null: no augment block, no generated samples). */
+  cmds_json_key(&j, "augment");
+  if (!s->aug.sd) {
+    cmds_json_null(&j);
+  } else {
+    cmds_json_object_begin(&j);
+    cmds_json_kv_str(&j, "sd", s->aug.sd);
+    cmds_json_kv_str(&j, "source", s->aug.from_cache ? "cache" : "dataset");
+    cmds_json_kv_int(&j, "checkpoint_every", s->aug.checkpoint_every);
+    cmds_json_key(&j, "config");
+    cmds_config_json(&s->aug.cfg, &j, CMDS_KEY_AUGMENT);
+    cmds_json_object_end(&j);
+  }
   /* The estimate stage (null: no estimate block, the estimated stream stays off). */
   cmds_json_key(&j, "estimate");
   if (!s->est.marigold) {
@@ -844,6 +902,7 @@ int runner_write_manifest(const runner *r, const char *running_stage, cmds_error
     cmds_json_array_end(&j);
     static const char *const outputs[JOB_NSTAGES] = {
         "<dataset root>/<category>/", "CACHE/<dataset>/<category>.h5 (+ .prep.json)",
+        "group augmented in CACHE/<dataset>/<category>.h5 (+ .augment.json; LoRA and PNGs in RUN/augment/)",
         "normals_est in CACHE/<dataset>/<category>.h5 (+ .estimate.json)",
         "CACHE/<dataset>/<category>.features.h5 (+ .features.json)",
         "RUN/models/<dataset>/<category>/k<k>/<tag>/mapper.safetensors (+ mapper.json, train.record.json)",

@@ -50,7 +50,7 @@ static int copy_file(const char *from, const char *to, cmds_error *err) {
   return rc;
 }
 
-static int uses_gpu(int st) { return st == ST_ESTIMATE || st == ST_FEATURES || st == ST_TRAIN || st == ST_SCORE; }
+static int uses_gpu(int st) { return st == ST_AUGMENT || st == ST_ESTIMATE || st == ST_FEATURES || st == ST_TRAIN || st == ST_SCORE; }
 
 int slurm_submit(runner *r, const char *slurm_dir, int dry, cmds_error *err) {
   const job_spec *s = r->spec;

@@ -12,8 +12,8 @@
 
 #include "fsutil.h"
 
-const char *const job_stage_names[JOB_NSTAGES] = {"synth", "prep",    "estimate", "features",
-                                                  "train", "score",   "metrics",  "report"};
+const char *const job_stage_names[JOB_NSTAGES] = {"synth", "prep",  "augment", "estimate", "features",
+                                                  "train", "score", "metrics", "report"};
 
 int job_stage_find(const char *name) {
   for (int i = 0; i < JOB_NSTAGES; i++)
@@ -233,6 +233,10 @@ static int yconfig(yctx *y, yaml_node_t *map, const char *where, job_kvlist *out
     cmds_config_default(&probe);
     char at[600];
     snprintf(at, sizeof at, "%s line %d: %s", y->path, ymark(vn), where);
+    int kk = cmds_key_find(k, strlen(k));
+    if (kk >= 0 && cmds_keys[kk].stage == CMDS_KEY_AUGMENT)
+      return fail(y, vn, where, "%s: the augment stage's keys go in the spec's augment: block, without the 'augment.' "
+                  "prefix (augment: {sd: DIR, %s: %s})", k, k + 8, val);
     rc = cmds_config_set(&probe, k, val, at, y->err);
     if (rc) return rc;
     out->v = cmds_xrealloc(out->v, (size_t)(out->n + 1) * sizeof *out->v);
@@ -489,7 +493,7 @@ static int parse_ranks(yctx *y, yaml_node_t *n, job_spec *s) {
     s->ranks[ST_SYNTH] = s->ranks[ST_REPORT] = 1; /* serial programs */
     return rc;
   }
-  int rc = ykeys(y, n, "ranks", "default|prep|estimate|features|train|score|metrics");
+  int rc = ykeys(y, n, "ranks", "default|prep|augment|estimate|features|train|score|metrics");
   yaml_node_t *d = yget(y, n, "default");
   if (!rc && d) {
     rc = ylong(y, d, "ranks.default", 1, 100000, &v);
@@ -527,9 +531,56 @@ static int parse_estimate(yctx *y, yaml_node_t *n, job_spec *s) {
   return rc;
 }
 
+/* augment: {sd: DIR, source: dataset|cache, checkpoint_every: N, <key>: value ...} where <key> is an
+ * augment.* configuration key without its prefix (steps: 1000, images: 16, ...). */
+static int parse_augment(yctx *y, yaml_node_t *n, job_spec *s) {
+  job_augment *a = &s->aug;
+  cmds_config_default(&a->cfg);
+  a->checkpoint_every = -1;
+  if (!n) return CMDS_OK;
+  if (n->type != YAML_MAPPING_NODE) return fail(y, n, "augment", "expected a mapping {sd: DIR, ...}");
+  int rc = ystring(y, n, "sd", "augment", 1, 1, &a->sd);
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top && !rc; p++) {
+    yaml_node_t *kn = ynode(y, p->key), *vn = ynode(y, p->value);
+    const char *k = yscalar(kn);
+    if (!k) return fail(y, kn, "augment", "keys must be plain strings");
+    if (!strcmp(k, "sd")) continue;
+    if (!strcmp(k, "source")) {
+      const char *v = yscalar(vn);
+      if (!v || (strcmp(v, "dataset") && strcmp(v, "cache")))
+        rc = fail(y, vn, "augment.source", "expected dataset or cache, got '%s'", v ? v : "(not a plain value)");
+      else a->from_cache = !strcmp(v, "cache");
+      continue;
+    }
+    if (!strcmp(k, "checkpoint_every")) {
+      rc = ylong(y, vn, "augment.checkpoint_every", 0, 1L << 30, &a->checkpoint_every);
+      continue;
+    }
+    char full[128];
+    snprintf(full, sizeof full, "augment.%s", k);
+    int kk = cmds_key_find(full, strlen(full));
+    if (kk < 0 || cmds_keys[kk].stage != CMDS_KEY_AUGMENT) {
+      char known[600];
+      size_t used = (size_t)snprintf(known, sizeof known, "sd, source, checkpoint_every");
+      for (int i = 0; i < CK_NKEYS && used < sizeof known; i++)
+        if (cmds_keys[i].stage == CMDS_KEY_AUGMENT)
+          used += (size_t)snprintf(known + used, sizeof known - used, ", %s", cmds_keys[i].name + 8);
+      return fail(y, kn, "augment", "unknown key '%s' (known: %s)", k, known);
+    }
+    const char *v = yscalar(vn);
+    if (!v) return fail(y, vn, "augment", "%s: expected a plain value", k);
+    char at[600], *ex = NULL;
+    snprintf(at, sizeof at, "%s line %d: augment", y->path, ymark(vn));
+    rc = expand_env(y, vn, "augment", v, &ex); /* steps: ${AUG_STEPS:-1000} */
+    if (!rc) rc = cmds_config_set(&a->cfg, full, ex, at, y->err);
+    free(ex);
+  }
+  return rc;
+}
+
 static int parse_slurm(yctx *y, yaml_node_t *n, job_spec *s) {
   job_slurm *q = &s->slurm;
-  static const char *const def_time[JOB_NSTAGES] = {"00:30:00", "02:00:00", "12:00:00", "04:00:00",
+  static const char *const def_time[JOB_NSTAGES] = {"00:30:00", "02:00:00", "12:00:00", "12:00:00", "04:00:00",
                                                     "12:00:00", "04:00:00", "01:00:00", "00:15:00"};
   for (int i = 0; i < JOB_NSTAGES; i++) q->time[i] = cmds_xstrdup(def_time[i]);
   q->launcher = cmds_xstrdup("srun");
@@ -557,7 +608,7 @@ static int parse_slurm(yctx *y, yaml_node_t *n, job_spec *s) {
   }
   yaml_node_t *t = yget(y, n, "time");
   if (!rc && t) {
-    rc = ykeys(y, t, "slurm.time", "synth|prep|estimate|features|train|score|metrics|report");
+    rc = ykeys(y, t, "slurm.time", "synth|prep|augment|estimate|features|train|score|metrics|report");
     for (int i = 0; i < JOB_NSTAGES && !rc; i++) rc = ystring(y, t, job_stage_names[i], "slurm.time", 0, 0, &q->time[i]);
   }
   return rc;
@@ -595,7 +646,7 @@ int job_spec_load(const char *path, job_spec *s, cmds_error *err) {
   int rc = CMDS_OK;
   if (!root) rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: empty job spec", path);
   if (!rc) rc = ykeys(&y, root, "top level",
-                      "job|version|run|cache|ranks|device|backbone|estimate|datasets|shots|config|experiments|stages|metrics|slurm");
+                      "job|version|run|cache|ranks|device|backbone|augment|estimate|datasets|shots|config|experiments|stages|metrics|slurm");
   long version = 0;
   if (!rc) {
     yaml_node_t *v = yget(&y, root, "version");
@@ -621,6 +672,7 @@ int job_spec_load(const char *path, job_spec *s, cmds_error *err) {
     if (!rc && r) rc = ylong(&y, r, "backbone.random", 0, 1L << 40, &s->random_seed);
     if (!rc && !!r == !!s->weights) rc = fail(&y, b, "backbone", "give exactly one of weights: FILE or random: SEED");
   }
+  if (!rc) rc = parse_augment(&y, yget(&y, root, "augment"), s);
   if (!rc) rc = parse_estimate(&y, yget(&y, root, "estimate"), s);
   if (!rc) rc = parse_datasets(&y, yget(&y, root, "datasets"), s);
   if (!rc) {
@@ -648,13 +700,14 @@ int job_spec_load(const char *path, job_spec *s, cmds_error *err) {
       for (int i = 0; i < JOB_NSTAGES; i++) s->stage_on[i] = 1;
       s->stage_on[ST_SYNTH] = any_synth;
       s->stage_on[ST_ESTIMATE] = s->est.marigold != NULL;
+      s->stage_on[ST_AUGMENT] = s->aug.sd != NULL;
     } else {
       char **names;
       int m;
       rc = ylist(&y, st, "stages", &names, &m);
       for (int i = 0; i < m && !rc; i++) {
         int k = job_stage_find(names[i]);
-        if (k < 0) rc = fail(&y, st, "stages", "unknown stage '%s' (synth, prep, estimate, features, train, score, metrics, report)", names[i]);
+        if (k < 0) rc = fail(&y, st, "stages", "unknown stage '%s' (synth, prep, augment, estimate, features, train, score, metrics, report)", names[i]);
         else s->stage_on[k] = 1;
       }
       if (!rc) cmds_free_list(names, m);
@@ -662,6 +715,8 @@ int job_spec_load(const char *path, job_spec *s, cmds_error *err) {
         rc = fail(&y, st, "stages", "synth is listed but no dataset has a synth: block");
       if (!rc && s->stage_on[ST_ESTIMATE] && !s->est.marigold)
         rc = fail(&y, st, "stages", "estimate is listed but the spec has no estimate: {marigold: DIR} block");
+      if (!rc && s->stage_on[ST_AUGMENT] && !s->aug.sd)
+        rc = fail(&y, st, "stages", "augment is listed but the spec has no augment: {sd: DIR} block");
     }
   }
   if (!rc) {
@@ -705,6 +760,7 @@ void job_spec_free(job_spec *s) {
   free(s->weights);
   free(s->curve);
   free(s->est.marigold);
+  free(s->aug.sd);
   for (int i = 0; i < s->nds; i++) {
     free(s->ds[i].name);
     free(s->ds[i].root);

@@ -10,7 +10,7 @@
 #include "config_names.h"
 
 typedef enum {
-  ST_SYNTH = 0, ST_PREP, ST_ESTIMATE, ST_FEATURES, ST_TRAIN, ST_SCORE, ST_METRICS, ST_REPORT, JOB_NSTAGES
+  ST_SYNTH = 0, ST_PREP, ST_AUGMENT, ST_ESTIMATE, ST_FEATURES, ST_TRAIN, ST_SCORE, ST_METRICS, ST_REPORT, JOB_NSTAGES
 } job_stage;
 extern const char *const job_stage_names[JOB_NSTAGES];
 int job_stage_find(const char *name); /* -1 when unknown */
@@ -72,6 +72,16 @@ typedef struct job_estimate {
   int from_cache;         /* 1: Marigold sees the cached RGB instead of the dataset's images */
 } job_estimate;
 
+/* The augment stage (SD LoRA + img2img samples into the sample cache): the spec's `augment`
+ * block {sd: DIR, source: dataset|cache, checkpoint_every: N, <augment key without the
+ * "augment." prefix>: value ...}. */
+typedef struct job_augment {
+  char *sd;               /* checkpoint folder (diffusers layout); NULL: no augment block */
+  int from_cache;         /* 1: the LoRA sees the cached RGB instead of the dataset's images */
+  long checkpoint_every;  /* -1: cmds-augment's default */
+  cmds_config cfg;        /* METHOD.md's augment.* keys + the block's */
+} job_augment;
+
 typedef struct job_spec {
   char *path, *name;
   unsigned long long checksum; /* FNV-1a 64 of the spec file's bytes */
@@ -83,6 +93,7 @@ typedef struct job_spec {
   long random_seed;
   char *curve;            /* metrics curve: exact | thresholds:N */
   job_estimate est;
+  job_augment aug;
   job_dataset *ds;
   int nds;
   int shots[8], nshots;

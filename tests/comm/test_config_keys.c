@@ -30,7 +30,7 @@ static void refuse(cmds_config *c, const char *kv, unsigned stages, const char *
 /* Sets kv and expects the canonical text `want` for its key. */
 static void accept(cmds_config *c, const char *kv, const char *want) {
   cmds_error err = {0};
-  int rc = cmds_config_set_arg(c, kv, NULL, CMDS_KEYS_ALL, &err);
+  int rc = cmds_config_set_arg(c, kv, NULL, CMDS_KEYS_ALL | CMDS_KEY_AUGMENT, &err);
   CHECK(rc == 0, "%s: %s", kv, err.msg);
   const char *eq = strchr(kv, '=');
   int k = cmds_key_find(kv, (size_t)(eq - kv));
@@ -56,7 +56,13 @@ static void test_table(void) {
       {"train.lr", "0.0001"}, {"train.lr_min", "1e-06"}, {"train.weight_decay", "0.0001"},
       {"train.noise_sigma", "0.01"}, {"train.seed", "0"}, {"train.streams", "both"},
       {"loss.layer_weights", "1.2,1,0.8"}, {"score.l1", "0.1"}, {"score.l2", "0.1"}, {"score.fusion", "mul"},
-      {"score.streams", "both"}, {"score.sigma", "4"}, {"score.fg_mask", "1"}, {"backbone.final_norm", "0"}};
+      {"score.streams", "both"}, {"score.sigma", "4"}, {"score.fg_mask", "1"}, {"backbone.final_norm", "0"},
+      /* METHOD.md section 7 */
+      {"augment.prompt", "a photo of a {category}"}, {"augment.rank", "16"}, {"augment.alpha", "16"},
+      {"augment.steps", "1000"}, {"augment.lr", "0.0001"}, {"augment.weight_decay", "0.01"},
+      {"augment.max_grad_norm", "1"}, {"augment.batch", "1"}, {"augment.resolution", "512"},
+      {"augment.strength", "0.3"}, {"augment.inference_steps", "50"}, {"augment.guidance", "7.5"},
+      {"augment.images", "16"}, {"augment.seed", "0"}};
   CHECK(sizeof contract / sizeof contract[0] == CK_NKEYS, "%d keys", CK_NKEYS);
   cmds_config d;
   cmds_config_default(&d);
@@ -69,7 +75,10 @@ static void test_table(void) {
     CHECK(cmds_key_find(cmds_keys[k].name, strlen(cmds_keys[k].name)) == k, "find %s", cmds_keys[k].name);
     int score = !strncmp(cmds_keys[k].name, "score.", 6);
     CHECK(score == (cmds_keys[k].stage == CMDS_KEY_SCORE), "%s: stage %d", cmds_keys[k].name, cmds_keys[k].stage);
+    int aug = !strncmp(cmds_keys[k].name, "augment.", 8);
+    CHECK(aug == (cmds_keys[k].stage == CMDS_KEY_AUGMENT), "%s: stage %d", cmds_keys[k].name, cmds_keys[k].stage);
   }
+  CHECK(!(CMDS_KEYS_ALL & CMDS_KEY_AUGMENT), "augment keys are no task's keys");
   CHECK(cmds_keys[CK_FINAL_NORM].stage == CMDS_KEY_FEATURES, "final_norm changes the feature cache");
   CHECK(cmds_keys[CK_LR].type == CMDS_KT_NUM && cmds_keys[CK_STEPS].type == CMDS_KT_INT &&
             cmds_keys[CK_SCORE_FUSION].type == CMDS_KT_ENUM && cmds_keys[CK_LAYER_WEIGHTS].type == CMDS_KT_NUMS &&
@@ -130,6 +139,24 @@ static void test_values(void) {
   accept(&c, "backbone.final_norm=false", "0");
   refuse(&c, "score.fg_mask=2", CMDS_KEYS_ALL, "score.fg_mask='2'", "0 or 1");
   refuse(&c, "backbone.final_norm=yes", CMDS_KEYS_ALL, "backbone.final_norm='yes'", "0 or 1");
+  /* text (augment.prompt: cmds-augment --set, a spec's augment block; never in a tasks file) */
+  cmds_error aerr = {0};
+  CHECK(cmds_config_set_arg(&c, "augment.prompt=a close-up photo of a {category}, studio light", NULL, CMDS_KEY_AUGMENT,
+                            &aerr) == 0 &&
+            !strcmp(c.value[CK_AUG_PROMPT], "a close-up photo of a {category}, studio light"),
+        "prompt with spaces kept as written: %s", aerr.msg);
+  refuse(&c, "augment.prompt=", CMDS_KEY_AUGMENT, "augment.prompt=''", "printable characters");
+  refuse(&c, "augment.prompt=say \"hi\"", CMDS_KEY_AUGMENT, "augment.prompt=", "without '\"'");
+  refuse(&c, "augment.prompt=a;b", CMDS_KEY_AUGMENT, "augment.prompt='a;b'", "';'");
+  refuse(&c, "augment.prompt=tab\there", CMDS_KEY_AUGMENT, "augment.prompt=", "printable");
+  refuse(&c, "augment.prompt=0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789",
+         CMDS_KEY_AUGMENT, "augment.prompt=", "1 to 95");
+  accept(&c, "augment.lr=1e-4", "0.0001");
+  accept(&c, "augment.strength=1", "1");
+  refuse(&c, "augment.strength=1.5", CMDS_KEY_AUGMENT, "augment.strength='1.5'", "a number in [0, 1]");
+  refuse(&c, "augment.batch=2", CMDS_KEY_AUGMENT, "augment.batch='2'", "an integer in [1, 1]");
+  refuse(&c, "augment.steps=4", CMDS_KEYS_ALL, "augment.steps cannot be set here", "allowed: mapper.kind");
+  refuse(&c, "train.steps=4", CMDS_KEY_AUGMENT, "train.steps cannot be set here", "allowed: augment.prompt, augment.rank");
   /* the form of the argument, unknown keys, stage masks */
   refuse(&c, "train.steps", CMDS_KEYS_ALL, "'train.steps': expected key=value", NULL);
   refuse(&c, "=3", CMDS_KEYS_ALL, "expected key=value", NULL);

@@ -87,6 +87,37 @@ grep -q "cmds-t-estimate .*--gpus-per-task=1 .*estimate.sbatch" "$s"; ok $? "est
 bash -n "$work/estslurm/run/slurm/estimate.sbatch"; ok $? "estimate.sbatch is valid bash"
 rm -rf "$work/estslurm"
 
+# The augment stage: its block, its place between prep and estimate, its errors.
+{ base; printf 'augment: {sd: %s/sd, steps: 4, images: 2, prompt: "a close-up of a {category}", checkpoint_every: 2}\n' "$work"; printf 'estimate: {marigold: %s/m}\n' "$work"; } > "$work/aug.yaml"
+"$bin/cmds-run" "$work/aug.yaml" --dry-run >"$work/aug.out" 2>&1; ok $? "augment spec: $(cat "$work/aug.out")"
+grep -q "cmds-augment --dataset mvtec3d --cache $work/cache --sd $work/sd --data $work/data --run $work/run --device auto --checkpoint-every 2 --set 'augment.prompt=a close-up of a {category}' --set augment.steps=4 --set augment.images=2 --category bagel,cookie" "$work/aug.out"
+ok $? "augment command line (non-default keys only, in table order): $(grep cmds-augment "$work/aug.out")"
+[ "$(grep '^stage ' "$work/aug.out" | sed -n 2p | grep -c 'stage augment')" = 1 ] && [ "$(grep '^stage ' "$work/aug.out" | sed -n 3p | grep -c 'stage estimate')" = 1 ]
+ok $? "augment runs between prep and estimate: $(grep '^stage ' "$work/aug.out")"
+! grep -q "cmds-augment" "$work/good.out"; ok $? "no augment block: no augment stage"
+{ base; printf 'augment: {sd: /sd, source: cache}\n'; } > "$work/aug_cache.yaml"
+"$bin/cmds-run" "$work/aug_cache.yaml" --dry-run 2>&1 | grep "cmds-augment" | grep -vq -- "--data "; ok $? "augment source: cache passes no --data"
+{ base; printf 'stages: [prep, augment, features]\n'; } > "$work/aug_noblock.yaml"
+bad aug_noblock "augment is listed but the spec has no augment: {sd: DIR} block"
+{ base; printf 'augment: {sd: /sd, stepz: 4}\n'; } > "$work/aug_key.yaml"
+bad aug_key "augment: unknown key 'stepz' (known: sd, source, checkpoint_every, prompt, rank"
+{ base; printf 'augment: {sd: /sd, strength: 2}\n'; } > "$work/aug_val.yaml"
+bad aug_val "augment: augment.strength='2': expected a number in \[0, 1\]"
+{ base; printf 'augment: {steps: 4}\n'; } > "$work/aug_nosd.yaml"
+bad aug_nosd "augment: 'sd' is required"
+{ base; printf 'config:\n  augment.steps: 4\n'; } > "$work/aug_config.yaml"
+bad aug_config "augment.steps: the augment stage's keys go in the spec's augment: block"
+"$bin/cmds-run" "$work/good.yaml" --stage augment >"$work/aug_stage.out" 2>&1
+[ $? -ne 0 ] && grep -q "has no augment: {sd: DIR} block" "$work/aug_stage.out"; ok $? "--stage augment without a block: $(cat "$work/aug_stage.out")"
+{ base | sed "s|run: .*|run: $work/augslurm/run|"; printf 'augment: {sd: /sd}\nestimate: {marigold: /m}\n'; } > "$work/aug_slurm.yaml"
+"$bin/cmds-run" "$work/aug_slurm.yaml" --slurm --no-submit --slurm-dir "$src/slurm" >"$work/aug_slurm.out" 2>&1; ok $? "augment chain: $(tail -3 "$work/aug_slurm.out")"
+s=$work/augslurm/run/slurm/submit.sh
+grep -q "cmds-t-augment .*--gpus-per-task=1 .*augment.sbatch" "$s"; ok $? "augment job gets GPUs"
+[ "$(grep '^# ' "$s" | grep -A1 '# prep' | tail -1 | grep -c '# augment')" = 1 ] && [ "$(grep '^# ' "$s" | grep -A1 '# augment' | tail -1 | grep -c '# estimate')" = 1 ]
+ok $? "chain: prep, augment, estimate"
+bash -n "$work/augslurm/run/slurm/augment.sbatch"; ok $? "augment.sbatch is valid bash"
+rm -rf "$work/augslurm"
+
 # Env expansion with a default, and names.
 { base | sed 's|run: .*|run: ${CMDS_TEST_UNSET_VAR:-/tmp/x}/run|'; printf 'config:\n  train.steps: 10\nexperiments:\n  - name: main\n  - name: abl\n    shots: [4]\n    settings:\n      mlp: {mapper.kind: mlp}\n      add: {score.fusion: add}\n      w: {score.l1: 1e-1}\n' ; } > "$work/names.yaml"
 "$bin/cmds-run" "$work/names.yaml" --dry-run >"$work/names.out" 2>&1; ok $? "names spec: $(cat "$work/names.out")"
@@ -100,7 +131,7 @@ grep -q "bagel/k1/default-c[0-9a-f]\{8\}/maps.default.h5 " "$work/names.out"; ok
 # The full reproduction: 2 datasets x 10 categories x k=1,2,4 (60), Table 3 (+30 results,
 # +30 models: real only, est only, MLP), Table 4 (+40 results, no model), Figure 5 (11 points,
 # 0.1 is the base: +600 results, no model).
-CMDS_DATA=/nonexistent CMDS_WEIGHTS=/nonexistent/w.safetensors CMDS_MARIGOLD=/nonexistent/marigold "$bin/cmds-run" "$src/jobs/reproduce.yaml" --dry-run >"$work/repro.out" 2>&1
+CMDS_DATA=/nonexistent CMDS_WEIGHTS=/nonexistent/w.safetensors CMDS_MARIGOLD=/nonexistent/marigold CMDS_SD=/nonexistent/sd "$bin/cmds-run" "$src/jobs/reproduce.yaml" --dry-run >"$work/repro.out" 2>&1
 ok $? "reproduce.yaml: $(head -5 "$work/repro.out")"
 grep -q "730 results, 90 trained models" "$work/repro.out"; ok $? "reproduce: 730 results from 90 models"
 grep -q "experiment table4: 50 results from 10 models" "$work/repro.out"; ok $? "table4 must not retrain"
@@ -109,6 +140,7 @@ grep -q "experiment table3: 40 results from 40 models" "$work/repro.out"; ok $? 
 [ "$(grep -c '^mvtec3d .* train.streams=real$' "$work/repro.out")" = 10 ]; ok $? "real-only training tasks"
 grep -q "maps.l1-0.3_l2-0.3.h5 .* score.l1=0.3 score.l2=0.3" "$work/repro.out"; ok $? "figure5 settings and labels"
 grep -q "cmds-estimate --dataset eyecandies .* --marigold /nonexistent/marigold --data /nonexistent/eyecandies " "$work/repro.out"; ok $? "reproduce: Marigold normals on the original images"
+grep -q "cmds-augment --dataset mvtec3d --cache .* --sd /nonexistent/sd --data /nonexistent/mvtec_3d_anomaly_detection --run .* --device auto --category bagel," "$work/repro.out"; ok $? "reproduce: augmentation with METHOD.md's settings from the original support images"
 # The demo spec resolves with the Makefile's variables.
 DEMO_OUT=$work/demo NP=3 "$bin/cmds-run" "$src/jobs/demo.yaml" --dry-run >"$work/demo.out" 2>&1; ok $? "demo.yaml"
 grep -q "mpiexec -n 3 " "$work/demo.out"; ok $? "demo: NP sets the ranks"
