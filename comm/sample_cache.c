@@ -405,6 +405,25 @@ static int is_zero(const void *p, size_t bytes) {
   return 1;
 }
 
+int cmds_sc_aug_parse_id(const char *id, int *k, char *support, size_t cap, int64_t *j) {
+  if (strncmp(id, "augmented/k", 11)) return 0;
+  const char *p = id + 11, *q = p;
+  long kv = 0;
+  while (*q >= '0' && *q <= '9' && q - p < 6) kv = kv * 10 + (*q++ - '0');
+  if (q == p || *q != '/' || kv < 1 || (*p == '0')) return 0;
+  const char *sid = q + 1, *last = strrchr(sid, '/');
+  if (!last || last == sid || !last[1]) return 0;
+  int64_t jv = 0;
+  for (const char *d = last + 1; *d; d++) {
+    if (*d < '0' || *d > '9' || jv > (int64_t)1 << 40) return 0;
+    jv = jv * 10 + (*d - '0');
+  }
+  if (k) *k = (int)kv;
+  if (j) *j = jv;
+  if (support && cap) snprintf(support, cap, "%.*s", (int)(last - sid), sid);
+  return 1;
+}
+
 /* Row i of b against the layout of schemas/sample_cache_v1.md (augmented group). */
 static int aug_check_row(const cmds_sample_batch *b, int64_t i, const char *path, cmds_error *err) {
   const size_t px = (size_t)b->size * (size_t)b->size;
@@ -414,8 +433,8 @@ static int aug_check_row(const cmds_sample_batch *b, int64_t i, const char *path
   memcpy(defect, b->defect_type + (size_t)i * CMDS_SC_DEFECT_LEN, CMDS_SC_DEFECT_LEN);
   defect[CMDS_SC_DEFECT_LEN] = 0;
   const char *where = "";
-  if (strncmp(id, "augmented/", 10) || strlen(id) < 12 || !strchr(id + 10, '/') || id[strlen(id) - 1] == '/')
-    where = "sample_id (expected \"augmented/<support sample id>/<j>\")";
+  if (!cmds_sc_aug_parse_id(id, NULL, NULL, 0, NULL))
+    where = "sample_id (expected \"augmented/k<k>/<support sample id>/<j>\")";
   else if (strcmp(defect, CMDS_SC_AUG_DEFECT)) where = "defect_type (expected \"" CMDS_SC_AUG_DEFECT "\")";
   else if (b->label[i]) where = "label (expected 0)";
   else if (!is_zero(b->xyz + (size_t)i * px * 3, px * 3 * sizeof(float))) where = "xyz (expected zeros)";

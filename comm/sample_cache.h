@@ -113,11 +113,17 @@ const char *cmds_sc_group_name(int g);
 /* ---- Augmented samples (cmds-augment; optional, the schema version stays 1) ----
  * Group `augmented`: the datasets of `support` for n generated images (rgb set; xyz,
  * normals, fg_mask, gt_mask all zero; label 0; defect_type "augmented"; sample_id
- * "augmented/<support sample id>/<j>"; native_hw and pad of the source row; plane zero)
- * plus the root attribute `augmented_id`: one line saying how they were made (written by
- * cmds-augment; estimate, features and train key their outputs on it). */
+ * "augmented/k<k>/<support sample id>/<j>": made for the k-shot protocol (by a LoRA that saw
+ * only the first k support samples) from that support sample, j its index among the rows of
+ * that k; native_hw and pad of the source row; plane zero) plus the root attribute
+ * `augmented_id`: one line saying how they were made (written by cmds-augment; estimate,
+ * features and train key their outputs on it). */
 #define CMDS_SC_AUG_DEFECT "augmented"
 #define CMDS_SC_AUG_ID_LEN 512
+/* Parses an augmented sample id "augmented/k<k>/<support sample id>/<j>": 1 with *k (>= 1),
+ * the support id (into support, cap bytes; may be NULL) and *j (may be NULL), or 0 when id
+ * is not of that form. */
+int cmds_sc_aug_parse_id(const char *id, int *k, char *support, size_t cap, int64_t *j);
 
 /* Collective over the communicator the file was opened with (MPI_COMM_SELF for a single
  * writer). Removes an existing `augmented` group (and whatever `cmds-estimate` added to it)

@@ -233,6 +233,15 @@ int runner_stage_cmds(const runner *r, int stage, int task_index, stage_cmd **cm
       sl_push(&c->argv, s->cache);
       sl_push(&c->argv, "--sd");
       sl_push(&c->argv, s->aug.sd);
+      /* one LoRA per k of the job (the few-shot protocol: a k-shot task's rows come from a LoRA
+       * that saw only its k support images) */
+      sl_push(&c->argv, "--shots");
+      char shots[160] = "";
+      for (int i = 0; i < s->nshots; i++) {
+        size_t u = strlen(shots);
+        snprintf(shots + u, sizeof shots - u, "%s%d", u ? "," : "", s->shots[i]);
+      }
+      sl_push(&c->argv, shots);
       if (!s->aug.from_cache) { /* the LoRA sees the dataset's own support images */
         sl_push(&c->argv, "--data");
         sl_push(&c->argv, ds->root);

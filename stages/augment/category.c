@@ -53,19 +53,20 @@ static uint64_t mix3(uint64_t a, uint64_t b, uint64_t c) {
   return cmds_splitmix64(&x);
 }
 
-/* Seeds keyed by (augment.seed, dataset, category) and a purpose, never by the rank. */
-static uint64_t category_seed(const aug_env *env, const char *category, uint64_t purpose) {
+/* Seeds keyed by (augment.seed, dataset, category, k) and a purpose, never by the rank. */
+static uint64_t category_seed(const aug_env *env, const char *category, int64_t k, uint64_t purpose) {
   char id[200];
-  snprintf(id, sizeof id, "%s/%s", env->dataset, category);
+  snprintf(id, sizeof id, "%s/%s/k%lld", env->dataset, category, (long long)k);
   return mix3((uint64_t)strtoull(env->cfg.value[CK_AUG_SEED], NULL, 10), cmds_hash_str(id), purpose);
 }
 #define SEED_LORA 0x4c4f5241ull           /* the trainer (LoRA init, image order, noise, t) */
 #define SEED_IMAGE(j) (0x494d4700000000ull + (uint64_t)(j)) /* generated image j */
 
-/* Identities: what shapes each output, as one line. The LoRA depends on the checkpoint, the
- * support images (the cache's sample list, how many, where the pixels came from) and the
- * training keys; the generations also on the img2img keys (image j is the same whatever the
- * image count); the cache's augmented_id adds the count and the cache resolution. */
+/* Identities: what shapes each output, as one line. The LoRA of one k depends on the
+ * checkpoint, the support images (the cache's sample list, k, where the pixels came from) and
+ * the training keys; the generations also on the img2img keys (image j is the same whatever
+ * the image count); the cache's augmented_id names the shots list instead of one k and adds
+ * the count and the cache resolution. */
 static const int train_keys[] = {CK_AUG_PROMPT, CK_AUG_RANK,          CK_AUG_ALPHA,         CK_AUG_STEPS,
                                  CK_AUG_LR,     CK_AUG_WEIGHT_DECAY,  CK_AUG_MAX_GRAD_NORM, CK_AUG_BATCH,
                                  CK_AUG_RESOLUTION, CK_AUG_SEED};
@@ -82,10 +83,15 @@ typedef struct idents {
   char train[CMDS_SC_AUG_ID_LEN], gen[CMDS_SC_AUG_ID_LEN], aug[CMDS_SC_AUG_ID_LEN];
 } idents;
 
-static int make_idents(const aug_env *env, const cmds_sc_info *si, int64_t k, idents *id, cmds_error *err) {
+static int make_idents(const aug_env *env, const cmds_sc_info *si, int64_t k, const char *shots, idents *id,
+                       cmds_error *err) {
   char head[400];
-  snprintf(head, sizeof head, "sd=%s;source=%s;support=%s:%lld", env->checkpoint_id, env->data ? "dataset" : "cache",
-           si->sample_list_hash, (long long)k);
+  if (shots) /* the cache's identity: every k of the shots list */
+    snprintf(head, sizeof head, "sd=%s;source=%s;support=%s;shots=%s", env->checkpoint_id, env->data ? "dataset" : "cache",
+             si->sample_list_hash, shots);
+  else
+    snprintf(head, sizeof head, "sd=%s;source=%s;support=%s:%lld", env->checkpoint_id, env->data ? "dataset" : "cache",
+             si->sample_list_hash, (long long)k);
   snprintf(id->train, sizeof id->train, "%s", head);
   add_keys(&env->cfg, train_keys, (int)(sizeof train_keys / sizeof train_keys[0]), id->train, sizeof id->train);
   snprintf(id->gen, sizeof id->gen, "%s", id->train);
@@ -168,12 +174,15 @@ static int copy_file(const char *src, const char *dst, cmds_error *err) {
 typedef struct cat_state {
   char final[4096], work[4200], rec_path[4200], dir[4400], images_dir[4500];
   char lora[4600], lora_json[4600], ckpt[4600], ckpt_json[4600], images_json[4600];
+  char base[4200];      /* OUT/augment/<dataset>/<category>; dir = base/k<k> */
   cmds_sc_info si;
-  int64_t k;           /* support rows */
+  int64_t nsup;        /* support rows of the cache */
+  int64_t nload;       /* support rows read: the largest k of the shots list */
+  int64_t k;           /* the k in work: the LoRA sees support rows [0, k) */
   int S, R;
-  char (*ids)[CMDS_SC_ID_LEN + 1]; /* (k) support sample ids */
-  int32_t *native_hw, *pad;        /* (k, 2), (k, 3) */
-  float *images;       /* (k, 3, R, R) in [-1, 1] */
+  char (*ids)[CMDS_SC_ID_LEN + 1]; /* (nsup) support sample ids (the first nload read) */
+  int32_t *native_hw, *pad;        /* (nsup, 2), (nsup, 3) */
+  float *images;       /* (nload, 3, R, R) in [-1, 1] */
   idents id;
   char prompt[256];
   double *losses;      /* (steps) */
@@ -200,11 +209,11 @@ static int read_cache(const aug_env *env, cat_state *s, int64_t *aug_n, char *au
   if (!rc) rc = cmds_sc_group_open(f, "support", s->final, &g, err);
   if (!rc && g.n < 1) rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: no support samples to fine-tune on", s->final);
   if (!rc) {
-    s->k = g.n;
+    s->nsup = g.n;
     s->S = g.size;
-    s->ids = cmds_xcalloc((size_t)s->k, sizeof *s->ids);
-    s->native_hw = cmds_xcalloc((size_t)s->k * 2, sizeof(int32_t));
-    s->pad = cmds_xcalloc((size_t)s->k * 3, sizeof(int32_t));
+    s->ids = cmds_xcalloc((size_t)s->nsup, sizeof *s->ids);
+    s->native_hw = cmds_xcalloc((size_t)s->nsup * 2, sizeof(int32_t));
+    s->pad = cmds_xcalloc((size_t)s->nsup * 3, sizeof(int32_t));
   }
   (void)env;
   if (g.group > 0) cmds_sc_group_close(&g);
@@ -226,9 +235,9 @@ static int load_support(const aug_env *env, cat_state *s, cmds_error *err) {
   cmds_sample_batch_alloc(&b, 1, s->S);
   est_source src = {.data_root = env->data, .dataset = s->si.dataset, .category = s->si.category};
   const size_t rpx = (size_t)s->R * (size_t)s->R;
-  s->images = cmds_xmalloc(sizeof(float) * 3 * rpx * (size_t)s->k);
+  s->images = cmds_xmalloc(sizeof(float) * 3 * rpx * (size_t)s->nload);
   uint8_t *small = cmds_xmalloc(3 * rpx);
-  for (int64_t i = 0; i < s->k && !rc; i++) {
+  for (int64_t i = 0; i < s->nload && !rc; i++) {
     rc = cmds_sc_group_read(&g, i, 1, &b, err);
     if (rc) break;
     memcpy(s->ids[i], b.sample_id, CMDS_SC_ID_LEN);
@@ -338,7 +347,8 @@ static int train_lora(aug_env *env, cat_state *s, const char *category, aug_resu
   o.lr = (float)strtod(c->value[CK_AUG_LR], NULL);
   o.weight_decay = (float)strtod(c->value[CK_AUG_WEIGHT_DECAY], NULL);
   o.max_grad_norm = (float)strtod(c->value[CK_AUG_MAX_GRAD_NORM], NULL);
-  o.seed = category_seed(env, category, SEED_LORA);
+  o.seed = category_seed(env, category, s->k, SEED_LORA);
+  free(s->losses);
   s->losses = cmds_xcalloc((size_t)o.steps, sizeof(double));
   sd_lora_trainer *T = NULL;
   int rc = ensure_scratch(env, sd_lora_trainer_workspace_bytes(&env->M, s->R), err);
@@ -361,8 +371,8 @@ static int train_lora(aug_env *env, cat_state *s, const char *category, aug_resu
         cmds_jv_get_nums(&v, s->ckpt_json, "losses", 0, o.steps, s->losses, &nl, &e);
         cmds_jv_free(&v);
       }
-      fprintf(stderr, "[augment] %s/%s: resuming the LoRA fine-tune from its checkpoint at step %lld\n", env->dataset,
-              category, (long long)start);
+      fprintf(stderr, "[augment] %s/%s k%lld: resuming the LoRA fine-tune from its checkpoint at step %lld\n",
+              env->dataset, category, (long long)s->k, (long long)start);
     }
   } else if (cmds_is_file(s->ckpt)) {
     fprintf(stderr, "[augment] %s/%s: a checkpoint of other settings or inputs is replaced (%s)\n", env->dataset,
@@ -372,7 +382,7 @@ static int train_lora(aug_env *env, cat_state *s, const char *category, aug_resu
   }
   res->start_step = start;
   char label[300];
-  snprintf(label, sizeof label, "%s/%s lora", env->dataset, category);
+  snprintf(label, sizeof label, "%s/%s k%lld lora", env->dataset, category, (long long)s->k);
   cmds_progress prog;
   cmds_progress_begin(&prog, &env->self, "augment", label, o.steps - start);
   const char *kill_at = getenv("CMDS_TEST_KILL_AT_STEP"), *sig_at = getenv("CMDS_TEST_SIGNAL_AT_STEP");
@@ -419,6 +429,7 @@ static int train_lora(aug_env *env, cat_state *s, const char *category, aug_resu
       cmds_json_kv_str(&j, "file", "lora.safetensors");
       cmds_json_kv_str(&j, "dataset", env->dataset);
       cmds_json_kv_str(&j, "category", category);
+      cmds_json_kv_int(&j, "k", s->k);
       cmds_json_kv_str(&j, "prompt", s->prompt);
       cmds_json_kv_str(&j, "sd", env->sd);
       cmds_json_kv_str(&j, "checkpoint_id", env->checkpoint_id);
@@ -479,12 +490,12 @@ static int generate_image(aug_env *env, cat_state *s, const char *category, int6
   o.strength = (float)strtod(env->cfg.value[CK_AUG_STRENGTH], NULL);
   o.steps = (int)strtol(env->cfg.value[CK_AUG_INFERENCE_STEPS], NULL, 10);
   o.guidance = (float)strtod(env->cfg.value[CK_AUG_GUIDANCE], NULL);
-  o.seed = category_seed(env, category, SEED_IMAGE(j));
+  o.seed = category_seed(env, category, s->k, SEED_IMAGE(j));
   float *out = cmds_xmalloc(sizeof(float) * 3 * rpx);
   int64_t src = j % s->k;
   int rc = sd_img2img(&env->M, &env->ctx, s->images + (size_t)src * 3 * rpx, s->R, s->R, &o, out, err);
-  if (rc) rc = cmds_error_wrap(err, "image %lld of %s/%s (from support sample %s)", (long long)j, env->dataset, category,
-                               s->ids[src]);
+  if (rc) rc = cmds_error_wrap(err, "image %lld of %s/%s k = %lld (from support sample %s)", (long long)j, env->dataset,
+                               category, (long long)s->k, s->ids[src]);
   /* 8-bit as diffusers' numpy_to_pil: round(x * 255) */
   for (size_t p = 0; p < 3 * rpx && !rc; p++) {
     float v = out[p] * 255.0f;
@@ -500,13 +511,14 @@ static int generate_image(aug_env *env, cat_state *s, const char *category, int6
 
 /* Publishes the augmented rows: a copy of the cache takes the group and is renamed over the
  * cache, unless prep rebuilt the cache meanwhile. */
-static int publish(const aug_env *env, cat_state *s, const cmds_sample_batch *b, int64_t n, cmds_error *err) {
+static int publish(const aug_env *env, cat_state *s, const cmds_sample_batch *b, int64_t n, const char *aug_id,
+                   cmds_error *err) {
   int rc = copy_file(s->final, s->work, err);
   if (rc) return rc;
   hid_t f;
   rc = cmds_sc_open_rw(&f, s->work, MPI_COMM_SELF, err);
   if (!rc) {
-    rc = cmds_sc_aug_write(f, s->work, n, s->S, b, s->id.aug, env->zstd_level, err);
+    rc = cmds_sc_aug_write(f, s->work, n, s->S, b, aug_id, env->zstd_level, err);
     if (H5Fclose(f) < 0 && !rc) rc = CMDS_FAIL(err, CMDS_EIO, "%s: closing failed", s->work);
   }
   if (!rc) {
@@ -530,8 +542,135 @@ static int publish(const aug_env *env, cat_state *s, const cmds_sample_batch *b,
   return rc;
 }
 
+/* The files of k in s->base/k<k>. */
+static void set_k(cat_state *s, int64_t k) {
+  s->k = k;
+  snprintf(s->dir, sizeof s->dir, "%s/k%lld", s->base, (long long)k);
+  snprintf(s->images_dir, sizeof s->images_dir, "%s/images", s->dir);
+  snprintf(s->lora, sizeof s->lora, "%s/lora.safetensors", s->dir);
+  snprintf(s->lora_json, sizeof s->lora_json, "%s/lora.json", s->dir);
+  snprintf(s->ckpt, sizeof s->ckpt, "%s/lora.ckpt.safetensors", s->dir);
+  snprintf(s->ckpt_json, sizeof s->ckpt_json, "%s/lora.ckpt.json", s->dir);
+  snprintf(s->images_json, sizeof s->images_json, "%s/images.json", s->images_dir);
+}
+
+/* What one k did, for the record. */
+typedef struct k_result {
+  int64_t start_step, steps_run, images_made, images_reused;
+  int lora_reused;
+  double final_loss;
+} k_result;
+
+/* One k: its LoRA (reused or fine-tuned on support rows [0, k)) and its nimg generations,
+ * written into rows [row0, row0 + nimg) of b. */
+static int run_k(aug_env *env, cat_state *s, const char *category, int64_t nimg, cmds_sample_batch *b, int64_t row0,
+                 k_result *kr, cmds_error *err) {
+  memset(kr, 0, sizeof *kr);
+  kr->final_loss = NAN;
+  int rc = make_idents(env, &s->si, s->k, NULL, &s->id, err);
+  if (!rc) rc = cmds_mkdir_p(s->images_dir, err);
+  if (!rc && env->force) { /* nothing of an earlier run is reused */
+    unlink(s->ckpt);
+    unlink(s->ckpt_json);
+    unlink(s->lora);
+    unlink(s->lora_json);
+    unlink(s->images_json);
+    clear_images(s->images_dir);
+  }
+  if (rc) return rc;
+  /* each k starts from the bare UNet */
+  unet_lora_detach(&env->M.unet);
+
+  /* The LoRA: the finished one of these settings, or fine-tuned now. */
+  aug_result tr;
+  memset(&tr, 0, sizeof tr);
+  char have_train[CMDS_SC_AUG_ID_LEN];
+  if (cmds_is_file(s->lora) && json_file_str(s->lora_json, "train_id", have_train, sizeof have_train) &&
+      !strcmp(have_train, s->id.train)) {
+    rc = sd_lora_load(&env->M.unet, s->lora, err);
+    if (!rc) kr->lora_reused = 1;
+    cmds_jv v;
+    cmds_error e = {0};
+    if (!rc && !cmds_jv_read_file(s->lora_json, &v, &e)) {
+      double fl = NAN;
+      cmds_jv_get_num(&v, s->lora_json, "final_loss", 0, NAN, &fl, &e);
+      kr->final_loss = fl;
+      cmds_jv_free(&v);
+    }
+  } else {
+    unlink(s->lora_json); /* a LoRA of other settings: replaced (the sidecar goes first) */
+    unlink(s->lora);
+    rc = train_lora(env, s, category, &tr, err);
+    kr->start_step = tr.start_step;
+    kr->steps_run = tr.steps_run;
+    kr->final_loss = tr.final_loss;
+  }
+
+  /* The generations: PNGs of these settings are kept, others replaced. */
+  char have_gen[CMDS_SC_AUG_ID_LEN];
+  if (!rc && !(json_file_str(s->images_json, "gen_id", have_gen, sizeof have_gen) && !strcmp(have_gen, s->id.gen))) {
+    unlink(s->images_json);
+    clear_images(s->images_dir);
+    cmds_json j;
+    cmds_json_init(&j, 2);
+    cmds_json_object_begin(&j);
+    cmds_json_kv_str(&j, "schema", IMAGES_SCHEMA);
+    cmds_json_kv_int(&j, "schema_version", 1);
+    cmds_json_kv_str(&j, "gen_id", s->id.gen);
+    cmds_json_kv_int(&j, "k", s->k);
+    cmds_json_kv_str(&j, "prompt", s->prompt);
+    cmds_json_kv_int(&j, "resolution", s->R);
+    cmds_json_object_end(&j);
+    rc = write_json(s->images_json, &j, err);
+  }
+  /* with the LoRA attached, as the generation runs */
+  if (!rc)
+    rc = ensure_scratch(env, sd_img2img_workspace_bytes(&env->M, s->R, s->R, (float)strtod(env->cfg.value[CK_AUG_GUIDANCE], NULL)),
+                        err);
+  if (rc) return rc;
+  char label[300];
+  snprintf(label, sizeof label, "%s/%s k%lld images", env->dataset, category, (long long)s->k);
+  cmds_progress prog;
+  cmds_progress_begin(&prog, &env->self, "augment", label, nimg);
+  const char *kill_after = getenv("CMDS_TEST_KILL_AFTER_IMAGES");
+  uint8_t *rgb_r = cmds_xmalloc(3 * (size_t)s->R * (size_t)s->R);
+  const size_t spx = (size_t)s->S * (size_t)s->S;
+  for (int64_t j = 0; j < nimg && !rc; j++) {
+    int reused = 0;
+    rc = generate_image(env, s, category, j, rgb_r, &reused, err);
+    if (rc) break;
+    if (reused) kr->images_reused++;
+    else kr->images_made++;
+    /* to the cache's S x S as prep resizes its padded square */
+    int64_t r = row0 + j;
+    if (s->R == s->S) memcpy(b->rgb + (size_t)r * spx * 3, rgb_r, spx * 3);
+    else cmds_resize_bicubic_aa_u8(rgb_r, s->R, s->R, 3, b->rgb + (size_t)r * spx * 3, s->S, s->S);
+    int64_t src = j % s->k;
+    char id[CMDS_SC_ID_LEN + 48];
+    int n = snprintf(id, sizeof id, "augmented/k%lld/%s/%lld", (long long)s->k, s->ids[src], (long long)j);
+    if (n >= CMDS_SC_ID_LEN) {
+      rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: the augmented sample id '%s' is longer than %d characters", s->final, id,
+                     CMDS_SC_ID_LEN - 1);
+      break;
+    }
+    memcpy(b->sample_id + (size_t)r * CMDS_SC_ID_LEN, id, (size_t)n);
+    memcpy(b->defect_type + (size_t)r * CMDS_SC_DEFECT_LEN, CMDS_SC_AUG_DEFECT, strlen(CMDS_SC_AUG_DEFECT));
+    memcpy(b->native_hw + 2 * r, s->native_hw + 2 * src, 2 * sizeof(int32_t));
+    memcpy(b->pad + 3 * r, s->pad + 3 * src, 3 * sizeof(int32_t));
+    cmds_progress_step(&prog, 1);
+    if (kill_after && kr->images_made >= atoll(kill_after)) raise(SIGKILL); /* test: a hard kill */
+    if (j + 1 < nimg && cmds_stop_requested())
+      rc = CMDS_FAIL(err, CMDS_EINTERRUPTED, "%s/%s k%lld: stopped by a signal after %lld of %lld images; they are kept, "
+                     "rerun to resume", env->dataset, category, (long long)s->k, (long long)(j + 1), (long long)nimg);
+  }
+  free(rgb_r);
+  if (!rc) cmds_progress_end(&prog);
+  return rc;
+}
+
 int aug_category_run(aug_env *env, const char *category, aug_result *res, cmds_error *err) {
   memset(res, 0, sizeof *res);
+  res->final_loss = NAN;
   double t0 = cmds_now();
   cat_state s;
   memset(&s, 0, sizeof s);
@@ -540,22 +679,35 @@ int aug_category_run(aug_env *env, const char *category, aug_result *res, cmds_e
   snprintf(s.final, sizeof s.final, "%s/%s/%s.h5", env->cache, env->dataset, category);
   snprintf(s.work, sizeof s.work, "%s.augment.partial", s.final);
   snprintf(s.rec_path, sizeof s.rec_path, "%s/%s/%s.augment.json", env->cache, env->dataset, category);
-  snprintf(s.dir, sizeof s.dir, "%s/augment/%s/%s", env->out_root, env->dataset, category);
-  snprintf(s.images_dir, sizeof s.images_dir, "%s/images", s.dir);
-  snprintf(s.lora, sizeof s.lora, "%s/lora.safetensors", s.dir);
-  snprintf(s.lora_json, sizeof s.lora_json, "%s/lora.json", s.dir);
-  snprintf(s.ckpt, sizeof s.ckpt, "%s/lora.ckpt.safetensors", s.dir);
-  snprintf(s.ckpt_json, sizeof s.ckpt_json, "%s/lora.ckpt.json", s.dir);
-  snprintf(s.images_json, sizeof s.images_json, "%s/images.json", s.images_dir);
+  snprintf(s.base, sizeof s.base, "%s/augment/%s/%s", env->out_root, env->dataset, category);
   aug_prompt(env->cfg.value[CK_AUG_PROMPT], category, s.prompt, sizeof s.prompt);
 
   int64_t have_n = 0;
   char have_id[CMDS_SC_AUG_ID_LEN] = "";
   int rc = read_cache(env, &s, &have_n, have_id, sizeof have_id, err);
-  if (!rc) rc = make_idents(env, &s.si, s.k, &s.id, err);
+  /* The shots list: --shots, else the cache's support count alone; every k <= the support rows. */
+  int64_t shots[CMDS_AUG_MAX_SHOTS];
+  int nshots = 0;
+  char shots_s[CMDS_AUG_MAX_SHOTS * 8] = "";
+  if (!rc) {
+    if (env->nshots > 0)
+      for (int i = 0; i < env->nshots; i++) shots[nshots++] = env->shots[i];
+    else shots[nshots++] = s.nsup;
+    for (int i = 0; i < nshots && !rc; i++) {
+      if (shots[i] > s.nsup)
+        rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: --shots asks for k = %lld but the cache has %lld support samples (cmds-prep "
+                       "--shots %lld or more)", s.final, (long long)shots[i], (long long)s.nsup, (long long)shots[i]);
+      if (shots[i] > s.nload) s.nload = shots[i];
+      size_t u = strlen(shots_s);
+      snprintf(shots_s + u, sizeof shots_s - u, "%s%lld", u ? "," : "", (long long)shots[i]);
+    }
+  }
+  idents agg;
+  memset(&agg, 0, sizeof agg);
+  if (!rc) rc = make_idents(env, &s.si, 0, shots_s, &agg, err);
   /* Finished with these settings: skip. Other settings in the cache: refuse unless --force. */
   if (!rc && have_n > 0 && !env->force) {
-    if (!strcmp(have_id, s.id.aug)) {
+    if (!strcmp(have_id, agg.aug)) {
       res->status = AUG_SKIPPED;
       res->elapsed_s = cmds_now() - t0;
       cat_state_free(&s);
@@ -563,16 +715,7 @@ int aug_category_run(aug_env *env, const char *category, aug_result *res, cmds_e
     }
     rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: its %lld augmented samples were made with other settings:\n  cache:    %s\n"
                    "  this run: %s\nrerun with --force to replace them (then rerun cmds-estimate and cmds-features)",
-                   s.final, (long long)have_n, have_id, s.id.aug);
-  }
-  if (!rc) rc = cmds_mkdir_p(s.images_dir, err);
-  if (!rc && env->force) { /* nothing of an earlier run is reused */
-    unlink(s.ckpt);
-    unlink(s.ckpt_json);
-    unlink(s.lora);
-    unlink(s.lora_json);
-    unlink(s.images_json);
-    clear_images(s.images_dir);
+                   s.final, (long long)have_n, have_id, agg.aug);
   }
   if (!rc) rc = load_support(env, &s, err);
   if (!rc) rc = ensure_models(env, s.R, err);
@@ -580,89 +723,28 @@ int aug_category_run(aug_env *env, const char *category, aug_result *res, cmds_e
   cmds_record rec;
   cmds_record_begin(&rec, "augment", env->argc, env->argv, &env->self);
 
-  /* The LoRA: the finished one of these settings, or fine-tuned now. */
-  char have_train[CMDS_SC_AUG_ID_LEN];
-  if (!rc && cmds_is_file(s.lora) && json_file_str(s.lora_json, "train_id", have_train, sizeof have_train) &&
-      !strcmp(have_train, s.id.train)) {
-    rc = sd_lora_load(&env->M.unet, s.lora, err);
-    if (!rc) res->lora_reused = 1;
-    cmds_jv v;
-    cmds_error e = {0};
-    if (!rc && !cmds_jv_read_file(s.lora_json, &v, &e)) {
-      double fl = NAN;
-      cmds_jv_get_num(&v, s.lora_json, "final_loss", 0, NAN, &fl, &e);
-      res->final_loss = fl;
-      cmds_jv_free(&v);
-    }
-  } else if (!rc) {
-    unlink(s.lora_json); /* a LoRA of other settings: replaced (the sidecar goes first) */
-    unlink(s.lora);
-    rc = train_lora(env, &s, category, res, err);
-  }
-
-  /* The generations: PNGs of these settings are kept, others replaced. */
-  char have_gen[CMDS_SC_AUG_ID_LEN];
-  if (!rc && !(json_file_str(s.images_json, "gen_id", have_gen, sizeof have_gen) && !strcmp(have_gen, s.id.gen))) {
-    unlink(s.images_json);
-    clear_images(s.images_dir);
-    cmds_json j;
-    cmds_json_init(&j, 2);
-    cmds_json_object_begin(&j);
-    cmds_json_kv_str(&j, "schema", IMAGES_SCHEMA);
-    cmds_json_kv_int(&j, "schema_version", 1);
-    cmds_json_kv_str(&j, "gen_id", s.id.gen);
-    cmds_json_kv_str(&j, "prompt", s.prompt);
-    cmds_json_kv_int(&j, "resolution", s.R);
-    cmds_json_object_end(&j);
-    rc = write_json(s.images_json, &j, err);
-  }
-  /* with the LoRA attached, as the generation runs */
-  if (!rc)
-    rc = ensure_scratch(env, sd_img2img_workspace_bytes(&env->M, s.R, s.R, (float)strtod(env->cfg.value[CK_AUG_GUIDANCE], NULL)),
-                        err);
+  /* Every k in turn on this rank; the rows of k number i are [i * nimg, (i + 1) * nimg). */
   cmds_sample_batch b;
-  cmds_sample_batch_alloc(&b, nimg, s.S);
+  cmds_sample_batch_alloc(&b, nimg * nshots > 0 ? nimg * nshots : 1, s.S);
+  k_result kr[CMDS_AUG_MAX_SHOTS];
+  memset(kr, 0, sizeof kr);
   double tg = cmds_now();
-  if (!rc) {
-    char label[300];
-    snprintf(label, sizeof label, "%s/%s images", env->dataset, category);
-    cmds_progress prog;
-    cmds_progress_begin(&prog, &env->self, "augment", label, nimg);
-    const char *kill_after = getenv("CMDS_TEST_KILL_AFTER_IMAGES");
-    uint8_t *rgb_r = cmds_xmalloc(3 * (size_t)s.R * (size_t)s.R);
-    const size_t spx = (size_t)s.S * (size_t)s.S;
-    for (int64_t j = 0; j < nimg && !rc; j++) {
-      int reused = 0;
-      rc = generate_image(env, &s, category, j, rgb_r, &reused, err);
-      if (rc) break;
-      if (reused) res->images_reused++;
-      else res->images_made++;
-      /* to the cache's S x S as prep resizes its padded square */
-      if (s.R == s.S) memcpy(b.rgb + (size_t)j * spx * 3, rgb_r, spx * 3);
-      else cmds_resize_bicubic_aa_u8(rgb_r, s.R, s.R, 3, b.rgb + (size_t)j * spx * 3, s.S, s.S);
-      int64_t src = j % s.k;
-      char id[CMDS_SC_ID_LEN + 32];
-      int n = snprintf(id, sizeof id, "augmented/%s/%lld", s.ids[src], (long long)j);
-      if (n >= CMDS_SC_ID_LEN) {
-        rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: the augmented sample id '%s' is longer than %d characters", s.final, id,
-                       CMDS_SC_ID_LEN - 1);
-        break;
-      }
-      memcpy(b.sample_id + (size_t)j * CMDS_SC_ID_LEN, id, (size_t)n);
-      memcpy(b.defect_type + (size_t)j * CMDS_SC_DEFECT_LEN, CMDS_SC_AUG_DEFECT, strlen(CMDS_SC_AUG_DEFECT));
-      memcpy(b.native_hw + 2 * j, s.native_hw + 2 * src, 2 * sizeof(int32_t));
-      memcpy(b.pad + 3 * j, s.pad + 3 * src, 3 * sizeof(int32_t));
-      cmds_progress_step(&prog, 1);
-      if (kill_after && res->images_made >= atoll(kill_after)) raise(SIGKILL); /* test: a hard kill */
-      if (j + 1 < nimg && cmds_stop_requested())
-        rc = CMDS_FAIL(err, CMDS_EINTERRUPTED, "%s/%s: stopped by a signal after %lld of %lld images; they are kept, "
-                       "rerun to resume", env->dataset, category, (long long)(j + 1), (long long)nimg);
-    }
-    free(rgb_r);
-    if (!rc) cmds_progress_end(&prog);
+  res->lora_reused = 1;
+  for (int i = 0; i < nshots && !rc; i++) {
+    set_k(&s, shots[i]);
+    rc = run_k(env, &s, category, nimg, &b, (int64_t)i * nimg, &kr[i], err);
+    if (kr[i].start_step > res->start_step) res->start_step = kr[i].start_step;
+    res->steps_run += kr[i].steps_run;
+    res->images_made += kr[i].images_made;
+    res->images_reused += kr[i].images_reused;
+    res->lora_reused = res->lora_reused && kr[i].lora_reused;
+    res->final_loss = kr[i].final_loss;
+    if (!rc && i + 1 < nshots && cmds_stop_requested())
+      rc = CMDS_FAIL(err, CMDS_EINTERRUPTED, "%s/%s: stopped by a signal after k = %lld; its LoRA and images are kept, "
+                     "rerun to resume", env->dataset, category, (long long)shots[i]);
   }
   double gen_s = cmds_now() - tg;
-  if (!rc) rc = publish(env, &s, &b, nimg, err);
+  if (!rc) rc = publish(env, &s, &b, nimg * nshots, agg.aug, err);
   cmds_sample_batch_free(&b);
   res->elapsed_s = cmds_now() - t0;
   if (!rc) {
@@ -670,22 +752,42 @@ int aug_category_run(aug_env *env, const char *category, aug_result *res, cmds_e
     cmds_json_kv_str(j, "dataset", env->dataset);
     cmds_json_kv_str(j, "category", category);
     cmds_json_kv_str(j, "output", s.final);
-    cmds_json_kv_str(j, "augmented_id", s.id.aug);
+    cmds_json_kv_str(j, "augmented_id", agg.aug);
+    cmds_json_key(j, "shots");
+    cmds_json_array_begin(j);
+    for (int i = 0; i < nshots; i++) cmds_json_int(j, shots[i]);
+    cmds_json_array_end(j);
     cmds_json_kv_int(j, "images", nimg);
+    cmds_json_kv_int(j, "rows", nimg * nshots);
     cmds_json_kv_int(j, "images_generated", res->images_made);
     cmds_json_kv_int(j, "images_reused", res->images_reused);
-    cmds_json_kv_str(j, "images_dir", s.images_dir);
-    cmds_json_kv_str(j, "lora", s.lora);
+    cmds_json_kv_str(j, "augment_dir", s.base);
     cmds_json_kv_bool(j, "lora_reused", res->lora_reused);
     cmds_json_kv_int(j, "resumed_from_step", res->start_step);
     cmds_json_kv_int(j, "steps_run", res->steps_run);
-    cmds_json_kv_num(j, "final_loss", res->final_loss);
+    cmds_json_key(j, "per_k");
+    cmds_json_array_begin(j);
+    for (int i = 0; i < nshots; i++) {
+      set_k(&s, shots[i]);
+      cmds_json_object_begin(j);
+      cmds_json_kv_int(j, "k", shots[i]);
+      cmds_json_kv_str(j, "lora", s.lora);
+      cmds_json_kv_str(j, "images_dir", s.images_dir);
+      cmds_json_kv_bool(j, "lora_reused", kr[i].lora_reused);
+      cmds_json_kv_int(j, "resumed_from_step", kr[i].start_step);
+      cmds_json_kv_int(j, "steps_run", kr[i].steps_run);
+      cmds_json_kv_num(j, "final_loss", kr[i].final_loss);
+      cmds_json_kv_int(j, "images_generated", kr[i].images_made);
+      cmds_json_kv_int(j, "images_reused", kr[i].images_reused);
+      cmds_json_object_end(j);
+    }
+    cmds_json_array_end(j);
     cmds_json_kv_str(j, "prompt", s.prompt);
     cmds_json_kv_str(j, "sd", env->sd);
     cmds_json_kv_str(j, "checkpoint_id", env->checkpoint_id);
     cmds_json_kv_str(j, "source", env->data ? "dataset" : "cache");
     cmds_json_kv_str(j, "data", env->data ? env->data : "");
-    cmds_json_kv_int(j, "support_images", s.k);
+    cmds_json_kv_int(j, "support_images", s.nsup);
     cmds_json_kv_int(j, "resolution", s.R);
     cmds_json_kv_int(j, "cache_resolution", s.S);
     cmds_json_key(j, "config");

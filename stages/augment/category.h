@@ -1,18 +1,21 @@
 /* category: one category of cmds-augment (METHOD.md section 7) on one rank.
  *
  *   support images (the originals on prep's padded square with --data, else the cached S x S
- *   RGB) -> Pillow-bicubic to R x R (augment.resolution) -> [-1, 1]
- *   -> LoRA fine-tune of the SD UNet (augment.steps, kernels/diffusion/sd_lora.h), checkpointed
- *      every N steps and on SIGTERM / SIGUSR1 -> lora.safetensors (diffusers names) + lora.json
+ *   RGB) -> Pillow-bicubic to R x R (augment.resolution) -> [-1, 1]; then for each k of the
+ *   shots list (the few-shot protocol: k sees support images [0, k) only):
+ *   -> LoRA fine-tune of the bare SD UNet on the first k images (augment.steps,
+ *      kernels/diffusion/sd_lora.h), checkpointed every N steps and on SIGTERM / SIGUSR1
+ *      -> lora.safetensors (diffusers names) + lora.json
  *   -> augment.images img2img generations (image j from support image j mod k, seed from
- *      (augment.seed, dataset, category, j)) -> images/<j>.png (R x R, 8-bit)
- *   -> Pillow-bicubic to S x S (as prep resizes) -> the `augmented` group of a copy of the
- *      sample cache, renamed over it.
+ *      (augment.seed, dataset, category, k, j)) -> images/<j>.png (R x R, 8-bit)
+ *   -> Pillow-bicubic to S x S (as prep resizes) -> rows augmented/k<k>/<support id>/<j>;
+ *   the rows of every k go into the `augmented` group of a copy of the sample cache, renamed
+ *   over it (once per category).
  *
- * Files (schemas/augment_output_v1.md), OUT = RUN (--run) or CACHE:
- *   OUT/augment/<dataset>/<category>/lora.ckpt.safetensors (+ .json)  while training
- *   OUT/augment/<dataset>/<category>/lora.safetensors, lora.json       the fine-tuned LoRA
- *   OUT/augment/<dataset>/<category>/images/<j>.png, images/images.json the generations
+ * Files (schemas/augment_output_v1.md), OUT = RUN (--run) or CACHE, D = OUT/augment/<dataset>/<category>/k<k>:
+ *   D/lora.ckpt.safetensors (+ .json)           while training
+ *   D/lora.safetensors, lora.json               the fine-tuned LoRA of k
+ *   D/images/<j>.png, images/images.json        the generations of k
  *   CACHE/<dataset>/<category>.h5 (group `augmented`, attribute augmented_id)
  *   CACHE/<dataset>/<category>.augment.json                             the stage record
  * Every intermediate carries the identity of the settings that made it; a rerun reuses what
@@ -29,8 +32,12 @@
 #include "img2img.h"
 #include "sd_lora.h"
 
+#define CMDS_AUG_MAX_SHOTS 16
+
 typedef struct aug_env {
   const char *cache, *dataset, *sd, *data, *out_root; /* out_root: --run, else --cache */
+  int64_t shots[CMDS_AUG_MAX_SHOTS]; /* --shots, ascending, distinct; nshots 0: the cache's support count */
+  int nshots;
   cmds_config cfg;      /* augment.* keys */
   int64_t checkpoint_every;
   int zstd_level, force;

@@ -3,13 +3,15 @@
  * written into the sample cache as the `augmented` group (RGB only) for cmds-estimate,
  * cmds-features and the E stream of cmds-train.
  *
- *   mpiexec -n R cmds-augment --cache DIR --dataset D --sd ROOT [--category C[,C..]]
+ *   mpiexec -n R cmds-augment --cache DIR --dataset D --sd ROOT [--category C[,C..]] [--shots K[,K..]]
  *       [--data ROOT] [--run RUN] [--device auto|cpu|cuda] [--set augment.key=value]...
  *       [--checkpoint-every N] [--zstd-level L] [--force]
  *
  * Categories are a dynamic task farm (comm/taskfarm.h): each rank (one GPU per rank: local
  * rank modulo the GPUs it sees) takes one category at a time and does all of its work alone;
- * every random draw is keyed by (augment.seed, dataset, category), so the results do not
+ * every k of --shots in turn on the same rank (one LoRA per (category, k), fine-tuned on the
+ * first k support samples only: a k-shot task never sees anything made from more); every
+ * random draw is keyed by (augment.seed, dataset, category, k), so the results do not
  * depend on the rank count. The fine-tune checkpoints every N steps and on SIGTERM / SIGUSR1;
  * a stopped job exits with CMDS_EINTERRUPTED (7) and the next run resumes every unfinished
  * category (stages/augment/category.h lists the files). */
@@ -27,6 +29,8 @@
 
 typedef struct aug_args {
   const char *cache, *dataset, *categories, *sd, *data, *run, *device;
+  int64_t shots[CMDS_AUG_MAX_SHOTS];
+  int nshots;
   cmds_config cfg;
   int64_t checkpoint_every;
   int zstd_level, force;
@@ -37,6 +41,8 @@ static void usage(void) {
          "  --sd ROOT              Stable Diffusion 2.x checkpoint in diffusers layout (model_index.json, unet/,\n"
          "                         vae/, scheduler/, text_encoder/, tokenizer/)\n"
          "  --category C[,C..]     categories (default: every <cat>.h5 sample cache in DIR/<dataset>)\n"
+         "  --shots K[,K..]        one LoRA and augment.images images per k, from the first k support samples only\n"
+         "                         (the few-shot protocol; default: the cache's support count alone; each k <= it)\n"
          "  --data ROOT            the dataset's folder: the LoRA sees the original support images on prep's padded\n"
          "                         square (checked against the cache); without it, the cached S x S RGB\n"
          "  --run RUN              where the LoRA, its checkpoints and the generated PNGs go\n"
@@ -51,6 +57,34 @@ static void usage(void) {
          "Writes the group `augmented` into DIR/<dataset>/<cat>.h5 and a record <cat>.augment.json.\n"
          "exit codes: 0 done, 2 bad input (also: no SD checkpoint), 3 I/O, 4 schema, 7 stopped by a signal after\n"
          "checkpointing (rerun to resume)\n");
+}
+
+/* --shots 1,2,4: distinct k >= 1, kept ascending. */
+static int parse_shots(const char *v, aug_args *a, cmds_error *err) {
+  a->nshots = 0;
+  const char *p = v;
+  while (*p) {
+    char *end = NULL;
+    long long k = strtoll(p, &end, 10);
+    if (end == p || k < 1 || k > 100000 || (*end && *end != ','))
+      return CMDS_FAIL(err, CMDS_EINPUT, "--shots '%s': expected a comma list of k >= 1 (e.g. 1,2,4)", v);
+    int dup = 0;
+    for (int i = 0; i < a->nshots; i++) dup |= a->shots[i] == k;
+    if (!dup) {
+      if (a->nshots == CMDS_AUG_MAX_SHOTS)
+        return CMDS_FAIL(err, CMDS_EINPUT, "--shots '%s': at most %d values", v, CMDS_AUG_MAX_SHOTS);
+      int i = a->nshots++;
+      while (i > 0 && a->shots[i - 1] > k) {
+        a->shots[i] = a->shots[i - 1];
+        i--;
+      }
+      a->shots[i] = k;
+    }
+    p = *end ? end + 1 : end;
+    if (*end == ',' && !*p) return CMDS_FAIL(err, CMDS_EINPUT, "--shots '%s': expected a comma list of k >= 1 (e.g. 1,2,4)", v);
+  }
+  if (!a->nshots) return CMDS_FAIL(err, CMDS_EINPUT, "--shots '%s': expected a comma list of k >= 1 (e.g. 1,2,4)", v);
+  return CMDS_OK;
 }
 
 static int parse_args(int argc, char **argv, aug_args *a, cmds_error *err) {
@@ -71,6 +105,10 @@ static int parse_args(int argc, char **argv, aug_args *a, cmds_error *err) {
     if (!strcmp(o, "--cache")) a->cache = v;
     else if (!strcmp(o, "--dataset")) a->dataset = v;
     else if (!strcmp(o, "--category")) a->categories = v;
+    else if (!strcmp(o, "--shots")) {
+      int rc = parse_shots(v, a, err);
+      if (rc) return rc;
+    }
     else if (!strcmp(o, "--sd")) a->sd = v;
     else if (!strcmp(o, "--data")) a->data = v;
     else if (!strcmp(o, "--run")) a->run = v;
@@ -163,6 +201,8 @@ int main(int argc, char **argv) {
   env.cache = a.cache;
   env.dataset = a.dataset;
   env.sd = a.sd;
+  memcpy(env.shots, a.shots, sizeof env.shots);
+  env.nshots = a.nshots;
   env.data = a.data;
   env.out_root = a.run ? a.run : a.cache;
   env.cfg = a.cfg;

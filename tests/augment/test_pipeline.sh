@@ -54,7 +54,7 @@ ok "augmentation on: the job ran ($(tail -3 "$work/on.log"))" '[ $? -eq 0 ]'
 order=$(grep -o "^\[cmds-run\] [a-z]*: .*/cmds-[a-z]*" "$work/on.log" | awk '{print $2}' | tr -d : | uniq | tr '\n' ' ')
 want="prep augment $([ -f "$marigold/model_index.json" ] && echo "estimate ")features train score metrics report "
 ok "stage order: $order" '[ "$order" = "$want" ]'
-"$bin/check_augment" ok "$work/on/cache/mvtec3d/bagel.h5" 2 "$work/on/run/augment/mvtec3d/bagel/images" >/dev/null
+"$bin/check_augment" ok "$work/on/cache/mvtec3d/bagel.h5" 2 2 "$work/on/run/augment/mvtec3d/bagel" >/dev/null
 ok "on: 2 augmented rows in the cache, PNGs in RUN/augment" '[ $? -eq 0 ]'
 m=$work/on/run/manifest.json
 ok "on: the manifest has the augment stage done and its settings" 'grep -q "\"augment\": {" "$m" && grep -q "\"augment.steps\": \"3\"" "$m" && grep -A3 "\"name\": \"augment\"" "$m" | grep -q "\"status\": \"done\""'

@@ -34,8 +34,8 @@ static void make_rows(cmds_sample_batch *b, int64_t n, int S, int salt) {
   for (int64_t i = 0; i < n; i++) {
     for (size_t p = 0; p < px * 3; p++) b->rgb[(size_t)i * px * 3 + p] = (uint8_t)((p * 7 + (size_t)i * 31 + (size_t)salt) & 255);
     snprintf(b->defect_type + (size_t)i * CMDS_SC_DEFECT_LEN, CMDS_SC_DEFECT_LEN, "augmented");
-    snprintf(b->sample_id + (size_t)i * CMDS_SC_ID_LEN, CMDS_SC_ID_LEN, "augmented/train/good/%03d/%lld", (int)(i % 2),
-             (long long)i);
+    snprintf(b->sample_id + (size_t)i * CMDS_SC_ID_LEN, CMDS_SC_ID_LEN, "augmented/k%d/train/good/%03d/%lld", (int)(i % 2) + 1,
+             (int)(i % 2), (long long)i);
     b->native_hw[i * 2] = 400 + (int32_t)i, b->native_hw[i * 2 + 1] = 300;
     b->pad[i * 3] = 400 + (int32_t)i, b->pad[i * 3 + 1] = 0, b->pad[i * 3 + 2] = 50;
   }
@@ -85,6 +85,18 @@ int main(int argc, char **argv) {
         (long long)n, id, err.msg);
   CHECK(cmds_sc_est_aug_state(f, dst, &st, &err) == 0 && st == CMDS_SC_AUG_EST_ABSENT, "fresh est state %d", (int)st);
 
+  /* the id parser */
+  {
+    int k = 0;
+    int64_t j = -1;
+    char sup[64];
+    CHECK(cmds_sc_aug_parse_id("augmented/k12/train/good/003/7", &k, sup, sizeof sup, &j) && k == 12 && j == 7 &&
+              !strcmp(sup, "train/good/003"), "parse: k %d j %lld '%s'", k, (long long)j, sup);
+    CHECK(!cmds_sc_aug_parse_id("augmented/train/good/003/7", &k, sup, sizeof sup, &j), "parse: no k refused");
+    CHECK(!cmds_sc_aug_parse_id("augmented/k1/7", &k, sup, sizeof sup, &j), "parse: no support id refused");
+    CHECK(!cmds_sc_aug_parse_id("augmented/k1/a/x", &k, sup, sizeof sup, &j), "parse: j not a number refused");
+    CHECK(!cmds_sc_aug_parse_id("augmented/k01/a/1", &k, sup, sizeof sup, &j), "parse: k01 refused");
+  }
   /* write 5 rows from rank 0 */
   const int64_t N = 5;
   cmds_sample_batch b;
@@ -114,8 +126,9 @@ int main(int argc, char **argv) {
   struct {
     const char *want;
     int row;
-  } cases[] = {{"bad label", 2}, {"bad defect_type", 1}, {"bad sample_id", 3}, {"bad xyz", 0}, {"bad gt_mask", 4}};
-  for (int c = 0; c < 5; c++) {
+  } cases[] = {{"bad label", 2},   {"bad defect_type", 1}, {"bad sample_id", 3}, {"bad xyz", 0},
+               {"bad gt_mask", 4}, {"bad sample_id", 1},   {"bad sample_id", 2}, {"bad sample_id", 0}};
+  for (int c = 0; c < 8; c++) {
     cmds_sample_batch bad;
     make_rows(&bad, N, S, 9);
     int r = cases[c].row;
@@ -124,6 +137,10 @@ int main(int argc, char **argv) {
     if (c == 2) snprintf(bad.sample_id + (size_t)r * CMDS_SC_ID_LEN, CMDS_SC_ID_LEN, "train/good/000");
     if (c == 3) bad.xyz[(size_t)r * (size_t)S * (size_t)S * 3 + 5] = 0.5f;
     if (c == 4) bad.gt_mask[(size_t)r * (size_t)S * (size_t)S + 7] = 1;
+    /* the id form of before the per-k LoRAs (no k), no j, k0 */
+    if (c == 5) snprintf(bad.sample_id + (size_t)r * CMDS_SC_ID_LEN, CMDS_SC_ID_LEN, "augmented/train/good/000/1");
+    if (c == 6) snprintf(bad.sample_id + (size_t)r * CMDS_SC_ID_LEN, CMDS_SC_ID_LEN, "augmented/k2/train/good/000/");
+    if (c == 7) snprintf(bad.sample_id + (size_t)r * CMDS_SC_ID_LEN, CMDS_SC_ID_LEN, "augmented/k0/train/good/000/0");
     memset(&err, 0, sizeof err);
     int brc = cmds_sc_aug_write(f, dst, N, S, mpi.rank == 0 ? &bad : NULL, "other", 3, &err);
     char row[32];

@@ -2,10 +2,12 @@
  * written collectively with cmds_sc_aug_write, renamed over the cache), without Stable
  * Diffusion, and checks what estimate and features make of it. Shared by the estimate,
  * features and train tests.
- *   aug_tool add CACHE.h5 N ID [--copy]   N rows: row j from support row j % K, mirrored
- *                                   left-right and shifted by 37 j grey levels (so every row
- *                                   differs), or (--copy) the support row's RGB as it is;
- *                                   sample_id augmented/<support id>/<j>; run under mpiexec
+ *   aug_tool add CACHE.h5 N ID [--copy] [--shots K1,K2..]   N rows per k (default: k = K, the
+ *                                   support count): row i N + j (k = K_i) from support row
+ *                                   j % k, mirrored left-right and shifted by 37 (i N + j) grey
+ *                                   levels (so every row differs), or (--copy) the support
+ *                                   row's RGB as it is; sample_id augmented/k<k>/<support
+ *                                   id>/<j>, as cmds-augment writes; run under mpiexec
  *   aug_tool fake-est CACHE.h5      normals_est without Marigold (under mpiexec, rank 0 writes):
  *                                   support/test := their real normals (when absent); augmented
  *                                   row := its source row's real normals, mirrored like the RGB
@@ -41,7 +43,7 @@ static hid_t open_sc(const char *p) {
   return rc ? -1 : f;
 }
 
-static int add(const cmds_mpi *mpi, const char *path, int64_t n, const char *id, int copy) {
+static int add(const cmds_mpi *mpi, const char *path, int64_t per_k, const char *id, int copy, const char *shots_s) {
   cmds_error err = {0};
   char tmp[4200];
   snprintf(tmp, sizeof tmp, "%s.aug_tool.tmp", path);
@@ -68,12 +70,21 @@ static int add(const cmds_mpi *mpi, const char *path, int64_t n, const char *id,
   if (rc || sup.n == 0) return CMDS_EINPUT;
   const int S = sup.size;
   const size_t px = (size_t)S * (size_t)S;
+  int64_t shots[16];
+  int nshots = 0;
+  for (const char *p = shots_s; p && *p && nshots < 16;) {
+    char *end = NULL;
+    shots[nshots++] = strtoll(p, &end, 10);
+    p = *end ? end + 1 : end;
+  }
+  if (!nshots) shots[nshots++] = sup.n;
+  const int64_t n = per_k * nshots;
   cmds_sample_batch src, b;
   cmds_sample_batch_alloc(&src, sup.n, S);
-  cmds_sample_batch_alloc(&b, n, S);
+  cmds_sample_batch_alloc(&b, n > 0 ? n : 1, S);
   CHECK(cmds_sc_group_read(&sup, 0, sup.n, &src, &err) == 0, "%s", err.msg);
-  for (int64_t j = 0; j < n; j++) {
-    int64_t s = j % sup.n;
+  for (int64_t r = 0; r < n; r++) {
+    const int64_t k = shots[r / per_k], jk = r % per_k, s = jk % k, j = r;
     for (int y = 0; y < S; y++)
       for (int x = 0; x < S; x++)
         for (int c = 0; c < 3; c++)
@@ -84,7 +95,8 @@ static int add(const cmds_mpi *mpi, const char *path, int64_t n, const char *id,
     char sid[CMDS_SC_ID_LEN + 1];
     memcpy(sid, src.sample_id + (size_t)s * CMDS_SC_ID_LEN, CMDS_SC_ID_LEN);
     sid[CMDS_SC_ID_LEN] = 0;
-    snprintf(b.sample_id + (size_t)j * CMDS_SC_ID_LEN, CMDS_SC_ID_LEN, "augmented/%.60s/%lld", sid, (long long)j);
+    snprintf(b.sample_id + (size_t)j * CMDS_SC_ID_LEN, CMDS_SC_ID_LEN, "augmented/k%lld/%.60s/%lld", (long long)k, sid,
+             (long long)jk);
     memcpy(b.native_hw + j * 2, src.native_hw + s * 2, 2 * sizeof(int32_t));
     memcpy(b.pad + j * 3, src.pad + s * 3, 3 * sizeof(int32_t));
   }
@@ -153,15 +165,15 @@ static int fake_est(const cmds_mpi *mpi, const char *path) {
       if (mine) rc = cmds_sc_group_read(&grp, r, 1, &row, &err);
       if (mine && !rc && g < 2) memcpy(est, row.normals, sizeof(float) * px * 3);
       if (mine && !rc && g == 2) {
-        /* the source row: the support row whose id is inside augmented/<id>/<j> */
-        char id[CMDS_SC_ID_LEN + 1];
+        /* the source row: the support row whose id is inside augmented/k<k>/<id>/<j> */
+        char id[CMDS_SC_ID_LEN + 1], sid[CMDS_SC_ID_LEN + 1];
         memcpy(id, row.sample_id, CMDS_SC_ID_LEN);
         id[CMDS_SC_ID_LEN] = 0;
-        *strrchr(id, '/') = 0;
         int found = 0;
+        CHECK(cmds_sc_aug_parse_id(id, NULL, sid, sizeof sid, NULL), "augmented sample id '%s'", id);
         for (int64_t i = 0; i < sup.n && !rc && !found; i++) {
           rc = cmds_sc_group_read(&sup, i, 1, &src, &err);
-          found = !rc && !strncmp(src.sample_id, id + 10, CMDS_SC_ID_LEN);
+          found = !rc && !strncmp(src.sample_id, sid, CMDS_SC_ID_LEN);
         }
         CHECK(found, "source of %s", id);
         int copy = !memcmp(src.rgb, row.rgb, px * 3);
@@ -205,7 +217,13 @@ int main(int argc, char **argv) {
   cmds_error err = {0};
   const char *mode = argc > 2 ? argv[1] : "";
   if (!strcmp(mode, "add") && argc > 4) {
-    add(&mpi, argv[2], atoll(argv[3]), argv[4], argc > 5 && !strcmp(argv[5], "--copy"));
+    int copy = 0;
+    const char *shots = NULL;
+    for (int i = 5; i < argc; i++) {
+      if (!strcmp(argv[i], "--copy")) copy = 1;
+      else if (!strcmp(argv[i], "--shots") && i + 1 < argc) shots = argv[++i];
+    }
+    add(&mpi, argv[2], atoll(argv[3]), argv[4], copy, shots);
   } else if (!strcmp(mode, "fake-est")) {
     fake_est(&mpi, argv[2]);
   } else if (!strcmp(mode, "fc-copy") && argc > 4) {

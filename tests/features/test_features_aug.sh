@@ -61,8 +61,9 @@ msg=$("${mp[@]}" -n 2 "$bin/cmds-features" --cache "$work/stale" "${F[@]}" 2>&1)
 ok "augmented rows without normals_est refused ($msg)" '[ $rc -ne 0 ] && grep -q "$(c stale): the 2 augmented rows have no estimated normals (rerun cmds-estimate)" <<<"$msg"'
 ok "refused: no feature cache written" '[ ! -e "$(fc stale)" ]'
 
-# The caches train.augmented uses: 4 mirrored rows (2 from each support sample), and none.
-"${mp[@]}" -n 2 "$bin/aug_tool" add "$(c train)" 4 "test train 4" && "${mp[@]}" -n 2 "$bin/aug_tool" fake-est "$(c train)" &&
+# The caches train.augmented uses: 4 mirrored rows, 2 for k = 1 (both from support sample 0)
+# and 2 for k = 2 (one from each support sample), as cmds-augment --shots 1,2 makes them; and none.
+"${mp[@]}" -n 2 "$bin/aug_tool" add "$(c train)" 2 "test train 4" --shots 1,2 && "${mp[@]}" -n 2 "$bin/aug_tool" fake-est "$(c train)" &&
   "${mp[@]}" -n 2 "$bin/cmds-features" --cache "$work/train" "${F[@]}" >/dev/null
 ok "train cache with 4 augmented rows" '[ $? -eq 0 ]'
 "${mp[@]}" -n 2 "$bin/aug_tool" fake-est "$(c plain)" && "${mp[@]}" -n 2 "$bin/cmds-features" --cache "$work/plain" "${F[@]}" >/dev/null

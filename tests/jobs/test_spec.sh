@@ -90,7 +90,7 @@ rm -rf "$work/estslurm"
 # The augment stage: its block, its place between prep and estimate, its errors.
 { base; printf 'augment: {sd: %s/sd, steps: 4, images: 2, prompt: "a close-up of a {category}", checkpoint_every: 2}\n' "$work"; printf 'estimate: {marigold: %s/m}\n' "$work"; } > "$work/aug.yaml"
 "$bin/cmds-run" "$work/aug.yaml" --dry-run >"$work/aug.out" 2>&1; ok $? "augment spec: $(cat "$work/aug.out")"
-grep -q "cmds-augment --dataset mvtec3d --cache $work/cache --sd $work/sd --data $work/data --run $work/run --device auto --checkpoint-every 2 --set 'augment.prompt=a close-up of a {category}' --set augment.steps=4 --set augment.images=2 --category bagel,cookie" "$work/aug.out"
+grep -q "cmds-augment --dataset mvtec3d --cache $work/cache --sd $work/sd --shots 1,4 --data $work/data --run $work/run --device auto --checkpoint-every 2 --set 'augment.prompt=a close-up of a {category}' --set augment.steps=4 --set augment.images=2 --category bagel,cookie" "$work/aug.out"
 ok $? "augment command line (non-default keys only, in table order): $(grep cmds-augment "$work/aug.out")"
 [ "$(grep '^stage ' "$work/aug.out" | sed -n 2p | grep -c 'stage augment')" = 1 ] && [ "$(grep '^stage ' "$work/aug.out" | sed -n 3p | grep -c 'stage estimate')" = 1 ]
 ok $? "augment runs between prep and estimate: $(grep '^stage ' "$work/aug.out")"
@@ -140,7 +140,7 @@ grep -q "experiment table3: 40 results from 40 models" "$work/repro.out"; ok $? 
 [ "$(grep -c '^mvtec3d .* train.streams=real$' "$work/repro.out")" = 10 ]; ok $? "real-only training tasks"
 grep -q "maps.l1-0.3_l2-0.3.h5 .* score.l1=0.3 score.l2=0.3" "$work/repro.out"; ok $? "figure5 settings and labels"
 grep -q "cmds-estimate --dataset eyecandies .* --marigold /nonexistent/marigold --data /nonexistent/eyecandies " "$work/repro.out"; ok $? "reproduce: Marigold normals on the original images"
-grep -q "cmds-augment --dataset mvtec3d --cache .* --sd /nonexistent/sd --data /nonexistent/mvtec_3d_anomaly_detection --run .* --device auto --category bagel," "$work/repro.out"; ok $? "reproduce: augmentation with METHOD.md's settings from the original support images"
+grep -q "cmds-augment --dataset mvtec3d --cache .* --sd /nonexistent/sd --shots 1,2,4 --data /nonexistent/mvtec_3d_anomaly_detection --run .* --device auto --category bagel," "$work/repro.out"; ok $? "reproduce: augmentation with METHOD.md's settings from the original support images"
 # The demo spec resolves with the Makefile's variables.
 DEMO_OUT=$work/demo NP=3 "$bin/cmds-run" "$src/jobs/demo.yaml" --dry-run >"$work/demo.out" 2>&1; ok $? "demo.yaml"
 grep -q "mpiexec -n 3 " "$work/demo.out"; ok $? "demo: NP sets the ranks"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # cmds-train with augmented rows in the E stream (METHOD.md section 5), on the caches
-# features.augmented leaves (fixture aug_cache: bagel, 2 support samples, 4 augmented rows
-# made 2 from each; and the same cache without augmented rows):
-#   - k = 2 takes all 4 augmented rows, k = 1 only the 2 made from support sample 0 (recorded,
-#     also in mapper.json);
+# features.augmented leaves (fixture aug_cache: bagel, 2 support samples, 4 augmented rows:
+# 2 for k = 1 (sample ids augmented/k1/...), 2 for k = 2; and the same cache without them):
+#   - k = 2 takes only its 2 rows (augmented/k2/...), k = 1 only its 2 (recorded, also in
+#     mapper.json); a cache with rows for k = 2 only gives k = 1 none, with a note;
 #   - data parallel: --ranks-per-task 2 (batch 1 per rank) equals 1 rank x batch 2 to 1e-5, with
 #     the backbone online (noise on the augmented RGB too);
 #   - the augmented rows change the result: weights differ from the cache without them;
@@ -29,8 +29,8 @@ cache=$work/cache
 "${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 1,2 "${S[@]}" >/dev/null
 ok "k = 1, 2 on 1 rank" '[ $? -eq 0 ]'
 r1=$(model "$work/a" 1)/train.record.json r2=$(model "$work/a" 2)/train.record.json
-ok "k = 2: E pool 2 support + 4 augmented" '[ "$(num "$r2" est_augmented_rows)" = 4 ] && [ "$(num "$r2" est_support_rows)" = 2 ] && [ "$(num "$r2" augmented_rows_in_cache)" = 4 ]'
-ok "k = 1: only the 2 rows made from support sample 0" '[ "$(num "$r1" est_augmented_rows)" = 2 ] && [ "$(num "$r1" est_support_rows)" = 1 ]'
+ok "k = 2: E pool 2 support + its 2 augmented rows (of 4)" '[ "$(num "$r2" est_augmented_rows)" = 2 ] && [ "$(num "$r2" est_support_rows)" = 2 ] && [ "$(num "$r2" augmented_rows_in_cache)" = 4 ]'
+ok "k = 1: only the 2 rows made for k = 1" '[ "$(num "$r1" est_augmented_rows)" = 2 ] && [ "$(num "$r1" est_support_rows)" = 1 ] && grep -q "\"est_augmented_note\": \"\"" "$r1"'
 ok "augmented_id recorded (record and mapper.json)" 'grep -q "\"augmented_id\": \"test train 4\"" "$r2" && grep -q "\"augmented_id\": \"test train 4\"" "$(model "$work/a" 2)/mapper.json"'
 ok "E stream on, backbone online" 'grep -q "\"est_stream\": true" "$r2" && grep -q "\"backbone_online\": true" "$r2"'
 
@@ -55,5 +55,8 @@ ok "augmented group newer than the features: refused ($msg)" '[ $rc -ne 0 ] && g
   "${mp[@]}" -n 2 "$bin/cmds-features" --cache "$cache" --dataset mvtec3d --random-backbone 0 >/dev/null
 out=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 2 "${S[@]}" 2>&1)
 ok "a new augmented group retrains ($out)" '[ $? -eq 0 ] && grep -q "augmented samples changed" <<<"$out" && [ "$(num "$r2" est_augmented_rows)" = 2 ] && grep -q "\"augmented_id\": \"test train new\"" "$r2"'
+# the new group has rows for k = 2 only: k = 1 trains without augmented rows and says why
+"${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 1 "${S[@]}" >/dev/null 2>&1
+ok "k = 1, rows for k = 2 only: trained, 0 augmented rows, a note" '[ $? -eq 0 ] && [ "$(num "$r1" est_augmented_rows)" = 0 ] && grep -q "\"est_augmented_note\": \"the sample cache has augmented rows for k = 2 only, none for k = 1" "$r1"'
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
