@@ -154,3 +154,31 @@ int cmds_file_identity(const char *path, char *out, size_t cap, cmds_error *err)
   snprintf(out, cap, "fnv64:%016llx:%llu", (unsigned long long)h, (unsigned long long)n);
   return CMDS_OK;
 }
+
+int cmds_copy_file_atomic(const char *src, const char *dst, cmds_error *err) {
+  char tmp[4400];
+  snprintf(tmp, sizeof tmp, "%s.copy", dst);
+  FILE *in = fopen(src, "rb");
+  if (!in) return CMDS_FAIL(err, CMDS_EIO, "%s: cannot open for copying", src);
+  FILE *out = fopen(tmp, "wb");
+  if (!out) {
+    fclose(in);
+    return CMDS_FAIL(err, CMDS_EIO, "%s: cannot create (is the cache folder writable?)", tmp);
+  }
+  char *buf = cmds_xmalloc(1 << 20);
+  size_t k;
+  int rc = CMDS_OK;
+  while ((k = fread(buf, 1, 1 << 20, in)) > 0)
+    if (fwrite(buf, 1, k, out) != k) {
+      rc = CMDS_FAIL(err, CMDS_EIO, "%s: write failed (disk full?)", tmp);
+      break;
+    }
+  if (!rc && ferror(in)) rc = CMDS_FAIL(err, CMDS_EIO, "%s: read failed", src);
+  free(buf);
+  fclose(in);
+  if (fflush(out) || fsync(fileno(out))) rc = rc ? rc : CMDS_FAIL(err, CMDS_EIO, "%s: flush failed", tmp);
+  fclose(out);
+  if (!rc && rename(tmp, dst) != 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot rename to %s", tmp, dst);
+  if (rc) unlink(tmp);
+  return rc;
+}

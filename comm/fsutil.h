@@ -10,6 +10,9 @@
 int cmds_mkdir_p(const char *path, cmds_error *err);
 /* Writes data to `<path>.partial`, fsyncs, renames to path. */
 int cmds_write_file_atomic(const char *path, const void *data, size_t len, cmds_error *err);
+/* Copies src to dst through `<dst>.copy`, fsynced, renamed: dst is the whole copy or is not
+ * there (the stages that add to a cache work on such a copy, never on the cache itself). */
+int cmds_copy_file_atomic(const char *src, const char *dst, cmds_error *err);
 int cmds_is_dir(const char *path);
 int cmds_is_file(const char *path);
 

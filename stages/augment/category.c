@@ -140,36 +140,6 @@ static void clear_images(const char *dir) {
   closedir(d);
 }
 
-/* File copy: src -> dst through dst.copy, fsynced, renamed (the cache is never modified in
- * place; the copy takes the new group and replaces it). */
-static int copy_file(const char *src, const char *dst, cmds_error *err) {
-  char tmp[4400];
-  snprintf(tmp, sizeof tmp, "%s.copy", dst);
-  FILE *in = fopen(src, "rb");
-  if (!in) return CMDS_FAIL(err, CMDS_EIO, "%s: cannot open for copying", src);
-  FILE *out = fopen(tmp, "wb");
-  if (!out) {
-    fclose(in);
-    return CMDS_FAIL(err, CMDS_EIO, "%s: cannot create (is the cache folder writable?)", tmp);
-  }
-  char *buf = cmds_xmalloc(1 << 20);
-  size_t k;
-  int rc = CMDS_OK;
-  while ((k = fread(buf, 1, 1 << 20, in)) > 0)
-    if (fwrite(buf, 1, k, out) != k) {
-      rc = CMDS_FAIL(err, CMDS_EIO, "%s: write failed (disk full?)", tmp);
-      break;
-    }
-  if (!rc && ferror(in)) rc = CMDS_FAIL(err, CMDS_EIO, "%s: read failed", src);
-  free(buf);
-  fclose(in);
-  if (fflush(out) || fsync(fileno(out))) rc = rc ? rc : CMDS_FAIL(err, CMDS_EIO, "%s: flush failed", tmp);
-  fclose(out);
-  if (!rc && rename(tmp, dst) != 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot rename to %s", tmp, dst);
-  if (rc) unlink(tmp);
-  return rc;
-}
-
 /* Everything one category holds. */
 typedef struct cat_state {
   char final[4096], work[4200], rec_path[4200], dir[4400], images_dir[4500];
@@ -513,7 +483,7 @@ static int generate_image(aug_env *env, cat_state *s, const char *category, int6
  * cache, unless prep rebuilt the cache meanwhile. */
 static int publish(const aug_env *env, cat_state *s, const cmds_sample_batch *b, int64_t n, const char *aug_id,
                    cmds_error *err) {
-  int rc = copy_file(s->final, s->work, err);
+  int rc = cmds_copy_file_atomic(s->final, s->work, err);
   if (rc) return rc;
   hid_t f;
   rc = cmds_sc_open_rw(&f, s->work, MPI_COMM_SELF, err);

@@ -204,35 +204,6 @@ static int run_group(run_ctx *r, hid_t in, hid_t out, int g, const est_source *s
   return rc;
 }
 
-/* File copy (rank 0): src -> dst through dst.copy, fsynced, renamed. */
-static int copy_file(const char *src, const char *dst, cmds_error *err) {
-  char tmp[4400];
-  snprintf(tmp, sizeof tmp, "%s.copy", dst);
-  FILE *in = fopen(src, "rb");
-  if (!in) return CMDS_FAIL(err, CMDS_EIO, "%s: cannot open for copying", src);
-  FILE *out = fopen(tmp, "wb");
-  if (!out) {
-    fclose(in);
-    return CMDS_FAIL(err, CMDS_EIO, "%s: cannot create (is the cache folder writable?)", tmp);
-  }
-  char *buf = cmds_xmalloc(1 << 20);
-  size_t k;
-  int rc = CMDS_OK;
-  while ((k = fread(buf, 1, 1 << 20, in)) > 0)
-    if (fwrite(buf, 1, k, out) != k) {
-      rc = CMDS_FAIL(err, CMDS_EIO, "%s: write failed (disk full?)", tmp);
-      break;
-    }
-  if (!rc && ferror(in)) rc = CMDS_FAIL(err, CMDS_EIO, "%s: read failed", src);
-  free(buf);
-  fclose(in);
-  if (fflush(out) || fsync(fileno(out))) rc = rc ? rc : CMDS_FAIL(err, CMDS_EIO, "%s: flush failed", tmp);
-  fclose(out);
-  if (!rc && rename(tmp, dst) != 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot rename to %s", tmp, dst);
-  if (rc) unlink(tmp);
-  return rc;
-}
-
 enum { PLAN_SKIP = 0, PLAN_FRESH = 1, PLAN_RESUME = 2 };
 
 /* Rank 0: what to do with a category (skip, start from a fresh copy, resume the copy).
@@ -302,7 +273,7 @@ static int plan_category(const run_ctx *r, const char *final, const char *work, 
     }
   }
   cmds_sc_info_free(&si);
-  if (!rc && *plan == PLAN_FRESH) rc = copy_file(final, work, err);
+  if (!rc && *plan == PLAN_FRESH) rc = cmds_copy_file_atomic(final, work, err);
   return rc;
 }
 
