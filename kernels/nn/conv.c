@@ -1,5 +1,6 @@
 /* conv: CPU reference (im2col + cblas_sgemm) and the dispatcher (see conv.h). */
 #include "conv.h"
+#include "conv_internal.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -88,10 +89,8 @@ int nn_conv2d_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, const nn_te
 #define CONV_EX_CPU_COLS_FLOATS ((size_t)8 << 20)
 #define CONV_EX_CUDA_COLS_FLOATS ((size_t)32 << 20)
 
-/* Output rows per band: as many as fit in the cap, at least one, at most Ho.
- * CMDS_NN_CONV_BAND_FLOATS in the environment overrides the cap (tests use it to force
- * many bands on small images). */
-static int64_t conv_ex_band_rows(nn_device device, int64_t K, int64_t Ho, int64_t Wo) {
+/* conv_internal.h */
+int64_t nn_conv_ex_band_rows(nn_device device, int64_t K, int64_t Ho, int64_t Wo) {
   size_t cap = device == NN_CPU ? CONV_EX_CPU_COLS_FLOATS : CONV_EX_CUDA_COLS_FLOATS;
   const char *env = getenv("CMDS_NN_CONV_BAND_FLOATS");
   if (env && atoll(env) > 0) cap = (size_t)atoll(env);
@@ -103,13 +102,12 @@ static int64_t conv_ex_band_rows(nn_device device, int64_t K, int64_t Ho, int64_
 
 size_t nn_conv2d_ex_scratch_bytes(nn_device device, int64_t Cin, int64_t k, int64_t Ho, int64_t Wo) {
   int64_t K = Cin * k * k;
-  return (size_t)K * (size_t)Wo * (size_t)conv_ex_band_rows(device, K, Ho, Wo) * sizeof(float);
+  return (size_t)K * (size_t)Wo * (size_t)nn_conv_ex_band_rows(device, K, Ho, Wo) * sizeof(float);
 }
 
-/* cols (Cin*k*k, rows*Wo) for output rows [r0, r0 + rows) of one image:
- * row (c, ky, kx), column (oi - r0, oj) holds x[c, oi*s - pt + ky, oj*s - pl + kx], 0 outside. */
-static void conv_ex_im2col(float *cols, const float *x, int64_t Cin, int64_t H, int64_t W, int64_t k,
-                           int64_t s, int64_t pt, int64_t pl, int64_t r0, int64_t rows, int64_t Wo) {
+/* conv_internal.h */
+void nn_conv_ex_im2col(float *cols, const float *x, int64_t Cin, int64_t H, int64_t W, int64_t k,
+                       int64_t s, int64_t pt, int64_t pl, int64_t r0, int64_t rows, int64_t Wo) {
   int64_t K = Cin * k * k, nc = rows * Wo;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < K; r++) {
@@ -161,7 +159,7 @@ int nn_conv2d_ex_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, const nn
   const float *bias = b ? (const float *)b->data : NULL;
   int64_t K = Cin * k * k, P = Ho * Wo;
   int direct = k == 1 && stride == 1 && pad_top + pad_bottom + pad_left + pad_right == 0;
-  int64_t band = direct ? Ho : conv_ex_band_rows(ctx->device, K, Ho, Wo);
+  int64_t band = direct ? Ho : nn_conv_ex_band_rows(ctx->device, K, Ho, Wo);
   float *cols = NULL;
   size_t mark = ctx->scratch ? nn_arena_mark(ctx->scratch) : 0;
   if (!direct && B * P > 0) {
@@ -186,7 +184,7 @@ int nn_conv2d_ex_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, const nn
         }
         const float *a = xb;
         if (!direct) {
-          conv_ex_im2col(cols, xb, Cin, H, Wd, k, stride, pad_top, pad_left, r0, rows, Wo);
+          nn_conv_ex_im2col(cols, xb, Cin, H, Wd, k, stride, pad_top, pad_left, r0, rows, Wo);
           a = cols;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Cout, (int)nc, (int)K, 1.0f, wd, (int)K,

@@ -11,24 +11,12 @@
 #include <string.h>
 
 #include "backward.h"
+#include "conv.h"
+#include "conv_internal.h"
 
 #ifdef CMDS_CUDA
 #include "nn_cuda_train.h"
 #endif
-
-/* The forward's band caps (conv.c): the same environment override for tests. */
-#define CONVB_CPU_COLS_FLOATS ((size_t)8 << 20)
-#define CONVB_CUDA_COLS_FLOATS ((size_t)32 << 20)
-
-static int64_t convb_band_rows(nn_device device, int64_t K, int64_t Ho, int64_t Wo) {
-  size_t cap = device == NN_CPU ? CONVB_CPU_COLS_FLOATS : CONVB_CUDA_COLS_FLOATS;
-  const char *env = getenv("CMDS_NN_CONV_BAND_FLOATS");
-  if (env && atoll(env) > 0) cap = (size_t)atoll(env);
-  size_t per_row = (size_t)K * (size_t)Wo;
-  int64_t rows = per_row ? (int64_t)(cap / per_row) : Ho;
-  if (rows < 1) rows = 1;
-  return rows < Ho ? rows : Ho;
-}
 
 /* Output size of the geometry, 0 when it is not valid. */
 static int convb_geometry(const nn_tensor *x, const nn_tensor *w, int s, int pt, int pb, int pl, int pr, int64_t *Ho,
@@ -50,36 +38,10 @@ size_t nn_conv2d_ex_backward_scratch_bytes(const nn_tensor *x, const nn_tensor *
   int64_t Ho, Wo;
   if (!convb_geometry(x, w, stride, pad_top, pad_bottom, pad_left, pad_right, &Ho, &Wo)) return 0;
   if (convb_direct(w, stride, pad_top, pad_bottom, pad_left, pad_right)) return 0;
-  int64_t K = x->shape[1] * w->shape[2] * w->shape[3];
-  return (size_t)K * (size_t)Wo * (size_t)convb_band_rows(x->device, K, Ho, Wo) * sizeof(float);
+  return nn_conv2d_ex_scratch_bytes(x->device, x->shape[1], w->shape[2], Ho, Wo); /* the forward's band */
 }
 
-/* cols (K, rows*Wo) of output rows [r0, r0 + rows): as the forward's im2col. */
-static void convb_im2col(float *cols, const float *x, int64_t Cin, int64_t H, int64_t W, int64_t k, int64_t s,
-                         int64_t pt, int64_t pl, int64_t r0, int64_t rows, int64_t Wo) {
-  int64_t K = Cin * k * k, nc = rows * Wo;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < K; r++) {
-    int64_t c = r / (k * k), ky = (r / k) % k, kx = r % k;
-    const float *xc = x + c * H * W;
-    float *row = cols + r * nc;
-    for (int64_t i = 0; i < rows; i++) {
-      int64_t si = (r0 + i) * s - pt + ky;
-      float *dst = row + i * Wo;
-      if (si < 0 || si >= H) {
-        memset(dst, 0, (size_t)Wo * sizeof(float));
-        continue;
-      }
-      const float *src = xc + si * W;
-      for (int64_t j = 0; j < Wo; j++) {
-        int64_t sj = j * s - pl + kx;
-        dst[j] = (sj >= 0 && sj < W) ? src[sj] : 0.0f;
-      }
-    }
-  }
-}
-
-/* dx += the adjoint of convb_im2col for the band (padding taps dropped). */
+/* dx += the adjoint of nn_conv_ex_im2col for the band (padding taps dropped). */
 static void convb_col2im(float *dx, const float *cols, int64_t Cin, int64_t H, int64_t W, int64_t k, int64_t s,
                          int64_t pt, int64_t pl, int64_t r0, int64_t rows, int64_t Wo) {
   int64_t nc = rows * Wo;
@@ -133,7 +95,7 @@ int nn_conv2d_ex_backward(nn_ctx *ctx, nn_tensor *dx, nn_tensor *dw, nn_tensor *
     return CMDS_FAIL(err, CMDS_EINPUT, "%s: dx must not alias dy, x or W", op);
   int64_t K = Cin * k * k, P = Ho * Wo;
   int direct = convb_direct(w, stride, pad_top, pad_bottom, pad_left, pad_right);
-  int64_t band = direct ? Ho : convb_band_rows(ctx->device, K, Ho, Wo);
+  int64_t band = direct ? Ho : nn_conv_ex_band_rows(ctx->device, K, Ho, Wo);
   float *dxd = dx ? dx->data : NULL, *dwd = dw ? dw->data : NULL, *dbd = db ? db->data : NULL;
   const float *dyd = dy->data, *xd = x->data, *wd = w->data;
   float *cols = NULL;
@@ -187,7 +149,7 @@ int nn_conv2d_ex_backward(nn_ctx *ctx, nn_tensor *dx, nn_tensor *dw, nn_tensor *
       int64_t rows = Ho - r0 < band ? Ho - r0 : band, nc = rows * Wo;
       const float *dyc = dyb + r0 * Wo;
       if (dwd) {
-        convb_im2col(cols, xb, Cin, H, Wd, k, stride, pad_top, pad_left, r0, rows, Wo);
+        nn_conv_ex_im2col(cols, xb, Cin, H, Wd, k, stride, pad_top, pad_left, r0, rows, Wo);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Cout, (int)K, (int)nc, 1.0f, dyc, (int)P, cols,
                     (int)nc, 1.0f, dwd, (int)K);
       }
