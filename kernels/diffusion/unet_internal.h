@@ -9,11 +9,16 @@
 
 #include <string.h>
 
+#include "jsonread.h"
 #include "unet.h"
 
 #define UNET_LN_EPS 1e-5f  /* BasicTransformerBlock's LayerNorms (Transformer2DModel default) */
 #define UNET_TGN_EPS 1e-6f /* Transformer2DModel's GroupNorm */
 #define UNET_MAX_SKIPS 256
+
+/* unet_config.c: fills cfg from the parsed unet/config.json c (what = its path, for
+ * messages); CMDS_EINPUT naming the key for anything missing, mistyped or unsupported. */
+int unet_parse_config(unet_config *cfg, const cmds_jv *c, const char *what, cmds_error *err);
 
 /* One unit of the training forward: its input state(s) and output state (indices into the
  * tape's states); the backward walks them in reverse. */
