@@ -1,6 +1,7 @@
 // mapper_cuda.cu: the mapper's own element-wise and reduction steps on the GPU (see
-// mapper.c for what each computes; the CPU versions there are the reference). Reductions
-// use one block per plane / pixel and a fixed order, so results do not vary run to run.
+// mapper_ops.c, mapper_train.c and mapper_io.c for what each computes; the CPU versions
+// there are the reference). Reductions use one block per plane / pixel and a fixed order,
+// so results do not vary run to run.
 #include <cuda_fp16.h>
 
 #include "mapper_cuda.h"

@@ -1,5 +1,6 @@
 /* mapper_cuda: C-callable CUDA entry points of the mapper's own ops (mapper_cuda.cu).
- * Only mapper.c calls them, with raw device pointers whose shapes it has checked; each
+ * Only the mapper's C files call them (mapper_ops.c, mapper_train.c, mapper_io.c, and
+ * mapper_model.c's zeroing), with raw device pointers whose shapes they have checked; each
  * returns 0 or a CMDS_E* code with *err naming the call, file and line. Shapes:
  * BC = B*C planes of H x W, F/Ft (B, C, H, W), Y (B, C, H+W), ah (B, C, H), aw (B, C, W). */
 #ifndef CMDS_MAPPER_CUDA_H
