@@ -1,5 +1,5 @@
 /* optim: CPU reference and dispatcher of nn_adamw_update (see optim.h). The arithmetic is
- * the mapper's AdamW (kernels/mapper/mapper.c), one tensor at a time. */
+ * the mapper's AdamW (kernels/mapper/mapper_train.c), one tensor at a time. */
 #include "optim.h"
 
 #include <math.h>
