@@ -18,8 +18,8 @@
 # checkpoints are made once into build-device/full_sd and full_marigold (the folders the ctest
 # registrations use), both at once, before the benchmarks.
 # All four do not fit one 10-minute call: run `sd` in one call and `marigold vae backward2` in the
-# next (docs: "On a lent GPU"). Caps (seconds): CAP_SD=420 CAP_MARIGOLD=200 CAP_VAE=120
-# CAP_BACKWARD2=150 CAP_CKPT=240, each cut to what is left of the call's budget.
+# next (docs: "On a lent GPU"). Caps (seconds): CAP_SD=420 CAP_MARIGOLD=180 CAP_VAE=90
+# CAP_BACKWARD2=120 CAP_CKPT=240, each cut to what is left of the call's budget.
 # Files in $OUT: bench-summary.txt (the figures to record), bench-build.log, bench-ckpt.log,
 # bench-<name>.log per benchmark (at most 7 files). Exit 0 when every benchmark asked for ran
 # to its end, 1 otherwise, 3 without a GPU (CMDS_DEVICE_DRY_RUN=1: all run tiny on the CPU, a
@@ -91,11 +91,11 @@ for b in "${want[@]}"; do
   case $b in
     sd) bench sd "${CAP_SD:-420}" tests/diffusion/bench_sd.sh "$bin/bench_sd" "$dk_build/full_sd$sfx" $dev \
       ${SD_ARGS:-512 10 50 0.3} ;;
-    marigold) bench marigold "${CAP_MARIGOLD:-200}" tests/diffusion/bench_marigold.sh "$bin/bench_marigold" \
+    marigold) bench marigold "${CAP_MARIGOLD:-180}" tests/diffusion/bench_marigold.sh "$bin/bench_marigold" \
       "$dk_build/full_marigold$sfx" $dev ${MARIGOLD_ARGS:-800 4 5} ;;
-    vae) bench vae "${CAP_VAE:-120}" tests/diffusion/bench_vae.sh "$bin/bench_vae" "$dk_build/full_marigold$sfx" \
+    vae) bench vae "${CAP_VAE:-90}" tests/diffusion/bench_vae.sh "$bin/bench_vae" "$dk_build/full_marigold$sfx" \
       $dev ${VAE_ARGS:-768 3} ;;
-    backward2) bench backward2 "${CAP_BACKWARD2:-150}" tests/kernels/nn/bench_nn_backward2.sh \
+    backward2) bench backward2 "${CAP_BACKWARD2:-120}" tests/kernels/nn/bench_nn_backward2.sh \
       "$bin/bench_nn_backward2" $dev ${BACKWARD2_ARGS:-20} ;;
   esac
 done
