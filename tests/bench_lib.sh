@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the benchmark drivers (diffusion/bench_sd.sh, bench_marigold.sh, bench_vae.sh,
 # kernels/nn/bench_nn_backward2.sh, bench_vit.sh): the GPU check, and running a side with its output
 # shown as it comes (so a run stopped by a time cap still shows how far it got) and kept.

@@ -25,6 +25,7 @@
 # to its end, 1 otherwise, 3 without a GPU (CMDS_DEVICE_DRY_RUN=1: all run tiny on the CPU, a
 # dry run of the script). See common.sh.
 dk_name=bench
+# shellcheck source=tests/device/common.sh
 . "$(dirname "$0")/common.sh"
 
 want=("$@")
@@ -46,7 +47,9 @@ if ! python_has torch; then
 fi
 if ! python_has diffusers transformers; then
   run=()
-  for b in "${want[@]}"; do [ "$b" = backward2 ] && run+=(backward2) || note "[skip] $b: needs diffusers (carry .whl: tests/device/get_wheels.sh)"; done
+  for b in "${want[@]}"; do
+    if [ "$b" = backward2 ]; then run+=(backward2); else note "[skip] $b: needs diffusers (carry .whl: tests/device/get_wheels.sh)"; fi
+  done
   [ ${#want[@]} -eq ${#run[@]} ] || status=1
   want=("${run[@]}")
   [ ${#want[@]} -eq 0 ] && exit 1
@@ -65,7 +68,7 @@ bin=$dk_build/bin
 # them too, inside their caps; made here they are counted apart.
 # A dry run (no GPU) runs everything on the CPU with tiny checkpoints (make_full_*.py --tiny) and
 # tiny sizes instead: every step of this script, both sides of every benchmark, the parsing.
-dev=cuda tiny= sfx=
+dev=cuda tiny='' sfx=''
 if [ "$dk_dry" = 1 ]; then
   dev=cpu tiny=--tiny sfx=_tiny
   : "${SD_ARGS:=64 2 4 0.5}" "${MARIGOLD_ARGS:=64 2 1}" "${VAE_ARGS:=64 1}" "${BACKWARD2_ARGS:=1}"

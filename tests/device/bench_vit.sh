@@ -8,6 +8,7 @@
 # precisions), CAP_CPU=180. Files in $OUT: vit-summary.txt, vit-build.log, vit-ops.log,
 # vit-gpu.log, vit-cpu.log. Exit 0 when all ran, 1 otherwise, 3 without a GPU. See common.sh.
 dk_name=vit
+# shellcheck source=tests/device/common.sh
 . "$(dirname "$0")/common.sh"
 threads=${1:-$dk_jobs}
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts of tests/device/ (one `run` call each on a lent GPU machine; see
 # verify.sh). What they share: the output folder, the time budget of the call, the summary, the
 # GPU check, the carried Python wheels and the kernels-only CUDA build.
@@ -98,7 +99,9 @@ use_wheels() {
     if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target "$dk_site" "$dk_wheels"/*.whl >"$dk_out/$dk_name-pip.log" 2>&1; then
       export PYTHONPATH=$dk_site${PYTHONPATH:+:$PYTHONPATH}
-      note "wheels: installed $(ls "$dk_wheels"/*.whl | xargs -n1 basename | tr '\n' ' ')"
+      local w names=""
+      for w in "$dk_wheels"/*.whl; do names+=" ${w##*/}"; done
+      note "wheels: installed$names"
       rm -f "$dk_out/$dk_name-pip.log"
     else
       note "wheels: pip install failed (see $dk_name-pip.log)"

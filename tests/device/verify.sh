@@ -15,6 +15,7 @@
 # Exit status: 0 when everything built and every test passed; 1 otherwise; 3 without a GPU
 # (CMDS_DEVICE_DRY_RUN=1 goes on: the CUDA tests then skip). Options in tests/device/common.sh.
 dk_name=verify
+# shellcheck source=tests/device/common.sh
 . "$(dirname "$0")/common.sh"
 
 require_gpu

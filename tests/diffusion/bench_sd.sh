@@ -8,6 +8,7 @@
 set -uo pipefail
 bin=$1 ckpt=$2 dev=$3 R=${4:-512} steps=${5:-3} i2i=${6:-50} strength=${7:-0.3}
 here=$(dirname "$0")
+# shellcheck source=tests/bench_lib.sh
 . "$here/../bench_lib.sh"
 skip_without_gpu "$dev"
 python3 "$here/make_full_sd.py" "$ckpt" || { echo "cannot make the checkpoint (needs torch, diffusers)"; exit 77; }

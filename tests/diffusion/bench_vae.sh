@@ -7,6 +7,7 @@
 set -uo pipefail
 bin=$1 ckpt=$2 dev=$3 size=${4:-256} reps=${5:-1}
 here=$(dirname "$0")
+# shellcheck source=tests/bench_lib.sh
 . "$here/../bench_lib.sh"
 skip_without_gpu "$dev"
 python3 "$here/make_full_marigold.py" "$ckpt" || { echo "cannot make the checkpoint (needs torch, diffusers)"; exit 77; }

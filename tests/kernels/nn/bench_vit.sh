@@ -6,6 +6,7 @@
 set -uo pipefail
 bin=$1
 shift
+# shellcheck source=tests/bench_lib.sh
 . "$(dirname "$0")/../../bench_lib.sh"
 skip_without_gpu "$1"
 streamed ours "$bin" "$@"; rc=$?
