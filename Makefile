@@ -2,6 +2,8 @@
 #   make demo   install what is missing, build, run the pipeline on the synthetic dataset
 #   make test   install what is missing, build, run the tests (ctest, without benchmarks)
 # Other targets: build, bench, asan (sanitizer build + tests), clean.
+# Benchmarks live in the CTest configuration `bench` (cmake/CmdsTesting.cmake): a plain
+# `ctest` never lists or starts them; `make bench` = `ctest -C bench -L bench`.
 BUILD    ?= build
 TYPE     ?= Release
 JOBS     ?= $(shell nproc)
@@ -31,10 +33,10 @@ demo: build
 	@DEMO_OUT=$(DEMO_OUT) NP=$(NP) OMP_NUM_THREADS=1 $(BIN)/cmds-run jobs/demo.yaml -n $(NP)
 
 test: build
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE bench
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 bench: build
-	@cd $(BUILD) && ctest --output-on-failure -L bench -V
+	@cd $(BUILD) && ctest --output-on-failure -C bench -L bench -V
 
 asan:
 	@$(MAKE) test BUILD=build-asan TYPE=Asan

@@ -2,6 +2,11 @@
 #   cmds_add_test(NAME name COMMAND cmd... [LABELS l...] [ENV k=v...] [FIXTURES_SETUP f...] [FIXTURES_REQUIRED f...] [TIMEOUT s])
 #   add_mpi_test(NAME name NPROCS n COMMAND cmd... [same options])
 # MPI tests run under MPIEXEC_EXECUTABLE with --oversubscribe (CI has 2 cores, tests use 4 ranks).
+# Benchmarks (LABELS bench) exist only in the CTest configuration `bench`: they are registered
+# with add_test(... CONFIGURATIONS bench), so a plain `ctest` (any -R/-L, no -C) neither lists
+# nor runs them, and `ctest -C bench -L bench` (`make bench`) runs them all. (Single-config
+# generators, which cmds uses: -C bench only selects tests, the binaries are the build's own.)
+set(CMDS_BENCH_CONFIGURATION bench)
 set(CMDS_MPIEXEC_PREFLAGS --oversubscribe CACHE STRING "Flags before the program in MPI tests")
 if(CMAKE_HOST_SYSTEM_NAME STREQUAL "Linux")
   execute_process(COMMAND id -u OUTPUT_VARIABLE _cmds_uid OUTPUT_STRIP_TRAILING_WHITESPACE)
@@ -9,6 +14,15 @@ if(CMAKE_HOST_SYSTEM_NAME STREQUAL "Linux")
     list(APPEND CMDS_MPIEXEC_PREFLAGS --allow-run-as-root)
   endif()
 endif()
+
+# CONFIGURATIONS argument for add_test: `bench` for benchmarks, none for every other test.
+function(_cmds_test_configs out labels)
+  if("bench" IN_LIST labels)
+    set(${out} CONFIGURATIONS ${CMDS_BENCH_CONFIGURATION} PARENT_SCOPE)
+  else()
+    set(${out} "" PARENT_SCOPE)
+  endif()
+endfunction()
 
 function(_cmds_test_props name)
   cmake_parse_arguments(T "" "TIMEOUT;WORKING_DIRECTORY" "LABELS;ENV;FIXTURES_SETUP;FIXTURES_REQUIRED" ${ARGN})
@@ -38,7 +52,8 @@ function(cmds_add_test)
   if(NOT T_WORKING_DIRECTORY)
     set(T_WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
   endif()
-  add_test(NAME ${T_NAME} COMMAND ${T_COMMAND} WORKING_DIRECTORY ${T_WORKING_DIRECTORY})
+  _cmds_test_configs(_cfg "${T_LABELS}")
+  add_test(NAME ${T_NAME} COMMAND ${T_COMMAND} WORKING_DIRECTORY ${T_WORKING_DIRECTORY} ${_cfg})
   _cmds_test_props(${T_NAME} TIMEOUT "${T_TIMEOUT}" LABELS ${T_LABELS} ENV ${T_ENV}
     FIXTURES_SETUP "${T_FIXTURES_SETUP}" FIXTURES_REQUIRED "${T_FIXTURES_REQUIRED}")
 endfunction()
@@ -48,10 +63,11 @@ function(add_mpi_test)
   if(NOT T_WORKING_DIRECTORY)
     set(T_WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
   endif()
+  _cmds_test_configs(_cfg "${T_LABELS}")
   add_test(NAME ${T_NAME}
     COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${T_NPROCS} ${CMDS_MPIEXEC_PREFLAGS}
             ${MPIEXEC_PREFLAGS} ${T_COMMAND}
-    WORKING_DIRECTORY ${T_WORKING_DIRECTORY})
+    WORKING_DIRECTORY ${T_WORKING_DIRECTORY} ${_cfg})
   _cmds_test_props(${T_NAME} TIMEOUT "${T_TIMEOUT}" LABELS mpi ${T_LABELS} ENV ${T_ENV}
     FIXTURES_SETUP "${T_FIXTURES_SETUP}" FIXTURES_REQUIRED "${T_FIXTURES_REQUIRED}")
 endfunction()

@@ -6,14 +6,14 @@
 set -uo pipefail
 bin=$1
 shift
-ours=$("$bin" "$@"); rc=$?
-[ $rc -eq 77 ] && { echo "$ours"; exit 77; }
-[ $rc -eq 0 ] || { echo "$ours"; exit $rc; }
+# shellcheck source=tests/bench_lib.sh
+. "$(dirname "$0")/../../bench_lib.sh"
+skip_without_gpu "$1"
 echo "ours:"
-echo "$ours"
-ref=$(python3 "$(dirname "$0")/bench_nn_backward2_torch.py" "$@" 2>/dev/null || echo "reference: skipped")
+streamed ours "$bin" "$@"; rc=$?
+[ $rc -eq 0 ] || exit $rc
 echo "torch:"
-echo "$ref"
+reference ref python3 "$(dirname "$0")/bench_nn_backward2_torch.py" "$@"
 echo "speed ratio (torch ms / ours ms, minima):"
 awk 'NR == FNR { if ($3 == "ms") t[$1] = $2; next }
      $3 == "ms" && ($1 in t) { printf "  %-28s %6.2f\n", $1, t[$1] / $2 }' <(echo "$ref") <(echo "$ours")

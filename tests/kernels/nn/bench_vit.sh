@@ -6,12 +6,12 @@
 set -uo pipefail
 bin=$1
 shift
-ours=$("$bin" "$@"); rc=$?
-[ $rc -eq 77 ] && { echo "$ours"; exit 77; }
-[ $rc -eq 0 ] || { echo "$ours"; exit $rc; }
-echo "$ours"
-ref=$(python3 "$(dirname "$0")/bench_vit_torch.py" "$@" 2>/dev/null || echo "reference: skipped")
-echo "$ref"
+# shellcheck source=tests/bench_lib.sh
+. "$(dirname "$0")/../../bench_lib.sh"
+skip_without_gpu "$1"
+streamed ours "$bin" "$@"; rc=$?
+[ $rc -eq 0 ] || exit $rc
+reference ref python3 "$(dirname "$0")/bench_vit_torch.py" "$@"
 a=$(grep -o '[0-9.]* images/s' <<<"$ours" | head -1 | cut -d' ' -f1)
 b=$(grep -o '[0-9.]* images/s' <<<"$ref" | head -1 | cut -d' ' -f1)
 gf=$(grep -o '[0-9.]* GFLOP per image' <<<"$ours" | head -1 | cut -d' ' -f1)
