@@ -480,10 +480,13 @@ static int generate_image(aug_env *env, cat_state *s, const char *category, int6
 }
 
 /* Publishes the augmented rows: a copy of the cache takes the group and is renamed over the
- * cache, unless prep rebuilt the cache meanwhile. */
+ * cache, unless prep rebuilt the cache meanwhile. The copy is a compact one without the old
+ * group (and its normals_est) or its augmented_id: HDF5 never gives back the space of a
+ * deleted group, so a byte copy would grow by the old group at every replacement. */
 static int publish(const aug_env *env, cat_state *s, const cmds_sample_batch *b, int64_t n, const char *aug_id,
                    cmds_error *err) {
-  int rc = cmds_copy_file_atomic(s->final, s->work, err);
+  static const char *const old_group[] = {"augmented", "@augmented_id"};
+  int rc = cmds_sc_copy_compact(s->final, s->work, old_group, 2, err);
   if (rc) return rc;
   hid_t f;
   rc = cmds_sc_open_rw(&f, s->work, MPI_COMM_SELF, err);
