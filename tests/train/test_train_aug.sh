@@ -7,6 +7,9 @@
 #   - data parallel: --ranks-per-task 2 (batch 1 per rank) equals 1 rank x batch 2 to 1e-5, with
 #     the backbone online (noise on the augmented RGB too);
 #   - the augmented rows change the result: weights differ from the cache without them;
+#   - train.augmented=0 leaves the augmented rows out of the E stream: the same weights as the
+#     cache without them, other weights than train.augmented=1, recorded (record, mapper.json,
+#     metadata), and the model is not reused for train.augmented=1;
 #   - a rerun skips; after the augmented group is replaced (and features rerun) the task is
 #     retrained; a sample cache whose augmented group is newer than the features is refused.
 #   test_train_aug.sh BIN_DIR AUG_WORK WORK MPIEXEC...
@@ -44,6 +47,21 @@ ok "2 ranks x batch 1 equals 1 rank x batch 2 (1e-5)" '[ $rc -eq 0 ]'
 ok "the cache without augmented rows" '[ $? -eq 0 ] && [ "$(num "$(model "$work/p" 2)/train.record.json" est_augmented_rows)" = 0 ]'
 "$bin/train_compare" "$(model "$work/a" 2)/mapper.safetensors" "$(model "$work/p" 2)/mapper.safetensors" >/dev/null
 ok "augmented rows change the weights" '[ $? -eq 1 ]'
+
+# train.augmented=0 (the "w/o augmentation" ablation on the augmented cache): the E stream leaves
+# the rows out (the same weights as the cache without them), says so, and the model is another
+# configuration (not reused for train.augmented=1)
+"${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/n" --shots 2 "${S[@]}" --set train.augmented=0 >/dev/null
+rn=$(model "$work/n" 2)
+ok "train.augmented=0: trained, 0 augmented rows, recorded" '[ $? -eq 0 ] && [ "$(num "$rn/train.record.json" est_augmented_rows)" = 0 ] && [ "$(num "$rn/train.record.json" augmented_rows_in_cache)" = 4 ] && grep -q "\"train.augmented\": \"0\"" "$rn/train.record.json" && grep -q "\"augmented\": false" "$rn/train.record.json" && grep -q "\"est_augmented_note\": \"train.augmented=0" "$rn/train.record.json"'
+ok "train.augmented=0 in mapper.json (config, streams) and the model metadata" 'grep -q "\"train.augmented\": \"0\"" "$rn/mapper.json" && grep -q "\"augmented\": false" "$rn/mapper.json" && grep -q "\"augmented_id\": \"none\"" "$rn/mapper.json" && grep -aq "train.augmented=0" "$rn/mapper.safetensors"'
+"$bin/train_compare" "$(model "$work/a" 2)/mapper.safetensors" "$rn/mapper.safetensors" >/dev/null
+ok "train.augmented=0 and =1 give different weights" '[ $? -eq 1 ]'
+out=$("$bin/train_compare" "$(model "$work/p" 2)/mapper.safetensors" "$rn/mapper.safetensors" --rel 0); rc=$?
+ok "train.augmented=0 equals training on the cache without augmented rows ($(echo "$out" | tail -1))" '[ $rc -eq 0 ]'
+ok "the =1 record says so" 'grep -q "\"train.augmented\": \"1\"" "$r2" && grep -q "\"augmented\": true" "$r2"'
+msg=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/n" --shots 2 "${S[@]}" 2>&1); rc=$?
+ok "a train.augmented=0 model is not reused for train.augmented=1 ($msg)" '[ $rc -ne 0 ] && grep -q "trained with another configuration" <<<"$msg" && grep -q "train.augmented=0" <<<"$msg"'
 
 cp "$(model "$work/a" 2)/mapper.safetensors" "$work/before.safetensors"
 out=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 2 "${S[@]}" 2>&1)
