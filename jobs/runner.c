@@ -657,8 +657,8 @@ static unsigned long long sig_add(unsigned long long h, const char *path) {
   struct stat st;
   h = fnv64(h, path, strlen(path) + 1);
   if (stat(path, &st) != 0) return fnv64(h, "absent", 6);
-  long long v[6] = {(long long)st.st_dev, (long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
-                    (long long)st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_nsec};
+  long long v[5] = {(long long)st.st_dev, (long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+                    (long long)st.st_mtim.tv_nsec};
   return fnv64(h, v, sizeof v);
 }
 
