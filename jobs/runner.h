@@ -67,8 +67,8 @@ int runner_write_tasks(const runner *r, cmds_error *err);
 int runner_write_manifest(const runner *r, const char *running_stage, cmds_error *err);
 /* 1 when RUN/state/<stage>.done holds the stage's current fingerprint and its outputs exist. */
 int runner_stage_is_done(const runner *r, int stage);
-/* Records a finished stage (RUN/state/<stage>.done). did_work = 0: the run found every
- * output already complete (it only skipped): elapsed_s/started/finished of the run that did
+/* Records a finished stage (RUN/state/<stage>.done). did_work = 0: the run changed no output
+ * (runner_outputs_signature; it only skipped): elapsed_s/started/finished of the run that did
  * the work are kept and this run's time goes to last_elapsed_s/last_finished_utc. */
 int runner_mark_done(const runner *r, int stage, double elapsed, const char *started, int did_work, cmds_error *err);
 /* Which version of the stage's outputs is on disk: a hash of each output's place (device,

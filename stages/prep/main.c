@@ -9,7 +9,9 @@
  *                          [--zstd-level L] [--batch B] [--force]
  *
  * Re-runs skip categories whose cache is complete and was made from the same
- * configuration and sample list; a killed run leaves only `<category>.h5.partial`. */
+ * configuration and sample list; a killed run leaves only `<category>.h5.partial`. A new
+ * cache is renamed in only after the records of what augment and estimate added to the old
+ * one (`<category>.augment.json`, `.estimate.json`, their work copies) are removed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>

@@ -9,7 +9,8 @@
 #   - the augmented rows change the result: weights differ from the cache without them;
 #   - train.augmented=0 leaves the augmented rows out of the E stream: the same weights as the
 #     cache without them, other weights than train.augmented=1, recorded (record, mapper.json,
-#     metadata), and the model is not reused for train.augmented=1;
+#     metadata), and the model is not reused for train.augmented=1; a model from before the key
+#     (its config_key does not name it) counts as train.augmented=1;
 #   - a rerun skips; after the augmented group is replaced (and features rerun) the task is
 #     retrained; a sample cache whose augmented group is newer than the features is refused.
 #   test_train_aug.sh BIN_DIR AUG_WORK WORK MPIEXEC...
@@ -76,5 +77,16 @@ ok "a new augmented group retrains ($out)" '[ $? -eq 0 ] && grep -q "augmented s
 # the new group has rows for k = 2 only: k = 1 trains without augmented rows and says why
 "${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 1 "${S[@]}" >/dev/null 2>&1
 ok "k = 1, rows for k = 2 only: trained, 0 augmented rows, a note" '[ $? -eq 0 ] && [ "$(num "$r1" est_augmented_rows)" = 0 ] && grep -q "\"est_augmented_note\": \"the sample cache has augmented rows for k = 2 only, none for k = 1" "$r1"'
+# a model from before train.augmented existed (its cmds.config_key does not name it) counts as
+# train.augmented=1, what it did: reused for 1, another configuration for 0
+pm=$(model "$work/p" 2)/mapper.safetensors
+perl -e 'open(F, "+<", $ARGV[0]) or die; binmode F; read(F, $l, 8); $n = unpack("Q<", $l); read(F, $h, $n);
+  $h =~ s/;train\.augmented=1;/;/ or die "no key"; $h .= " " x ($n - length $h); seek(F, 8, 0); print F $h; close F' "$pm"
+ok "a model without train.augmented in its config_key" '[ $? -eq 0 ] && ! grep -aq "train.augmented=" "$pm"'
+cp "$pm" "$work/old.safetensors"
+out=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$aug/plain" --run "$work/p" --shots 2 "${S[@]}" 2>&1)
+ok "it is reused for train.augmented=1 ($out)" '[ $? -eq 0 ] && grep -q "up to date, skipped" <<<"$out" && cmp -s "$pm" "$work/old.safetensors"'
+msg=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$aug/plain" --run "$work/p" --shots 2 "${S[@]}" --set train.augmented=0 2>&1)
+ok "and is another configuration for train.augmented=0 ($msg)" '[ $? -ne 0 ] && grep -q "trained with another configuration" <<<"$msg"'
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
