@@ -197,7 +197,7 @@ static int run_stage(runner *r, int st, int task_index, cmds_error *err) {
   /* Did this run change the stage's outputs (or might an earlier, stopped one have)? Then
    * every later stage must check again (runner_invalidate_after). */
   int pending = 0;
-  int rc = runner_work_begin(r, st, task_index, &pending, err);
+  int rc = runner_work_begin(r, st, task_index, &pending, err), began = !rc;
   unsigned long long outputs_before = runner_outputs_signature(r, st, task_index);
   char omp[16];
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -223,15 +223,20 @@ static int run_stage(runner *r, int st, int task_index, cmds_error *err) {
   r->ranks_override = saved_override;
   if (!rc && g_stop) rc = CMDS_FAIL(err, CMDS_EINTERRUPTED, "stopped by signal %d; run cmds-run again to resume", (int)g_stop);
   double el = cmds_now() - t0;
+  int did_work = began && (pending || runner_outputs_signature(r, st, task_index) != outputs_before); /* else it only skipped */
+  /* Later stages lose their state before this one is recorded (a kill in between only makes
+   * them check again), also when this run failed after changing outputs; array tasks of this
+   * stage leave each other's alone. */
+  if (did_work) {
+    cmds_error e3 = {0};
+    int irc = runner_invalidate_after(r, st, rc ? &e3 : err);
+    if (!rc) rc = irc;
+  }
   if (!rc) {
-    int did_work = pending || runner_outputs_signature(r, st, task_index) != outputs_before; /* else it only skipped */
     char missing[4096];
     int complete = runner_outputs_complete(r, st, missing, sizeof missing);
     if (task_index < 0 && !complete)
       rc = CMDS_FAIL(err, CMDS_EINTERNAL, "stage %s finished but %s is missing", job_stage_names[st], missing);
-    /* later stages lose their state before this one is recorded (a kill in between only makes
-     * them check again); array tasks of this stage leave each other's alone */
-    if (!rc && did_work) rc = runner_invalidate_after(r, st, err);
     if (!rc) runner_work_end(r, st, task_index);
     /* an array task: the stage is done when every unit's outputs exist */
     if (!rc && complete) rc = runner_mark_done(r, st, el, started, did_work, err);

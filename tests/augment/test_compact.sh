@@ -5,7 +5,8 @@
 # stays within 1 % of the first replacement's (HDF5 never gives back the space of a removed
 # group or a reallocated chunk, so writing the new ones into a byte copy grew the file by the
 # old ones every time: +4 % and +13 % over the three replacements here before); the content stays valid (check_augment),
-# and each replacement did replace (other values than the run before).
+# and each replacement did replace (other values than the run before). And the LoRA of the
+# cached RGB is fine-tuned again when prep rebuilt the cache at another size (same samples).
 #   test_compact.sh BIN_DIR SD_CHECKPOINT MARIGOLD_CHECKPOINT WORK MPIEXEC...
 set -uo pipefail
 bin=$1 sd=$2 marigold=$3 work=$4
@@ -65,5 +66,21 @@ if [ -f "$marigold/model_index.json" ]; then
 else
   echo "estimate: skipped (no Marigold fixture at $marigold)"
 fi
+# What the LoRA of the cached RGB (no --data) keys on: the whole sample cache, not only its
+# sample list. prep rebuilds the cache the same way: the LoRA and images are reused; prep
+# rebuilds it at another size (same samples, other pixels): the LoRA is fine-tuned again.
+AUG=(--cache "$work/cache" --dataset mvtec3d --sd "$sd" --set augment.steps=2 --set augment.images=8
+     --set augment.inference_steps=4 --set augment.resolution=32 --set augment.seed=5)
+rec=$work/cache/mvtec3d/bagel.augment.json
+"${mp[@]}" -n 1 "$bin/cmds-augment" "${AUG[@]}" --force >/dev/null 2>&1; ok "augment seed 5" '[ $? -eq 0 ]'
+rm "$c"
+"${mp[@]}" -n 1 "$bin/cmds-prep" --dataset mvtec3d --root "$work/data" --out "$work/cache" --shots 2 --size 32 >/dev/null
+ok "prep rebuilt the same cache, dropped the augment record" '[ $? -eq 0 ] && [ ! -e "$rec" ]'
+"${mp[@]}" -n 1 "$bin/cmds-augment" "${AUG[@]}" >/dev/null 2>&1
+ok "the same cache: the LoRA and images reused" '[ $? -eq 0 ] && grep -q "\"lora_reused\": true" "$rec" && grep -q "\"images_reused\": 8" "$rec"'
+"${mp[@]}" -n 1 "$bin/cmds-prep" --dataset mvtec3d --root "$work/data" --out "$work/cache" --shots 2 --size 48 >/dev/null
+"${mp[@]}" -n 1 "$bin/cmds-augment" "${AUG[@]}" >/dev/null 2>&1
+ok "a cache at another size: the LoRA fine-tuned again" '[ $? -eq 0 ] && grep -q "\"lora_reused\": false" "$rec" && grep -q "\"images_generated\": 8" "$rec"'
+"$bin/check_augment" ok "$c" 8 2 "$work/cache/augment/mvtec3d/bagel" >/dev/null; ok "48 px cache: 8 rows, each its PNG resized" '[ $? -eq 0 ]'
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -15,6 +15,8 @@
 #  4. with the estimate stage (the tiny Marigold checkpoint, when present): the cache is
 #     deleted, prep rebuilds it without normals_est and removes estimate's record, estimate
 #     runs again and the cache has normals_est again;
+#  5. a features run that stopped after changing outputs (RUN/state/features.started left):
+#     the next run, although features only skips, makes every later stage run again;
 #  and a rerun after each skips every stage.
 # Usage: test_lifecycle.sh BIN SOURCE_DIR WORK
 set -u
@@ -117,6 +119,17 @@ ok $? "3: after the k = 1 task trained: expected train and earlier done, score/m
 run b b3
 for st in synth prep features train; do ! ran "$st" b3; ok $? "3: $st ran again"; done
 for st in score metrics report; do ran "$st" b3; ok $? "3: $st skipped as done after a train task trained"; done
+
+# ---- 5: a run stopped after it changed outputs, before it invalidated: the next run counts it ------
+# (as after a kill -9 of cmds-run just after features renamed a new feature cache in)
+echo "a run of this stage started" >"$work/run0/state/features.started"
+rm "$work/run0/state/features.done"
+run b b5
+grep -q "features mvtec3d/bagel: up to date, skipped" "$work/b5.log"; ok $? "5: features did not only skip"
+for st in train score metrics report; do ran "$st" b5; ok $? "5: $st skipped as done after a stopped features run"; done
+[ ! -e "$work/run0/state/features.started" ] && [ -s "$work/run0/state/features.done" ]; ok $? "5: features' state"
+run b b5b
+all_skipped b5b 6
 
 # ---- 4: the estimate stage's record goes with the cache it described ----------------------------
 if [ -f "$marigold/model_index.json" ]; then
