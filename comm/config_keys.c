@@ -26,6 +26,9 @@ const cmds_key_def cmds_keys[CK_NKEYS] = {
     {"train.seed", CMDS_KT_INT, CMDS_KEY_TRAIN, "0", NULL, 0, 0},
     {"train.streams", CMDS_KT_ENUM, CMDS_KEY_TRAIN, "both", "both|real|est", 0, 0},
     {"loss.layer_weights", CMDS_KT_NUMS, CMDS_KEY_TRAIN, "1.2,1,0.8", NULL, 0, 0},
+    /* not in METHOD.md (our ablation switch): 0 = the E stream leaves the sample cache's
+     * augmented rows out, the paper's "w/o augmentation" on a shared augmented cache */
+    {"train.augmented", CMDS_KT_BOOL, CMDS_KEY_TRAIN, "1", NULL, 0, 1},
     {"score.l1", CMDS_KT_NUM, CMDS_KEY_SCORE, "0.1", NULL, 0, 0},
     {"score.l2", CMDS_KT_NUM, CMDS_KEY_SCORE, "0.1", NULL, 0, 0},
     {"score.fusion", CMDS_KT_ENUM, CMDS_KEY_SCORE, "mul", "mul|add|max|2d|3d", 0, 0},

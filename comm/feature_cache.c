@@ -36,6 +36,7 @@ static int write_info(hid_t file, const cmds_fc_info *in) {
   rc |= cmds_h5_attr_write_str(file, "backbone", in->backbone);
   rc |= cmds_h5_attr_write_str(file, "weights_id", in->weights_id);
   rc |= cmds_h5_attr_write_str(file, "sample_list_hash", in->sample_list_hash);
+  if (in->sample_cache_id[0]) rc |= cmds_h5_attr_write_str(file, "sample_cache_id", in->sample_cache_id);
   rc |= cmds_h5_attr_write_str(file, "blocks", blocks);
   rc |= cmds_h5_attr_write_i64(file, "grid", in->grid);
   rc |= cmds_h5_attr_write_i64(file, "width", in->width);
@@ -61,6 +62,9 @@ int cmds_fc_read_info(hid_t file, const char *path, cmds_fc_info *in, cmds_error
   if (!rc) rc = cmds_h5_attr_read_i64(file, "image_size", &in->image_size, path, err);
   if (!rc) rc = cmds_h5_attr_read_i64(file, "final_norm", &in->final_norm, path, err);
   if (!rc) rc = cmds_h5_attr_read_i64(file, "modalities", &in->modalities, path, err);
+  /* optional: absent in files older than it (""), which cmds-features then computes again */
+  if (!rc && H5Aexists(file, "sample_cache_id") > 0)
+    rc = cmds_h5_attr_read_str(file, "sample_cache_id", in->sample_cache_id, sizeof in->sample_cache_id, path, err);
   /* optional: written since cmds-estimate exists, absent in older files ("") */
   if (!rc && H5Aexists(file, "normals_est_id") > 0)
     rc = cmds_h5_attr_read_str(file, "normals_est_id", in->normals_est_id, sizeof in->normals_est_id, path, err);
@@ -144,6 +148,7 @@ int cmds_fc_create(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_f
 static int same_info(const cmds_fc_info *a, const cmds_fc_info *b) {
   if (strcmp(a->dataset, b->dataset) || strcmp(a->category, b->category) || strcmp(a->backbone, b->backbone) ||
       strcmp(a->weights_id, b->weights_id) || strcmp(a->sample_list_hash, b->sample_list_hash) ||
+      strcmp(a->sample_cache_id, b->sample_cache_id) ||
       strcmp(a->normals_est_id, b->normals_est_id) || strcmp(a->augmented_id, b->augmented_id))
     return 0;
   if (a->nblocks != b->nblocks || a->grid != b->grid || a->width != b->width ||

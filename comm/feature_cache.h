@@ -31,6 +31,8 @@ typedef struct cmds_fc_info {
   char backbone[64];         /* e.g. "dino_vitb8" */
   char weights_id[96];       /* identity of the weights (file hash, or "random:<seed>") */
   char sample_list_hash[32]; /* of the sample cache the features came from */
+  char sample_cache_id[32];  /* cmds_sc_identity of that sample cache (its prep settings too); "" in
+                                files older than the attribute (read as absent: features redoes them) */
   int64_t nblocks, blocks[CMDS_FC_MAX_BLOCKS]; /* 1-based block indices: 4, 7, 11 */
   int64_t grid, width;       /* 28, 768 */
   int64_t image_size;        /* 224 */

@@ -6,7 +6,8 @@
  * Resolves the spec (jobs/spec.c) into tasks, writes the tasks files, runs each stage in
  * order under the launcher with the ranks asked for, skips a stage whose fingerprint is
  * recorded as done and whose outputs all exist (the stages themselves skip finished
- * tasks, so a killed run redoes nothing complete), rewrites RUN/manifest.json after every
+ * tasks, so a killed run redoes nothing complete); a stage that changed its outputs makes
+ * every later stage run again (they skip what is still valid), rewrites RUN/manifest.json after every
  * stage, and prints the experiments' tables (cmds-report) at the end. Not an MPI program:
  * it starts them. */
 #define _GNU_SOURCE
@@ -193,9 +194,11 @@ static int run_stage(runner *r, int st, int task_index, cmds_error *err) {
   if (task_index >= 0) r->ranks_override = 1; /* an array task is one rank (the submitter's --ntasks=1) */
   stage_cmd *c;
   int n = runner_stage_cmds(r, st, task_index, &c);
-  int rc = 0;
-  char missing0[4096];
-  int did_work = !runner_outputs_complete(r, st, missing0, sizeof missing0); /* else the stage only skips */
+  /* Did this run change the stage's outputs (or might an earlier, stopped one have)? Then
+   * every later stage must check again (runner_invalidate_after). */
+  int pending = 0;
+  int rc = runner_work_begin(r, st, task_index, &pending, err), began = !rc;
+  unsigned long long outputs_before = runner_outputs_signature(r, st, task_index);
   char omp[16];
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   const char *slurm_cpt = getenv("SLURM_CPUS_PER_TASK");
@@ -220,17 +223,23 @@ static int run_stage(runner *r, int st, int task_index, cmds_error *err) {
   r->ranks_override = saved_override;
   if (!rc && g_stop) rc = CMDS_FAIL(err, CMDS_EINTERRUPTED, "stopped by signal %d; run cmds-run again to resume", (int)g_stop);
   double el = cmds_now() - t0;
+  int did_work = began && (pending || runner_outputs_signature(r, st, task_index) != outputs_before); /* else it only skipped */
+  /* Later stages lose their state before this one is recorded (a kill in between only makes
+   * them check again), also when this run failed after changing outputs; array tasks of this
+   * stage leave each other's alone. */
+  if (did_work) {
+    cmds_error e3 = {0};
+    int irc = runner_invalidate_after(r, st, rc ? &e3 : err);
+    if (!rc) rc = irc;
+  }
   if (!rc) {
-    if (task_index < 0) {
-      char missing[4096];
-      if (!runner_outputs_complete(r, st, missing, sizeof missing))
-        rc = CMDS_FAIL(err, CMDS_EINTERNAL, "stage %s finished but %s is missing", job_stage_names[st], missing);
-      else rc = runner_mark_done(r, st, el, started, did_work, err);
-    } else {
-      /* An array task: the stage is done when every unit's outputs exist. */
-      char missing[4096];
-      if (runner_outputs_complete(r, st, missing, sizeof missing)) rc = runner_mark_done(r, st, el, started, did_work, err);
-    }
+    char missing[4096];
+    int complete = runner_outputs_complete(r, st, missing, sizeof missing);
+    if (task_index < 0 && !complete)
+      rc = CMDS_FAIL(err, CMDS_EINTERNAL, "stage %s finished but %s is missing", job_stage_names[st], missing);
+    if (!rc) runner_work_end(r, st, task_index);
+    /* an array task: the stage is done when every unit's outputs exist */
+    if (!rc && complete) rc = runner_mark_done(r, st, el, started, did_work, err);
     if (!rc) fprintf(stderr, "[cmds-run] %s: done in %.1f s\n", job_stage_names[st], el);
   }
   cmds_error e2 = {0};

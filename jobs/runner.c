@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "runner.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -467,22 +469,17 @@ unsigned long long runner_fingerprint(const runner *r, int stage) {
   for (int i = 0; i < n; i++)
     for (int k = 0; k < c[i].argv.n; k++) h = fnv64(h, c[i].argv.v[k], strlen(c[i].argv.v[k]) + 1);
   runner_cmds_free(c, n);
-  /* The estimated normals shape everything after them: adding or changing the spec's estimate
-   * block makes features, train, score, metrics and report run again (each skips what is
-   * still valid by itself). */
-  if (stage > ST_ESTIMATE && r->spec->est.marigold) {
-    n = runner_stage_cmds(r, ST_ESTIMATE, -1, &c);
-    for (int i = 0; i < n; i++)
-      for (int k = 0; k < c[i].argv.n; k++) h = fnv64(h, c[i].argv.v[k], strlen(c[i].argv.v[k]) + 1);
-    runner_cmds_free(c, n);
-  }
-  /* So do the augmented samples (estimate, features and train read them). */
-  if (stage > ST_AUGMENT && r->spec->aug.sd) {
-    n = runner_stage_cmds(r, ST_AUGMENT, -1, &c);
-    for (int i = 0; i < n; i++)
-      for (int k = 0; k < c[i].argv.n; k++) h = fnv64(h, c[i].argv.v[k], strlen(c[i].argv.v[k]) + 1);
-    runner_cmds_free(c, n);
-  }
+  /* A stage reads what the earlier stages made: the fingerprint of the nearest earlier enabled
+   * stage (itself chained to the ones before) is part of this one, so a changed argument of
+   * any earlier stage (prep's, the estimate or augment block added, changed or removed)
+   * changes every later fingerprint, and those stages run again (each skips by itself what
+   * is still valid). */
+  for (int p = stage - 1; p >= 0; p--)
+    if (r->spec->stage_on[p]) {
+      unsigned long long before = runner_fingerprint(r, p);
+      h = fnv64(h, &before, sizeof before);
+      break;
+    }
   char *t = NULL;
   if (stage == ST_TRAIN) t = runner_train_tasks(r);
   if (stage == ST_SCORE) t = runner_score_tasks(r, -1);
@@ -651,6 +648,118 @@ int runner_mark_done(const runner *r, int stage, double elapsed, const char *sta
            runner_fingerprint(r, stage), keep ? prev.elapsed_s : elapsed, keep ? prev.started : started,
            keep ? prev.finished : fin, elapsed, fin);
   return write_atomic_unique(p, txt, err);
+}
+
+/* ---- what a run of a stage changed, and what it invalidates ---------------------------- */
+
+/* One output's place on disk (device, inode, size, modification time), or its absence. */
+static unsigned long long sig_add(unsigned long long h, const char *path) {
+  struct stat st;
+  h = fnv64(h, path, strlen(path) + 1);
+  if (stat(path, &st) != 0) return fnv64(h, "absent", 6);
+  long long v[5] = {(long long)st.st_dev, (long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+                    (long long)st.st_mtim.tv_nsec};
+  return fnv64(h, v, sizeof v);
+}
+
+unsigned long long runner_outputs_signature(const runner *r, int stage, int task_index) {
+  const job_spec *s = r->spec;
+  unsigned long long h = CMDS_FNV64_INIT;
+  char p[4400];
+  switch (stage) {
+  case ST_SYNTH: /* cmds-synth rewrites its datasets whenever it runs */
+    for (int d = 0; d < s->nds; d++)
+      if (s->ds[d].synth) {
+        snprintf(p, sizeof p, "%s/.synth/manifest.json", s->ds[d].root);
+        h = sig_add(h, p);
+      }
+    break;
+  case ST_PREP:
+  case ST_AUGMENT:
+  case ST_ESTIMATE:
+  case ST_FEATURES:
+    for (int d = 0; d < s->nds; d++)
+      for (int c = 0; c < s->ds[d].ncat; c++) {
+        snprintf(p, sizeof p, "%s/%s/%s.%s", s->cache, s->ds[d].name, s->ds[d].cats[c],
+                 stage == ST_FEATURES ? "features.h5" : "h5");
+        h = sig_add(h, p);
+        if (stage == ST_AUGMENT || stage == ST_ESTIMATE) {
+          snprintf(p, sizeof p, "%s/%s/%s.%s.json", s->cache, s->ds[d].name, s->ds[d].cats[c], job_stage_names[stage]);
+          h = sig_add(h, p);
+        }
+      }
+    break;
+  case ST_TRAIN:
+    for (int u = 0; u < r->plan->nu; u++) {
+      if (task_index >= 0 && u != task_index) continue;
+      char dir[4096];
+      task_model_dir(r, u, dir, sizeof dir);
+      snprintf(p, sizeof p, "%s/mapper.safetensors", dir);
+      h = sig_add(h, p);
+    }
+    break;
+  case ST_SCORE:
+    for (int i = 0; i < r->plan->nt; i++) {
+      if (task_index >= 0 && r->plan->t[i].unit != task_index) continue;
+      task_maps_path(r, i, p, sizeof p);
+      h = sig_add(h, p);
+    }
+    break;
+  case ST_METRICS:
+    for (int i = 0; i < r->plan->nt; i++) {
+      task_result_path(r, i, p, sizeof p);
+      h = sig_add(h, p);
+    }
+    break;
+  default: /* report: nothing comes after it */
+    break;
+  }
+  return h;
+}
+
+/* RUN/state/<stage>.started or <stage>.<task>.started (an array task). */
+static void started_path(const runner *r, int stage, int task_index, char *out, size_t cap) {
+  if (task_index >= 0) snprintf(out, cap, "%s/state/%s.%d.started", r->spec->run, job_stage_names[stage], task_index);
+  else snprintf(out, cap, "%s/state/%s.started", r->spec->run, job_stage_names[stage]);
+}
+
+static void fsync_dir(const char *dir) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+}
+
+int runner_work_begin(const runner *r, int stage, int task_index, int *pending, cmds_error *err) {
+  char dir[4096], p[4400];
+  snprintf(dir, sizeof dir, "%s/state", r->spec->run);
+  started_path(r, stage, task_index, p, sizeof p);
+  *pending = cmds_is_file(p);
+  if (*pending) return CMDS_OK; /* kept as it is: the earlier run's may have changed outputs */
+  int rc = cmds_mkdir_p(dir, err);
+  if (!rc) rc = write_atomic_unique(p, "a run of this stage started; removed once it is recorded as finished\n", err);
+  if (!rc) fsync_dir(dir);
+  return rc;
+}
+
+int runner_invalidate_after(const runner *r, int stage, cmds_error *err) {
+  char dir[4096], p[4200];
+  snprintf(dir, sizeof dir, "%s/state", r->spec->run);
+  for (int st = stage + 1; st < JOB_NSTAGES; st++) {
+    state_path(r, st, p, sizeof p);
+    if (unlink(p) != 0 && errno != ENOENT)
+      return CMDS_FAIL(err, CMDS_EIO, "%s: cannot remove it (stage %s did work, so %s must run again): %s", p,
+                       job_stage_names[stage], job_stage_names[st], strerror(errno));
+  }
+  fsync_dir(dir); /* gone on disk before this stage is recorded as done */
+  return CMDS_OK;
+}
+
+void runner_work_end(const runner *r, int stage, int task_index) {
+  char p[4400];
+  started_path(r, stage, task_index, p, sizeof p);
+  unlink(p);
 }
 
 /* The record of one output and its elapsed time, when it exists. */

@@ -8,6 +8,8 @@
  *   tasks/score.<u>.tasks  (Slurm) the score lines of unit u, for array task u
  *   tasks/metrics.list     cmds-metrics --list lines: maps result labels...
  *   state/<stage>.done     a finished stage: its fingerprint and timings
+ *   state/<stage>[.<task>].started   a run of the stage (or array task) began and is not yet
+ *                          recorded as finished (its outputs may have changed)
  *   manifest.json          the run manifest, rewritten atomically after each stage
  *   report/<experiment>/   cmds-report's tables and plots
  *   logs/                  (Slurm) one output file per job and array task */
@@ -55,7 +57,8 @@ char *runner_score_tasks(const runner *r, int unit);
 char *runner_metrics_list(const runner *r);
 /* 1 when every output the stage must leave exists. */
 int runner_outputs_complete(const runner *r, int stage, char *missing, size_t cap);
-/* Stage fingerprint: its command lines, the tasks files' text and the code version. */
+/* Stage fingerprint: its command lines, the tasks files' text, the code version and the
+ * fingerprint of the nearest earlier enabled stage (so every earlier stage's). */
 unsigned long long runner_fingerprint(const runner *r, int stage);
 /* Writes the tasks files (unchanged content is not rewritten). */
 int runner_write_tasks(const runner *r, cmds_error *err);
@@ -64,10 +67,26 @@ int runner_write_tasks(const runner *r, cmds_error *err);
 int runner_write_manifest(const runner *r, const char *running_stage, cmds_error *err);
 /* 1 when RUN/state/<stage>.done holds the stage's current fingerprint and its outputs exist. */
 int runner_stage_is_done(const runner *r, int stage);
-/* Records a finished stage (RUN/state/<stage>.done). did_work = 0: the run found every
- * output already complete (it only skipped): elapsed_s/started/finished of the run that did
+/* Records a finished stage (RUN/state/<stage>.done). did_work = 0: the run changed no output
+ * (runner_outputs_signature; it only skipped): elapsed_s/started/finished of the run that did
  * the work are kept and this run's time goes to last_elapsed_s/last_finished_utc. */
 int runner_mark_done(const runner *r, int stage, double elapsed, const char *started, int did_work, cmds_error *err);
+/* Which version of the stage's outputs is on disk: a hash of each output's place (device,
+ * inode, size, modification time) or absence; task_index >= 0: only that array task's
+ * (train: the unit's model; score: the unit's maps). Two equal values around a run: the run
+ * changed nothing (it only skipped). */
+unsigned long long runner_outputs_signature(const runner *r, int stage, int task_index);
+/* Before a stage (or array task) runs: writes RUN/state/<stage>[.<task>].started unless it
+ * exists; *pending = it existed (an earlier run stopped before it was recorded as finished, so
+ * it may have changed outputs). */
+int runner_work_begin(const runner *r, int stage, int task_index, int *pending, cmds_error *err);
+/* After a stage that did work, before it is recorded as done: removes the state files of every
+ * later stage, so each runs again and skips by itself what is still valid (a kill before the
+ * stage is recorded only makes those stages check again). Array tasks of one stage do not
+ * touch each other's state: only later stages lose theirs. */
+int runner_invalidate_after(const runner *r, int stage, cmds_error *err);
+/* Removes the .started file (after runner_invalidate_after, before runner_mark_done). */
+void runner_work_end(const runner *r, int stage, int task_index);
 void utc_now(char *out, size_t cap);
 /* Writes `path` atomically through a temporary name unique to this process. */
 int write_atomic_unique(const char *path, const char *text, cmds_error *err);

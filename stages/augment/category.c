@@ -85,13 +85,17 @@ typedef struct idents {
 
 static int make_idents(const aug_env *env, const cmds_sc_info *si, int64_t k, const char *shots, idents *id,
                        cmds_error *err) {
-  char head[400];
+  char head[400], support[CMDS_SC_IDENTITY_LEN];
+  /* The support images: the originals (--data) are named by the sample list; the cached RGB
+   * also depends on prep's settings (its resolution above all), so the whole cache identity. */
+  if (env->data) snprintf(support, sizeof support, "%s", si->sample_list_hash);
+  else cmds_sc_identity(si, support, sizeof support);
   if (shots) /* the cache's identity: every k of the shots list */
     snprintf(head, sizeof head, "sd=%s;source=%s;support=%s;shots=%s", env->checkpoint_id, env->data ? "dataset" : "cache",
-             si->sample_list_hash, shots);
+             support, shots);
   else
     snprintf(head, sizeof head, "sd=%s;source=%s;support=%s:%lld", env->checkpoint_id, env->data ? "dataset" : "cache",
-             si->sample_list_hash, (long long)k);
+             support, (long long)k);
   snprintf(id->train, sizeof id->train, "%s", head);
   add_keys(&env->cfg, train_keys, (int)(sizeof train_keys / sizeof train_keys[0]), id->train, sizeof id->train);
   snprintf(id->gen, sizeof id->gen, "%s", id->train);
@@ -480,10 +484,13 @@ static int generate_image(aug_env *env, cat_state *s, const char *category, int6
 }
 
 /* Publishes the augmented rows: a copy of the cache takes the group and is renamed over the
- * cache, unless prep rebuilt the cache meanwhile. */
+ * cache, unless prep rebuilt the cache meanwhile. The copy is a compact one without the old
+ * group (and its normals_est) or its augmented_id: HDF5 never gives back the space of a
+ * deleted group, so a byte copy would grow by the old group at every replacement. */
 static int publish(const aug_env *env, cat_state *s, const cmds_sample_batch *b, int64_t n, const char *aug_id,
                    cmds_error *err) {
-  int rc = cmds_copy_file_atomic(s->final, s->work, err);
+  static const char *const old_group[] = {"augmented", "@augmented_id"};
+  int rc = cmds_sc_copy_compact(s->final, s->work, old_group, 2, err);
   if (rc) return rc;
   hid_t f;
   rc = cmds_sc_open_rw(&f, s->work, MPI_COMM_SELF, err);

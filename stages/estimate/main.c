@@ -273,7 +273,22 @@ static int plan_category(const run_ctx *r, const char *final, const char *work, 
     }
   }
   cmds_sc_info_free(&si);
-  if (!rc && *plan == PLAN_FRESH) rc = cmds_copy_file_atomic(final, work, err);
+  if (!rc && *plan == PLAN_FRESH) {
+    /* A compact copy without the normals_est this run computes again (all of them with
+     * --force or when support/test are not complete; else those of a stale augmented group):
+     * rewriting them in place would leave the old chunks' space in the file at every rerun. */
+    static const char *const est_all[] = {"support/normals_est", "support/normals_est_done", "test/normals_est",
+                                          "test/normals_est_done", "augmented/normals_est", "augmented/normals_est_done",
+                                          "augmented@normals_est_augmented_id", "@normals_est_id",
+                                          "@normals_est_checkpoint", "@normals_est_source", "@normals_est_steps",
+                                          "@normals_est_processing_res", "@normals_est_ensemble", "@normals_est_seed",
+                                          "@normals_est_code_version"};
+    const char *const *skip = est_all + 4; /* the augmented group's only */
+    int nskip = 3;
+    if (r->a->force || !present || !complete) skip = est_all, nskip = (int)(sizeof est_all / sizeof est_all[0]);
+    else if (aug_n == 0 || aug_state == CMDS_SC_AUG_EST_COMPLETE) nskip = 0;
+    rc = cmds_sc_copy_compact(final, work, skip, nskip, err);
+  }
   return rc;
 }
 

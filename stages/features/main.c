@@ -220,6 +220,7 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
   snprintf(want.backbone, sizeof want.backbone, "dino_vit_p%lld_w%lld", (long long)r->m->cfg.patch,
            (long long)r->m->cfg.width);
   snprintf(want.sample_list_hash, sizeof want.sample_list_hash, "%s", si.sample_list_hash);
+  cmds_sc_identity(&si, want.sample_cache_id, sizeof want.sample_cache_id);
   want.nblocks = r->nblocks;
   for (int i = 0; i < r->nblocks; i++) want.blocks[i] = r->blocks[i];
   want.grid = r->G;
@@ -276,7 +277,8 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
     cmds_fc_info got;
     if (!cmds_h5_open_read(&t, out, MPI_COMM_SELF, CMDS_FEATURE_CACHE_SCHEMA, CMDS_FEATURE_CACHE_VERSION, &e)) {
       skip = !cmds_fc_read_info(t, out, &got, &e) && !strcmp(got.weights_id, want.weights_id) &&
-             !strcmp(got.sample_list_hash, want.sample_list_hash) && got.final_norm == want.final_norm &&
+             !strcmp(got.sample_list_hash, want.sample_list_hash) &&
+             !strcmp(got.sample_cache_id, want.sample_cache_id) && got.final_norm == want.final_norm &&
              got.width == want.width && got.modalities == want.modalities &&
              !strcmp(got.normals_est_id, want.normals_est_id) && got.n[2] == want.n[2] &&
              !strcmp(got.augmented_id, want.augmented_id);
@@ -316,6 +318,7 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
     cmds_json_kv_str(j, "backbone", want.backbone);
     cmds_json_kv_str(j, "weights", a->weights ? a->weights : "");
     cmds_json_kv_str(j, "weights_id", want.weights_id);
+    cmds_json_kv_str(j, "sample_cache_id", want.sample_cache_id);
     cmds_json_kv_bool(j, "normals_est", (want.modalities & (1 << CMDS_FC_NORMALS_EST)) != 0);
     cmds_json_kv_str(j, "normals_est_id", want.normals_est_id);
     cmds_json_kv_int(j, "augmented_rows", want.n[2]);

@@ -252,7 +252,7 @@ int main(int argc, char **argv) {
   /* resume: rank 0 decides which results are already complete, before anyone writes */
   unsigned char *todo = cmds_xmalloc((size_t)a.n_jobs);
   for (int i = 0; i < a.n_jobs; i++)
-    todo[i] = a.force || mpi.rank != 0 || !metrics_result_complete(a.jobs[i].out, a.curve);
+    todo[i] = a.force || mpi.rank != 0 || !metrics_result_complete(a.jobs[i].out, a.curve, a.jobs[i].maps);
   MPI_CHECK(MPI_Bcast(todo, a.n_jobs, MPI_UNSIGNED_CHAR, 0, mpi.comm));
   int n_todo = 0;
   for (int i = 0; i < a.n_jobs; i++) {

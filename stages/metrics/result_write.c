@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "fsutil.h"
 #include "record.h"
@@ -199,7 +200,17 @@ void metrics_result_record(cmds_json *j, const metrics_job *job, const metrics_r
   cmds_json_kv_int(j, "peak_rss_kb_max_rank", res->peak_rss_kb_max);
 }
 
-int metrics_result_complete(const char *out_json, const char *curve) {
+/* 1 when a was modified no earlier than b, or b is gone (nothing to tell). */
+static int not_older(const char *a, const char *b) {
+  struct stat sa, sb;
+  if (stat(b, &sb) != 0) return 1;
+  if (stat(a, &sa) != 0) return 0;
+  return sa.st_mtim.tv_sec > sb.st_mtim.tv_sec ||
+         (sa.st_mtim.tv_sec == sb.st_mtim.tv_sec && sa.st_mtim.tv_nsec >= sb.st_mtim.tv_nsec);
+}
+
+int metrics_result_complete(const char *out_json, const char *curve, const char *maps) {
+  if (maps && !not_older(out_json, maps)) return 0;
   FILE *f = fopen(out_json, "rb");
   if (!f) return 0;
   char head[8192];

@@ -34,7 +34,9 @@ int metrics_result_write(const metrics_job *job, const char *curve, const metric
                          cmds_error *err);
 /* Adds the result's counts and phase timings to a stage record's JSON. */
 void metrics_result_record(cmds_json *j, const metrics_job *job, const metrics_result *res);
-/* 1 if out_json holds a complete result of this curve (for resuming). */
-int metrics_result_complete(const char *out_json, const char *curve);
+/* 1 if out_json holds a complete result of this curve (for resuming) made after the maps file
+ * was last written (cmds-score rewrote the maps: the result is computed again; maps NULL or
+ * absent: not checked). */
+int metrics_result_complete(const char *out_json, const char *curve, const char *maps);
 
 #endif

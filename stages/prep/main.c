@@ -9,11 +9,16 @@
  *                          [--zstd-level L] [--batch B] [--force]
  *
  * Re-runs skip categories whose cache is complete and was made from the same
- * configuration and sample list; a killed run leaves only `<category>.h5.partial`. */
+ * configuration and sample list; a killed run leaves only `<category>.h5.partial`. A new
+ * cache is renamed in only after the records of what augment and estimate added to the old
+ * one (`<category>.augment.json`, `.estimate.json`, their work copies) are removed. */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmds_mpi.h"
 #include "dataset.h"
@@ -146,6 +151,30 @@ static int up_to_date(const char *path, const char *config, const char *hash) {
   return same;
 }
 
+/* Rank 0, before a new <cat>.h5 is renamed in: the records and work copies that describe the
+ * cache being replaced go first. `<cat>.augment.json` and `<cat>.estimate.json` say that the
+ * cache holds augmented rows and estimated normals (cmds-run takes them as those stages'
+ * outputs), the `.augment.partial` / `.estimate.partial` copies are of the old cache: none of
+ * it holds for the fresh cache, and a kill between the removal and the rename leaves the old
+ * cache without its records, which only makes those stages check it again. */
+static int forget_old_cache(const char *dir, const char *cat, cmds_error *err) {
+  static const char *const suffix[] = {".augment.json", ".estimate.json", ".h5.augment.partial",
+                                       ".h5.estimate.partial"};
+  char p[4400];
+  for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+    snprintf(p, sizeof p, "%s/%s%s", dir, cat, suffix[i]);
+    if (unlink(p) != 0 && errno != ENOENT)
+      return CMDS_FAIL(err, CMDS_EIO, "%s: cannot remove it (it describes the cache being replaced): %s", p,
+                       strerror(errno));
+  }
+  int fd = open(dir, O_RDONLY | O_DIRECTORY); /* the removals reach the disk before the rename */
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+  return CMDS_OK;
+}
+
 /* Processes and writes one group (support or test) in rounds: every rank takes part in
  * every collective write, with an empty selection when it has nothing left. */
 static int write_group(const cmds_mpi *mpi, const prep_args *a, const char *cat, const prep_list *l,
@@ -237,6 +266,7 @@ static int prep_category(const cmds_mpi *mpi, const prep_args *a, const char *ca
   cmds_sc_group_close(&groups[0]);
   cmds_sc_group_close(&groups[1]);
   cmds_sample_batch_free(&batch);
+  if (!rc) rc = cmds_mpi_agree(mpi, err, mpi->rank == 0 ? forget_old_cache(dir, cat, err) : CMDS_OK);
   if (!rc) rc = cmds_mpi_agree(mpi, err, cmds_h5_commit(&file, err));
   else if (file.id >= 0) cmds_h5_abandon(&file);
 

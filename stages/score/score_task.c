@@ -37,6 +37,7 @@ typedef struct model_meta {
   int64_t width, layers, resolution;
   int resolution_from_task; /* the file names no resolution: the task's mapper.resolution */
   char weights_id[96], sample_list_hash[32], blocks[64], streams[64];
+  char sample_cache_id[32]; /* cmds.sample_cache_id ("" in models older than it) */
   char differ[1024]; /* task keys that differ from the model's cmds.config_key */
 } model_meta;
 
@@ -64,6 +65,7 @@ static int read_model_meta(const char *path, const cmds_config *task_cfg, model_
   const char *s;
   if ((s = cmds_st_meta(&f, "cmds.weights_id"))) snprintf(m->weights_id, sizeof m->weights_id, "%s", s);
   if ((s = cmds_st_meta(&f, "cmds.sample_list_hash"))) snprintf(m->sample_list_hash, sizeof m->sample_list_hash, "%s", s);
+  if ((s = cmds_st_meta(&f, "cmds.sample_cache_id"))) snprintf(m->sample_cache_id, sizeof m->sample_cache_id, "%s", s);
   if ((s = cmds_st_meta(&f, "cmds.feature_blocks"))) snprintf(m->blocks, sizeof m->blocks, "%s", s);
   if ((s = cmds_st_meta(&f, "cmds.streams"))) snprintf(m->streams, sizeof m->streams, "%s", s);
   /* resolution: mapper.resolution, else inside cmds.config_key (cmds-train), else the task's */
@@ -216,7 +218,7 @@ static int check_inputs(const score_env *env, const score_task *t, task_io *io, 
   snprintf(io->sc, sizeof io->sc, "%s/%s/%s.h5", env->cache, t->task.dataset, t->task.category);
   int rc = CMDS_OK;
   int64_t S = 0, n_sc = 0;
-  char sc_hash[32] = {0};
+  char sc_hash[32] = {0}, sc_id[CMDS_SC_IDENTITY_LEN] = {0};
   /* rank 0 reads the metadata of the three inputs; the others get copies */
   if (mpi->rank == 0) {
     hid_t f;
@@ -235,6 +237,7 @@ static int check_inputs(const score_env *env, const score_task *t, task_io *io, 
       if (!rc) {
         S = si.resolution;
         snprintf(sc_hash, sizeof sc_hash, "%s", si.sample_list_hash);
+        cmds_sc_identity(&si, sc_id, sizeof sc_id);
         cmds_sc_info_free(&si);
       }
       hsize_t dims[4];
@@ -251,6 +254,7 @@ static int check_inputs(const score_env *env, const score_task *t, task_io *io, 
   MPI_CHECK(MPI_Bcast(&S, 1, MPI_INT64_T, 0, mpi->comm));
   MPI_CHECK(MPI_Bcast(&n_sc, 1, MPI_INT64_T, 0, mpi->comm));
   MPI_CHECK(MPI_Bcast(sc_hash, sizeof sc_hash, MPI_CHAR, 0, mpi->comm));
+  MPI_CHECK(MPI_Bcast(sc_id, sizeof sc_id, MPI_CHAR, 0, mpi->comm));
   const cmds_fc_info *fi = &io->fi;
   const model_meta *mm = &io->mm;
   char blocks[64];
@@ -262,6 +266,10 @@ static int check_inputs(const score_env *env, const score_task *t, task_io *io, 
   if (strcmp(sc_hash, fi->sample_list_hash))
     return CMDS_FAIL(err, CMDS_EINPUT, "%s was made from another sample cache than %s (sample lists differ): rerun "
                      "cmds-features", io->fc, io->sc);
+  /* prep rebuilt the sample cache with other settings (feature caches older than the attribute have none) */
+  if (fi->sample_cache_id[0] && strcmp(sc_id, fi->sample_cache_id))
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s was made from another sample cache than %s (sample_cache_id %s, the cache's is "
+                     "%s: cmds-prep rebuilt it): rerun cmds-features and cmds-train", io->fc, io->sc, fi->sample_cache_id, sc_id);
   if (fi->n[1] != n_sc)
     return CMDS_FAIL(err, CMDS_EINPUT, "%s has %lld test rows, %s has %lld", io->fc, (long long)fi->n[1], io->sc,
                      (long long)n_sc);
@@ -279,6 +287,10 @@ static int check_inputs(const score_env *env, const score_task *t, task_io *io, 
   if (mm->sample_list_hash[0] && strcmp(mm->sample_list_hash, fi->sample_list_hash))
     return CMDS_FAIL(err, CMDS_EINPUT, "%s: trained on the sample list %s, but %s has %s (rerun cmds-train)", io->model,
                      mm->sample_list_hash, io->fc, fi->sample_list_hash);
+  if (fi->sample_cache_id[0] && strcmp(mm->sample_cache_id, fi->sample_cache_id))
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: trained on features of the sample cache '%s', but %s is of '%s' (rerun "
+                     "cmds-train)", io->model, mm->sample_cache_id[0] ? mm->sample_cache_id : "(not recorded)", io->fc,
+                     fi->sample_cache_id);
   if (mm->blocks[0] && strcmp(mm->blocks, blocks))
     return CMDS_FAIL(err, CMDS_EINPUT, "%s: trained on blocks %s, but %s holds blocks %s", io->model, mm->blocks, io->fc,
                      blocks);

@@ -25,6 +25,7 @@ void train_config_params(const cmds_config *c, train_params *p) {
   p->seed = (uint64_t)I(CK_SEED);
   p->stream_real = strcmp(c->value[CK_STREAMS], "est") != 0;
   p->stream_est = strcmp(c->value[CK_STREAMS], "real") != 0;
+  p->augmented = (int)I(CK_TRAIN_AUGMENTED);
   p->final_norm = (int)I(CK_FINAL_NORM);
   const char *s = c->value[CK_LAYER_WEIGHTS];
   while (*s && p->n_layer_weights < TRAIN_MAX_LAYERS) {

@@ -18,6 +18,7 @@ typedef struct train_params {
   double lr, lr_min, weight_decay, noise_sigma;
   uint64_t seed;
   int stream_real, stream_est; /* from train.streams */
+  int augmented;               /* train.augmented: the E stream draws from the augmented rows */
   int n_layer_weights;
   float layer_weights[TRAIN_MAX_LAYERS];
   int final_norm;

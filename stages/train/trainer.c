@@ -130,6 +130,7 @@ typedef struct task_state {
   int64_t *aug_rows;
   char aug_note[256];          /* why the E stream has no augmented rows although the cache has some */
   int est_on, real_on, online;
+  int aug_on;                  /* train.augmented: the E stream may draw from augmented rows */
   size_t row_f16; /* L*G*G*D */
   uint16_t *f16[CMDS_FC_NMOD]; /* (P, L, G, G, D) for rgb and normals_est, (k, ...) for normals */
   uint8_t *rgb;                /* (P, S, S, 3) when online */
@@ -180,6 +181,11 @@ static int select_augmented(const char *sc_path, const char *fc_path, task_state
   s->n_aug = 0;
   s->aug_note[0] = 0;
   if (!s->est_on || s->fi.n[2] <= 0) return CMDS_OK;
+  if (!s->aug_on) { /* the ablation: the augmented rows stay out of the E stream */
+    snprintf(s->aug_note, sizeof s->aug_note, "train.augmented=0: the %lld augmented rows of the feature cache are "
+             "left out", (long long)s->fi.n[2]);
+    return CMDS_OK;
+  }
   hid_t sc;
   int rc = cmds_h5_open_read(&sc, sc_path, MPI_COMM_SELF, CMDS_SAMPLE_CACHE_SCHEMA, CMDS_SAMPLE_CACHE_VERSION, err);
   if (rc) return rc;
@@ -274,6 +280,7 @@ static int load_inputs(train_env *env, const cmds_task *t, const train_params *t
                      fc_path, cmds_fc_modality_name((cmds_fc_modality)m));
   s->real_on = tp->stream_real;
   s->est_on = tp->stream_est && (s->fi.modalities & (1 << CMDS_FC_NORMALS_EST));
+  s->aug_on = tp->augmented;
   if (!rc && !s->real_on && !s->est_on)
     rc = CMDS_FAIL(err, CMDS_EINPUT, "train.streams=est but %s has no normals_est features (run cmds-estimate before cmds-features)",
                    fc_path);
@@ -304,6 +311,13 @@ static int load_inputs(train_env *env, const cmds_task *t, const train_params *t
   if (!rc && strcmp(si.sample_list_hash, s->fi.sample_list_hash))
     rc = CMDS_FAIL(err, CMDS_EINPUT, "%s was made from another sample cache than %s (sample lists differ): rerun cmds-features",
                    fc_path, sc_path);
+  char sc_id[CMDS_SC_IDENTITY_LEN];
+  if (!rc) cmds_sc_identity(&si, sc_id, sizeof sc_id);
+  /* feature caches older than the attribute carry none: nothing to compare */
+  if (!rc && s->fi.sample_cache_id[0] && strcmp(sc_id, s->fi.sample_cache_id))
+    rc = CMDS_FAIL(err, CMDS_EINPUT, "%s was made from another sample cache than %s (cmds-prep rebuilt it with other "
+                   "settings: sample_cache_id %s, the features have %s): rerun cmds-features", fc_path, sc_path, sc_id,
+                   s->fi.sample_cache_id);
   if (!rc && si.resolution != s->S)
     rc = CMDS_FAIL(err, CMDS_EINPUT, "%s: images are %lld px, the features were computed at %d px", sc_path,
                    (long long)si.resolution, s->S);
@@ -546,6 +560,34 @@ static const char *aug_identity(int est_on, const cmds_fc_info *fi) {
   return est_on && fi->n[2] > 0 && fi->augmented_id[0] ? fi->augmented_id : "none";
 }
 
+/* 1 when a model's or checkpoint's cmds.config_key names the configuration cfg: every key it
+ * names has cfg's value and every model key it does not name (files older than the key) is at
+ * its default, the behaviour of the code that wrote it. An unknown key: 0. */
+static int same_model_config(const char *have, const cmds_config *cfg) {
+  cmds_config got;
+  cmds_config_default(&got);
+  for (const char *p = have; *p;) {
+    const char *semi = strchr(p, ';'), *end = semi ? semi : p + strlen(p), *eq = memchr(p, '=', (size_t)(end - p));
+    char kv[CMDS_CFG_VALUE_MAX + 128];
+    if (!eq || (size_t)(end - p) >= sizeof kv) return 0;
+    memcpy(kv, p, (size_t)(end - p));
+    kv[end - p] = 0;
+    cmds_error e = {0};
+    if (cmds_config_set_arg(&got, kv, "config_key", CMDS_KEYS_MODEL, &e)) return 0;
+    p = semi ? semi + 1 : end;
+  }
+  return cmds_config_equal(&got, cfg, CMDS_KEYS_MODEL);
+}
+
+/* The sample cache a model's features came from (metadata cmds.sample_cache_id): "" when the
+ * feature cache is older than the attribute. */
+static int sample_cache_matches(const char *path, const cmds_fc_info *fi) {
+  char have[64];
+  cmds_error e = {0};
+  if (train_ckpt_meta(path, "cmds.sample_cache_id", have, sizeof have, &e) != CMDS_OK) have[0] = 0;
+  return !strcmp(have, fi->sample_cache_id);
+}
+
 static int est_matches(const char *path, const char *want, const char *want_aug) {
   char have[300], have_aug[CMDS_SC_AUG_ID_LEN];
   cmds_error e = {0};
@@ -581,8 +623,9 @@ static void meta_fill(meta_kv *mk, const cmds_task *t, const task_state *s, cons
                          "cmds.step", mk->step, "cmds.steps", mk->steps, "cmds.streams", mk->streams,
                          "cmds.weights_id", s->fi.weights_id, "cmds.feature_blocks", mk->blocks,
                          "cmds.sample_list_hash", s->fi.sample_list_hash,
+                         "cmds.sample_cache_id", s->fi.sample_cache_id,
                          "cmds.normals_est_id", est_identity(s->est_on, &s->fi),
-                         "cmds.augmented_id", aug_identity(s->est_on, &s->fi)};
+                         "cmds.augmented_id", aug_identity(s->est_on && s->aug_on, &s->fi)};
   mk->n = (int)(sizeof pairs / sizeof pairs[0]) / 2;
   for (int i = 0; i < 2 * mk->n; i++) mk->kv[i] = pairs[i];
 }
@@ -624,9 +667,10 @@ static void write_sidecar_json(cmds_json *j, const cmds_task *t, const task_stat
   cmds_json_kv_str(j, "est_off_reason",
                    s->est_on ? "" : !tp->stream_est ? "train.streams=real" : "no normals_est in the feature cache");
   cmds_json_kv_int(j, "est_support_rows", s->est_on ? s->k : 0);
+  cmds_json_kv_bool(j, "augmented", s->aug_on);
   cmds_json_kv_int(j, "est_augmented_rows", s->n_aug);
   cmds_json_kv_str(j, "est_augmented_note", s->aug_note);
-  cmds_json_kv_str(j, "augmented_id", aug_identity(s->est_on, &s->fi));
+  cmds_json_kv_str(j, "augmented_id", aug_identity(s->est_on && s->aug_on, &s->fi));
   cmds_json_object_end(j);
   cmds_json_kv_bool(j, "backbone_online", s->online);
   cmds_json_key(j, "input");
@@ -635,6 +679,7 @@ static void write_sidecar_json(cmds_json *j, const cmds_task *t, const task_stat
   cmds_json_kv_str(j, "backbone", s->fi.backbone);
   cmds_json_kv_str(j, "weights_id", s->fi.weights_id);
   cmds_json_kv_str(j, "sample_list_hash", s->fi.sample_list_hash);
+  cmds_json_kv_str(j, "sample_cache_id", s->fi.sample_cache_id);
   cmds_json_key(j, "blocks");
   cmds_json_array_begin(j);
   for (int i = 0; i < s->L; i++) cmds_json_int(j, s->fi.blocks[i]);
@@ -674,8 +719,8 @@ static int inputs_match(const train_env *env, const cmds_task *t, const char *pa
   train_params tp;
   train_config_params(&t->cfg, &tp);
   int est_on = tp.stream_est && (fi.modalities & (1 << CMDS_FC_NORMALS_EST));
-  return !strcmp(have_w, fi.weights_id) && !strcmp(have_h, fi.sample_list_hash) &&
-         est_matches(path, est_identity(est_on, &fi), aug_identity(est_on, &fi));
+  return !strcmp(have_w, fi.weights_id) && !strcmp(have_h, fi.sample_list_hash) && sample_cache_matches(path, &fi) &&
+         est_matches(path, est_identity(est_on, &fi), aug_identity(est_on && tp.augmented, &fi));
 }
 
 int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_error *err) {
@@ -701,9 +746,9 @@ int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_e
     char have[2048];
     cmds_error e = {0};
     if (train_ckpt_meta(final, "cmds.config_key", have, sizeof have, &e) == CMDS_OK) {
-      if (!strcmp(have, key)) {
+      if (same_model_config(have, &t->cfg)) {
         skip = inputs_match(env, t, final);
-        if (!skip) fprintf(stderr, "[train] %s: made from other features (weights, sample list, estimated normals or augmented samples changed): retraining\n", final);
+        if (!skip) fprintf(stderr, "[train] %s: made from other features (weights, sample cache, estimated normals or augmented samples changed): retraining\n", final);
       } else
         rc = CMDS_FAIL(err, CMDS_EINPUT,
                        "%s: a mapper trained with another configuration is already here (%s; this task: %s); "
@@ -738,12 +783,12 @@ int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_e
     char have[2048], step_s[32];
     cmds_error e = {0};
     char have_w[160], have_h[64];
-    int ok = train_ckpt_meta(ckpt, "cmds.config_key", have, sizeof have, &e) == CMDS_OK && !strcmp(have, key) &&
+    int ok = train_ckpt_meta(ckpt, "cmds.config_key", have, sizeof have, &e) == CMDS_OK && same_model_config(have, &t->cfg) &&
              train_ckpt_meta(ckpt, "cmds.step", step_s, sizeof step_s, &e) == CMDS_OK &&
              train_ckpt_meta(ckpt, "cmds.weights_id", have_w, sizeof have_w, &e) == CMDS_OK &&
              train_ckpt_meta(ckpt, "cmds.sample_list_hash", have_h, sizeof have_h, &e) == CMDS_OK &&
-             !strcmp(have_w, s.fi.weights_id) && !strcmp(have_h, s.fi.sample_list_hash) &&
-             est_matches(ckpt, est_identity(s.est_on, &s.fi), aug_identity(s.est_on, &s.fi));
+             !strcmp(have_w, s.fi.weights_id) && !strcmp(have_h, s.fi.sample_list_hash) && sample_cache_matches(ckpt, &s.fi) &&
+             est_matches(ckpt, est_identity(s.est_on, &s.fi), aug_identity(s.est_on && s.aug_on, &s.fi));
     int ok_all = 0;
     MPI_CHECK(MPI_Allreduce(&ok, &ok_all, 1, MPI_INT, MPI_MIN, g->comm));
     if (ok_all) {
@@ -879,7 +924,9 @@ int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_e
     cmds_json_kv_int(j, "est_augmented_rows", s.n_aug);
     cmds_json_kv_str(j, "est_augmented_note", s.aug_note);
     cmds_json_kv_int(j, "augmented_rows_in_cache", s.est_on ? s.fi.n[2] : 0);
-    cmds_json_kv_str(j, "augmented_id", aug_identity(s.est_on, &s.fi));
+    cmds_json_kv_bool(j, "augmented", s.aug_on);
+    cmds_json_kv_str(j, "augmented_id", aug_identity(s.est_on && s.aug_on, &s.fi));
+    cmds_json_kv_str(j, "sample_cache_id", s.fi.sample_cache_id);
     cmds_json_kv_bool(j, "backbone_online", s.online);
     cmds_json_kv_str(j, "backbone_note", s.online ? "RGB features recomputed every step with input noise (train.noise_sigma > 0)"
                                                   : "cached RGB features (train.noise_sigma = 0)");

@@ -55,7 +55,7 @@ static void test_table(void) {
       {"mapper.proj_hidden", "0"}, {"mapper.mlp_hidden", "0"}, {"train.steps", "3000"}, {"train.batch", "2"},
       {"train.lr", "0.0001"}, {"train.lr_min", "1e-06"}, {"train.weight_decay", "0.0001"},
       {"train.noise_sigma", "0.01"}, {"train.seed", "0"}, {"train.streams", "both"},
-      {"loss.layer_weights", "1.2,1,0.8"}, {"score.l1", "0.1"}, {"score.l2", "0.1"}, {"score.fusion", "mul"},
+      {"loss.layer_weights", "1.2,1,0.8"}, {"train.augmented", "1"}, {"score.l1", "0.1"}, {"score.l2", "0.1"}, {"score.fusion", "mul"},
       {"score.streams", "both"}, {"score.sigma", "4"}, {"score.fg_mask", "1"}, {"backbone.final_norm", "0"},
       /* METHOD.md section 7 */
       {"augment.prompt", "a photo of a {category}"}, {"augment.rank", "16"}, {"augment.alpha", "16"},
@@ -189,7 +189,7 @@ static void test_views(void) {
                     "mapper.ca_groups=8;mapper.sel_hidden=128;mapper.proj_hidden=0;mapper.mlp_hidden=0;"
                     "train.steps=3000;train.batch=2;train.lr=0.0001;train.lr_min=1e-06;train.weight_decay=0.0001;"
                     "train.noise_sigma=0.01;train.seed=0;train.streams=both;loss.layer_weights=1.2,1,0.8;"
-                    "backbone.final_norm=0"),
+                    "train.augmented=1;backbone.final_norm=0"),
         "model key: %s", ja);
   cmds_config_join(&a, CMDS_KEY_SCORE, ja, sizeof ja);
   CHECK(!strcmp(ja, "score.l1=0.1;score.l2=0.1;score.fusion=mul;score.streams=both;score.sigma=4;score.fg_mask=1"),

@@ -3,7 +3,9 @@
  * tests can exercise the E stream and the "feature cache without a modality" error without
  * running the estimate stage.
  *   fc_variant IN OUT --drop rgb|normals|normals_est
- *   fc_variant IN OUT --add-est */
+ *   fc_variant IN OUT --add-est
+ *   fc_variant IN OUT --old          the same file as written before the sample_cache_id
+ *                                    attribute existed (features must compute it again) */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,12 +17,12 @@
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   cmds_h5_quiet();
-  int add_est = argc == 4 && !strcmp(argv[3], "--add-est"), drop = -1;
+  int add_est = argc == 4 && !strcmp(argv[3], "--add-est"), old = argc == 4 && !strcmp(argv[3], "--old"), drop = -1;
   if (argc == 5 && !strcmp(argv[3], "--drop"))
     for (int m = 0; m < CMDS_FC_NMOD; m++)
       if (!strcmp(argv[4], cmds_fc_modality_name((cmds_fc_modality)m))) drop = m;
-  if (!add_est && drop < 0) {
-    fprintf(stderr, "usage: fc_variant IN OUT (--drop MODALITY | --add-est)\n");
+  if (!add_est && !old && drop < 0) {
+    fprintf(stderr, "usage: fc_variant IN OUT (--drop MODALITY | --add-est | --old)\n");
     MPI_Finalize();
     return 2;
   }
@@ -31,6 +33,7 @@ int main(int argc, char **argv) {
   if (!rc) rc = cmds_fc_read_info(in, argv[1], &info, &err);
   cmds_fc_info out_info = info;
   if (add_est) out_info.modalities |= 1 << CMDS_FC_NORMALS_EST;
+  else if (old) out_info.sample_cache_id[0] = 0;
   else out_info.modalities &= ~(1 << drop);
   cmds_h5file f;
   if (!rc) rc = cmds_fc_create(&f, argv[2], MPI_COMM_WORLD, &out_info, 1, &err);

@@ -7,6 +7,10 @@
 #   - data parallel: --ranks-per-task 2 (batch 1 per rank) equals 1 rank x batch 2 to 1e-5, with
 #     the backbone online (noise on the augmented RGB too);
 #   - the augmented rows change the result: weights differ from the cache without them;
+#   - train.augmented=0 leaves the augmented rows out of the E stream: the same weights as the
+#     cache without them, other weights than train.augmented=1, recorded (record, mapper.json,
+#     metadata), and the model is not reused for train.augmented=1; a model from before the key
+#     (its config_key does not name it) counts as train.augmented=1;
 #   - a rerun skips; after the augmented group is replaced (and features rerun) the task is
 #     retrained; a sample cache whose augmented group is newer than the features is refused.
 #   test_train_aug.sh BIN_DIR AUG_WORK WORK MPIEXEC...
@@ -45,6 +49,21 @@ ok "the cache without augmented rows" '[ $? -eq 0 ] && [ "$(num "$(model "$work/
 "$bin/train_compare" "$(model "$work/a" 2)/mapper.safetensors" "$(model "$work/p" 2)/mapper.safetensors" >/dev/null
 ok "augmented rows change the weights" '[ $? -eq 1 ]'
 
+# train.augmented=0 (the "w/o augmentation" ablation on the augmented cache): the E stream leaves
+# the rows out (the same weights as the cache without them), says so, and the model is another
+# configuration (not reused for train.augmented=1)
+"${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/n" --shots 2 "${S[@]}" --set train.augmented=0 >/dev/null
+rn=$(model "$work/n" 2)
+ok "train.augmented=0: trained, 0 augmented rows, recorded" '[ $? -eq 0 ] && [ "$(num "$rn/train.record.json" est_augmented_rows)" = 0 ] && [ "$(num "$rn/train.record.json" augmented_rows_in_cache)" = 4 ] && grep -q "\"train.augmented\": \"0\"" "$rn/train.record.json" && grep -q "\"augmented\": false" "$rn/train.record.json" && grep -q "\"est_augmented_note\": \"train.augmented=0" "$rn/train.record.json"'
+ok "train.augmented=0 in mapper.json (config, streams) and the model metadata" 'grep -q "\"train.augmented\": \"0\"" "$rn/mapper.json" && grep -q "\"augmented\": false" "$rn/mapper.json" && grep -q "\"augmented_id\": \"none\"" "$rn/mapper.json" && grep -aq "train.augmented=0" "$rn/mapper.safetensors"'
+"$bin/train_compare" "$(model "$work/a" 2)/mapper.safetensors" "$rn/mapper.safetensors" >/dev/null
+ok "train.augmented=0 and =1 give different weights" '[ $? -eq 1 ]'
+out=$("$bin/train_compare" "$(model "$work/p" 2)/mapper.safetensors" "$rn/mapper.safetensors" --rel 0); rc=$?
+ok "train.augmented=0 equals training on the cache without augmented rows ($(echo "$out" | tail -1))" '[ $rc -eq 0 ]'
+ok "the =1 record says so" 'grep -q "\"train.augmented\": \"1\"" "$r2" && grep -q "\"augmented\": true" "$r2"'
+msg=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/n" --shots 2 "${S[@]}" 2>&1); rc=$?
+ok "a train.augmented=0 model is not reused for train.augmented=1 ($msg)" '[ $rc -ne 0 ] && grep -q "trained with another configuration" <<<"$msg" && grep -q "train.augmented=0" <<<"$msg"'
+
 cp "$(model "$work/a" 2)/mapper.safetensors" "$work/before.safetensors"
 out=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 2 "${S[@]}" 2>&1)
 ok "rerun skips (file untouched)" '[ $? -eq 0 ] && ! grep -q "retraining" <<<"$out" && [ ! "$(model "$work/a" 2)/mapper.safetensors" -nt "$work/before.safetensors" ]'
@@ -58,5 +77,16 @@ ok "a new augmented group retrains ($out)" '[ $? -eq 0 ] && grep -q "augmented s
 # the new group has rows for k = 2 only: k = 1 trains without augmented rows and says why
 "${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 1 "${S[@]}" >/dev/null 2>&1
 ok "k = 1, rows for k = 2 only: trained, 0 augmented rows, a note" '[ $? -eq 0 ] && [ "$(num "$r1" est_augmented_rows)" = 0 ] && grep -q "\"est_augmented_note\": \"the sample cache has augmented rows for k = 2 only, none for k = 1" "$r1"'
+# a model from before train.augmented existed (its cmds.config_key does not name it) counts as
+# train.augmented=1, what it did: reused for 1, another configuration for 0
+pm=$(model "$work/p" 2)/mapper.safetensors
+perl -e 'open(F, "+<", $ARGV[0]) or die; binmode F; read(F, $l, 8); $n = unpack("Q<", $l); read(F, $h, $n);
+  $h =~ s/;train\.augmented=1;/;/ or die "no key"; $h .= " " x ($n - length $h); seek(F, 8, 0); print F $h; close F' "$pm"
+ok "a model without train.augmented in its config_key" '[ $? -eq 0 ] && ! grep -aq "train.augmented=" "$pm"'
+cp "$pm" "$work/old.safetensors"
+out=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$aug/plain" --run "$work/p" --shots 2 "${S[@]}" 2>&1)
+ok "it is reused for train.augmented=1 ($out)" '[ $? -eq 0 ] && grep -q "up to date, skipped" <<<"$out" && cmp -s "$pm" "$work/old.safetensors"'
+msg=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$aug/plain" --run "$work/p" --shots 2 "${S[@]}" --set train.augmented=0 2>&1)
+ok "and is another configuration for train.augmented=0 ($msg)" '[ $? -ne 0 ] && grep -q "trained with another configuration" <<<"$msg"'
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
