@@ -3,7 +3,8 @@
  * median of STEPS steps after the first; the VAE posterior of the support image is computed once
  * when the trainer is made, as sd_lora_trainer does) and one img2img image at R x R (METHOD's
  * guidance 7.5, I2I_STEPS DDIM steps at STRENGTH), with the LoRA attached; peak memory.
- *   bench_sd ROOT cpu|cuda R STEPS I2I_STEPS STRENGTH      exit 77 when cuda is asked and absent */
+ *   bench_sd ROOT cpu|cuda R STEPS I2I_STEPS STRENGTH      exit 77 when cuda is asked and absent;
+ * I2I_STEPS 0: the training step only (profiling it). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +98,7 @@ int main(int argc, char **argv) {
   printf("ours: %.3f s per training step (%dx%d, rank %d, batch 1), peak RSS %.2f GiB, scratch peak %.2f GiB\n",
          times[1 + (steps - 2) / 2], R, R, o.rank, rss_gib(), (double)scratch.peak_bytes / (1 << 30));
   sd_lora_trainer_free(T);
+  if (i2i < 1) goto done;
   sd_img2img_opts io = sd_img2img_opts_default();
   io.steps = i2i;
   io.strength = strength;
@@ -112,6 +114,7 @@ int main(int argc, char **argv) {
   }
   printf("ours: %.3f s per image (img2img %dx%d, %d DDIM steps x strength %.2f, guidance %.1f, LoRA), peak RSS %.2f GiB\n",
          ti, R, R, i2i, (double)strength, (double)io.guidance, rss_gib());
+done:
   nn_ctx_free(&ctx);
   nn_arena_free(&scratch);
   sd_models_free(&M);

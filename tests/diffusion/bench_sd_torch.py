@@ -4,7 +4,7 @@ fine-tune step (train_text_to_image_lora.py's step: rank 16 gaussian LoRA on to_
 v-prediction target, MSE, backward, clip_grad_norm_, AdamW; the VAE posterior of the image is
 computed once outside the timing, as ours does) and one StableDiffusionImg2ImgPipeline image
 (guidance 7.5) with the LoRA attached. Median of the steps after the first; peak memory.
-  bench_sd_torch.py ROOT cpu|cuda R STEPS I2I_STEPS STRENGTH"""
+  bench_sd_torch.py ROOT cpu|cuda R STEPS I2I_STEPS STRENGTH      I2I_STEPS 0: the training step only"""
 import resource
 import statistics
 import sys
@@ -68,6 +68,8 @@ peak_train = (torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 print(f"torch (diffusers {__import__('diffusers').__version__}, {torch.__version__}): {step_t:.3f} s per training step "
       f"({R}x{R}, rank 16, batch 1), peak {'GPU' if dev == 'cuda' else 'RSS'} {peak_train:.2f} GiB")
+if i2i < 1:  # I2I_STEPS 0: the training step only
+    sys.exit(0)
 unet.eval()
 ti = 0
 with torch.inference_mode():
