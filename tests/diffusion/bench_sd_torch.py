@@ -43,11 +43,11 @@ with torch.no_grad():
     dist = vae.encode(img).latent_dist
 g = torch.Generator(device=dev).manual_seed(0)
 unet.train()
-times = []
+times, cpus = [], []
 for i in range(steps):
     if dev == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     latents = dist.sample(g) * vae.config.scaling_factor
     noise = torch.randn(latents.shape, generator=g, device=dev)
     t = torch.randint(0, sched.config.num_train_timesteps, (1,), generator=g, device=dev).long()
@@ -62,8 +62,11 @@ for i in range(steps):
     if dev == "cuda":
         torch.cuda.synchronize()
     times.append(time.perf_counter() - t0)
-    print(f"  torch step {i + 1}: {times[-1]:.3f} s, loss {loss.item():.4f}")
+    cpus.append(time.process_time() - c0)
+    print(f"  torch step {i + 1}: {times[-1]:.3f} s (cpu {cpus[-1]:.3f} s), loss {loss.item():.4f}")
 step_t = statistics.median(times[1:])
+print(f"torch: {statistics.median(cpus[1:]):.3f} cpu-s per training step (median; min wall {min(times[1:]):.3f} s, "
+      f"min cpu {min(cpus[1:]):.3f} s)")
 peak_train = (torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 print(f"torch (diffusers {__import__('diffusers').__version__}, {torch.__version__}): {step_t:.3f} s per training step "
