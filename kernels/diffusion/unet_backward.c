@@ -1,11 +1,14 @@
 /* unet_backward: the UNet's training forward (keeping a tape of unit outputs) and the
  * backward pass that trains the LoRA adapters (see unet.h).
  *
- * Units are the resnets, transformers and samplers of unet.c's forward. The tape holds every
- * unit's output state (each down state is also a skip), the SiLU'd time embedding and a view
- * of the encoder states. The backward walks the units in reverse: each one is recomputed
- * from its input state into ctx->scratch keeping its internals (a transformer block at a
- * time inside a transformer), back-propagated, and its scratch handed back. Gradients are
+ * Units are the resnets, transformers and samplers of unet.c's forward (same op sequences,
+ * same results). The tape holds every unit's output state (each down state is also a skip),
+ * the SiLU'd time embedding, a view of the encoder states and, for every unit from the first
+ * transformer on, the internals whose recomputation would cost a GEMM (unet_unit,
+ * unet_tblock_save in unet_internal.h). The backward walks the units in reverse: each one
+ * recomputes only its norms into ctx->scratch, is back-propagated, and its scratch handed
+ * back; no conv, linear or attention forward runs twice in a step (that recomputation was
+ * ~20 % of the step's work, analysis/sd_bench.md). Gradients are
  * kept for every state from the first transformer's output on (dL/d state, set by the first
  * contribution and accumulated by the next: a state that is also a skip gets its concat
  * share), nothing before it (no adapter there). Only the adapters' dA, dB are accumulated;
