@@ -27,23 +27,57 @@ typedef struct unet_unit {
   unet_unit_kind kind;
   int in, skip, out; /* skip >= 0: an up resnet whose input is concat(state in, state skip) */
   const void *mod;   /* unet_resnet, unet_transformer, or the sampler's unet_proj */
+  /* what the training forward kept of the unit's internals (in the tape) for its backward:
+   * resnet: h1 = conv1(SiLU(GN1(x))) + temb_proj (no data: not kept, the unit needs no
+   * backward); transformer: n_layers block saves from tape->blk[blk0] */
+  nn_tensor h1;
+  int blk0;
 } unet_unit;
+
+/* One attention's internals: q (B,N,I), k, v (B,M,I), o = MHA(q,k,v) (B,N,I). */
+typedef struct unet_attn_save {
+  nn_tensor q, k, v, o;
+} unet_attn_save;
+
+/* One BasicTransformerBlock's internals, kept by the training forward: its input xin, the
+ * residual states after attn1 (x1) and attn2 (x2), both attentions' internals and the GEGLU's
+ * input g (B,N,2F). Everything whose recomputation costs a GEMM is kept; the layer norms
+ * (n1, n2) are recomputed in the backward (one pass over the tokens each). */
+typedef struct unet_tblock_save {
+  nn_tensor xin, x1, x2, g;
+  unet_attn_save a1, a2;
+} unet_tblock_save;
 
 struct unet_tape {
   nn_device dev;
-  nn_arena store; /* the states and the time embedding (unet_tape_bytes) */
+  nn_arena store; /* the states, the units' kept internals, the time embedding (unet_tape_bytes) */
   int ready;      /* a training forward filled it */
   int n_states, n_units, cap;
   nn_tensor *st;  /* cap states */
   unet_unit *units;
+  unet_tblock_save *blk; /* n_blk used of cap_blk (grown as the forward meets blocks) */
+  int n_blk, cap_blk;
   int final;      /* the state the output head reads */
   nn_tensor emb;  /* SiLU(time embedding) (B, T) */
   nn_tensor enc;  /* the caller's encoder states (a view) */
   int64_t B, h, w;
 };
 
+/* CMDS_UNET_PROFILE=1 in the environment: unet_forward_train / unet_backward print where their
+ * wall time went (stderr; CPU: on CUDA the launches are asynchronous and the figures mean
+ * little). Slots are inclusive: a unit's time contains its ops' times. */
+typedef enum {
+  UP_F_TOTAL, UP_F_RESNET, UP_F_TRANSFORMER, UP_F_SAMPLER, UP_F_OTHER,
+  UP_B_TOTAL, UP_B_HEAD, UP_B_RESNET, UP_B_TRANSFORMER, UP_B_SAMPLER,
+  UP_B_RECOMPUTE,  /* the forward work redone inside the backward's units */
+  UP_B_ATTN_FWD,   /* of which the attention op */
+  UP_B_ATTN_BWD, UP_B_LINEAR_BWD, UP_B_CONV_BWD, UP_B_NORM_BWD, UP_B_ACT_BWD, UP_B_ADD,
+  UP_N
+} unet_prof_slot;
+
 typedef struct ustate {
   nn_ctx *ctx;
+  double *prof;      /* UP_N seconds, or NULL: not profiling */
   nn_device dev;
   int dry;           /* count only: no op runs, no memory is touched */
   size_t used, peak; /* dry: bytes relative to the aligned start */

@@ -1,4 +1,6 @@
-/* attention: CPU path through OpenBLAS GEMMs and the dispatcher (see attention.h). */
+/* attention: CPU path through OpenBLAS GEMMs and the dispatcher (see attention.h). The
+ * softmax of a block's scores is nn_fast_softmax_row (vectorised exp, nn_fastexp.h), the same
+ * the backward recomputes its probabilities with. */
 #include "attention.h"
 
 #include <cblas.h>
@@ -8,6 +10,7 @@
 #include <string.h>
 
 #include "activation.h"
+#include "nn_fastexp.h"
 
 #ifdef CMDS_CUDA
 #include "nn_cuda.h"
@@ -25,12 +28,7 @@ static void attention_block(float *o, const float *q, const float *k, const floa
   int64_t mc = causal && i0 + m < M ? i0 + m : M;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)mc, (int)D, scale, q + i0 * ld_q, (int)ld_q, k,
               (int)ld_k, 0.0f, s, (int)mc);
-  for (int64_t r = 0; r < m; r++) {
-    float *sr = s + r * mc;
-    if (causal)
-      for (int64_t j = i0 + r + 1; j < mc; j++) sr[j] = -INFINITY;
-    nn_softmax_row_cpu(sr, sr, mc);
-  }
+  for (int64_t r = 0; r < m; r++) nn_fast_softmax_row(s + r * mc, mc, causal ? i0 + r + 1 : mc);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)D, (int)mc, 1.0f, s, (int)mc, v, (int)ld_v,
               0.0f, o + i0 * ld_o, (int)ld_o);
 }

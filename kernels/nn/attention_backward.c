@@ -63,17 +63,6 @@ size_t nn_attention_ex_backward_scratch_bytes(int64_t B, int64_t N, int64_t M, i
   return cpu > cuda ? cpu : cuda;
 }
 
-/* Row sums with 8 running lanes, which the compiler vectorises (a single float accumulator it
- * may not reorder). */
-static float attnb_sum(const float *a, int64_t n) {
-  float s[8] = {0};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int l = 0; l < 8; l++) s[l] += a[j + l];
-  for (; j < n; j++) s[0] += a[j];
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
 static float attnb_dot(const float *a, const float *b, int64_t n) {
   float s[8] = {0};
   int64_t j = 0;
@@ -81,17 +70,6 @@ static float attnb_dot(const float *a, const float *b, int64_t n) {
     for (int l = 0; l < 8; l++) s[l] += a[j + l] * b[j + l];
   for (; j < n; j++) s[0] += a[j] * b[j];
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-/* In-place softmax of one row of n scores; entries [valid, n) are masked (set to 0). */
-static void attnb_softmax_row(float *r, int64_t n, int64_t valid) {
-  float mx = -INFINITY;
-  for (int64_t j = 0; j < valid; j++) mx = r[j] > mx ? r[j] : mx;
-  for (int64_t j = 0; j < valid; j++) r[j] = nn_fast_exp(r[j] - mx); /* vectorised */
-  float sum = attnb_sum(r, valid);
-  float inv = 1.0f / sum;
-  for (int64_t j = 0; j < valid; j++) r[j] *= inv;
-  for (int64_t j = valid; j < n; j++) r[j] = 0.0f;
 }
 
 /* Rows [i0, i0 + m) of one (image, head): q, k, v, dout, dq at the head's first column with row
@@ -102,7 +80,7 @@ static void attnb_block(float *dq, float *dk, float *dv, const float *q, const f
   int64_t mc = causal && i0 + m < M ? i0 + m : M;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)mc, (int)D, scale, q + i0 * C, (int)C, k,
               (int)C, 0.0f, p, (int)mc);
-  for (int64_t r = 0; r < m; r++) attnb_softmax_row(p + r * mc, mc, causal ? i0 + r + 1 : mc);
+  for (int64_t r = 0; r < m; r++) nn_fast_softmax_row(p + r * mc, mc, causal ? i0 + r + 1 : mc);
   if (dv)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)mc, (int)D, (int)m, 1.0f, p, (int)mc, dout + i0 * C,
                 (int)C, 1.0f, dv, (int)ld_kv);

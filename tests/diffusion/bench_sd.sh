@@ -15,6 +15,10 @@ python3 "$here/make_full_sd.py" "$ckpt" || { echo "cannot make the checkpoint (n
 reference ref python3 "$here/bench_sd_torch.py" "$ckpt" "$dev" "$R" "$steps" "$i2i" "$strength"
 streamed ours "$bin" "$ckpt" "$dev" "$R" "$steps" "$i2i" "$strength"; rc=$?
 [ $rc -eq 0 ] || exit $rc
+a=$(grep -o "[0-9.]* cpu-s per training step" <<<"$ours" | head -1 | cut -d' ' -f1)
+b=$(grep -o "[0-9.]* cpu-s per training step" <<<"$ref" | head -1 | cut -d' ' -f1)
+[ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" \
+  'BEGIN{printf "cpu-time ratio ours/diffusers per training step: %.2f (above 1: ours does less work; on a shared machine steadier than the wall ratio)\n", b/a}'
 for what in "training step" "image"; do
   a=$(grep -o "[0-9.]* s per $what" <<<"$ours" | head -1 | cut -d' ' -f1)
   b=$(grep -o "[0-9.]* s per $what" <<<"$ref" | head -1 | cut -d' ' -f1)

@@ -4,7 +4,7 @@ fine-tune step (train_text_to_image_lora.py's step: rank 16 gaussian LoRA on to_
 v-prediction target, MSE, backward, clip_grad_norm_, AdamW; the VAE posterior of the image is
 computed once outside the timing, as ours does) and one StableDiffusionImg2ImgPipeline image
 (guidance 7.5) with the LoRA attached. Median of the steps after the first; peak memory.
-  bench_sd_torch.py ROOT cpu|cuda R STEPS I2I_STEPS STRENGTH"""
+  bench_sd_torch.py ROOT cpu|cuda R STEPS I2I_STEPS STRENGTH      I2I_STEPS 0: the training step only"""
 import resource
 import statistics
 import sys
@@ -43,11 +43,11 @@ with torch.no_grad():
     dist = vae.encode(img).latent_dist
 g = torch.Generator(device=dev).manual_seed(0)
 unet.train()
-times = []
+times, cpus = [], []
 for i in range(steps):
     if dev == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     latents = dist.sample(g) * vae.config.scaling_factor
     noise = torch.randn(latents.shape, generator=g, device=dev)
     t = torch.randint(0, sched.config.num_train_timesteps, (1,), generator=g, device=dev).long()
@@ -62,12 +62,17 @@ for i in range(steps):
     if dev == "cuda":
         torch.cuda.synchronize()
     times.append(time.perf_counter() - t0)
-    print(f"  torch step {i + 1}: {times[-1]:.3f} s, loss {loss.item():.4f}")
+    cpus.append(time.process_time() - c0)
+    print(f"  torch step {i + 1}: {times[-1]:.3f} s (cpu {cpus[-1]:.3f} s), loss {loss.item():.4f}")
 step_t = statistics.median(times[1:])
+print(f"torch: {statistics.median(cpus[1:]):.3f} cpu-s per training step (median; min wall {min(times[1:]):.3f} s, "
+      f"min cpu {min(cpus[1:]):.3f} s)")
 peak_train = (torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 print(f"torch (diffusers {__import__('diffusers').__version__}, {torch.__version__}): {step_t:.3f} s per training step "
       f"({R}x{R}, rank 16, batch 1), peak {'GPU' if dev == 'cuda' else 'RSS'} {peak_train:.2f} GiB")
+if i2i < 1:  # I2I_STEPS 0: the training step only
+    sys.exit(0)
 unet.eval()
 ti = 0
 with torch.inference_mode():
