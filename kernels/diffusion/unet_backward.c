@@ -154,11 +154,14 @@ static int attn_keep(ustate *S, nn_tensor *out, const nn_tensor *xq, const nn_te
   if ((rc = tape_tensor(S, &sv->q, 3, B, N, I, 0)) || (rc = tape_tensor(S, &sv->k, 3, B, M, I, 0)) ||
       (rc = tape_tensor(S, &sv->v, 3, B, M, I, 0)) || (rc = tape_tensor(S, &sv->o, 3, B, N, I, 0)))
     return rc;
+  sv->lse.data = NULL; /* CPU: the softmax's log-sum-exp too (attention backward's fast path) */
+  if (S->dev == NN_CPU && (rc = tape_tensor(S, &sv->lse, 3, B, a->heads, N, 0))) return rc;
   if ((rc = unet_i_linear(S, &sv->q, xq, &a->to_q)) || (rc = unet_i_linear(S, &sv->k, xkv, &a->to_k)) ||
       (rc = unet_i_linear(S, &sv->v, xkv, &a->to_v)))
     return rc;
   u_need(S, nn_attention_ex_scratch_bytes(S->dev, N, M, a->heads, a->dim_head));
-  OP(nn_attention_ex_forward(S->ctx, &sv->o, &sv->q, &sv->k, &sv->v, a->heads, 0, S->err));
+  OP(nn_attention_ex_forward_lse(S->ctx, &sv->o, sv->lse.data ? &sv->lse : NULL, &sv->q, &sv->k, &sv->v, a->heads,
+                                 0, S->err));
   return unet_i_linear(S, out, &sv->o, &a->to_out);
 }
 
@@ -489,7 +492,9 @@ static int attn_bw(ustate *S, nn_tensor *dxq, const nn_tensor *dy, const nn_tens
       (rc = u_alloc(S, &dv, 3, B, M, I, 0)))
     return rc;
   u_need(S, nn_attention_ex_backward_scratch_bytes(B, N, M, I, a->heads));
-  TOP(UP_B_ATTN_BWD, nn_attention_ex_backward(S->ctx, &dq, &dk, &dv, &d_o, &sv->q, &sv->k, &sv->v, a->heads, 0, S->err));
+  const nn_tensor *lse = sv->lse.data ? &sv->lse : NULL;
+  TOP(UP_B_ATTN_BWD, nn_attention_ex_backward_lse(S->ctx, &dq, &dk, &dv, &d_o, &sv->q, &sv->k, &sv->v,
+                                                  lse ? &sv->o : NULL, lse, a->heads, 0, S->err));
   if ((rc = lin_bw(S, dxq, &dq, xq, &a->to_q))) return rc;
   if (self && dxq) {
     nn_tensor tmp;

@@ -34,9 +34,10 @@ typedef struct unet_unit {
   int blk0;
 } unet_unit;
 
-/* One attention's internals: q (B,N,I), k, v (B,M,I), o = MHA(q,k,v) (B,N,I). */
+/* One attention's internals: q (B,N,I), k, v (B,M,I), o = MHA(q,k,v) (B,N,I); on the CPU also
+ * lse (B,heads,N), the softmax rows' log-sum-exp for the backward's fast path (data NULL on CUDA). */
 typedef struct unet_attn_save {
-  nn_tensor q, k, v, o;
+  nn_tensor q, k, v, o, lse;
 } unet_attn_save;
 
 /* One BasicTransformerBlock's internals, kept by the training forward: its input xin, the

@@ -1,6 +1,7 @@
 /* attention: CPU path through OpenBLAS GEMMs and the dispatcher (see attention.h). The
  * softmax of a block's scores is nn_fast_softmax_row (vectorised exp, nn_fastexp.h), the same
- * the backward recomputes its probabilities with. */
+ * the backward recomputes its probabilities with; nn_attention_ex_forward_lse also keeps each
+ * row's log-sum-exp for the backward's key-tiled path (attention_backward.c). */
 #include "attention.h"
 
 #include <cblas.h>
@@ -21,20 +22,37 @@ size_t nn_attention_cpu_scratch_floats(int64_t N) {
 }
 
 /* One block: rows [i0, i0 + m) of head h of image b against keys [0, mc) (mc = M, or
- * i0 + m when causal: later keys are masked anyway). s: (m, mc) scores, then probabilities. */
-static void attention_block(float *o, const float *q, const float *k, const float *v, int64_t M,
+ * i0 + m when causal: later keys are masked anyway). s: (m, mc) scores, then probabilities.
+ * lse (NULL = not wanted): the rows' log-sum-exp of the scaled scores, lse[r] for row i0 + r;
+ * the probabilities are then nn_fast_softmax_row's, computed inline to keep its max and sum. */
+static void attention_block(float *o, float *lse, const float *q, const float *k, const float *v, int64_t M,
                             int64_t D, int64_t ld_q, int64_t ld_k, int64_t ld_v, int64_t ld_o,
                             int64_t i0, int64_t m, int causal, float scale, float *s) {
   int64_t mc = causal && i0 + m < M ? i0 + m : M;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)mc, (int)D, scale, q + i0 * ld_q, (int)ld_q, k,
               (int)ld_k, 0.0f, s, (int)mc);
-  for (int64_t r = 0; r < m; r++) nn_fast_softmax_row(s + r * mc, mc, causal ? i0 + r + 1 : mc);
+  for (int64_t r = 0; r < m; r++) {
+    float *row = s + r * mc;
+    int64_t valid = causal ? i0 + r + 1 : mc;
+    if (!lse) {
+      nn_fast_softmax_row(row, mc, valid);
+      continue;
+    }
+    float mx = row[0];
+    for (int64_t j = 1; j < valid; j++) mx = row[j] > mx ? row[j] : mx;
+    for (int64_t j = 0; j < valid; j++) row[j] = nn_fast_exp(row[j] - mx);
+    float sum = nn_fast_sum8(row, valid), inv = 1.0f / sum;
+    for (int64_t j = 0; j < valid; j++) row[j] *= inv;
+    for (int64_t j = valid; j < mc; j++) row[j] = 0.0f;
+    lse[r] = mx + logf(sum);
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)D, (int)mc, 1.0f, s, (int)mc, v, (int)ld_v,
               0.0f, o + i0 * ld_o, (int)ld_o);
 }
 
-/* q (B, N) rows, k and v (B, M) rows, each of H heads of D columns at the given row strides. */
-static void attention_cpu_ex(float *o, const float *q, const float *k, const float *v, int64_t B,
+/* q (B, N) rows, k and v (B, M) rows, each of H heads of D columns at the given row strides;
+ * lse (B, H, N) or NULL. */
+static void attention_cpu_ex(float *o, float *lse, const float *q, const float *k, const float *v, int64_t B,
                              int64_t N, int64_t M, int64_t H, int64_t D, int64_t ld_q, int64_t ld_k,
                              int64_t ld_v, int64_t ld_o, int causal, float *scratch) {
   if (B == 0 || N == 0 || M == 0) return;
@@ -44,7 +62,7 @@ static void attention_cpu_ex(float *o, const float *q, const float *k, const flo
   if (mode && !strcmp(mode, "blas")) { /* comparison mode: OpenBLAS threads each GEMM */
     for (int64_t r = 0; r < nblk; r++) {
       int64_t b = r / (H * nqb), h = (r / nqb) % H, i0 = (r % nqb) * QB, m = N - i0 < QB ? N - i0 : QB;
-      attention_block(o + b * N * ld_o + h * D, q + b * N * ld_q + h * D, k + b * M * ld_k + h * D,
+      attention_block(o + b * N * ld_o + h * D, lse ? lse + (b * H + h) * N + i0 : NULL, q + b * N * ld_q + h * D, k + b * M * ld_k + h * D,
                       v + b * M * ld_v + h * D, M, D, ld_q, ld_k, ld_v, ld_o, i0, m, causal, scale, scratch);
     }
     return;
@@ -58,7 +76,7 @@ static void attention_cpu_ex(float *o, const float *q, const float *k, const flo
 #pragma omp for schedule(dynamic, 1)
     for (int64_t r = 0; r < nblk; r++) {
       int64_t b = r / (H * nqb), h = (r / nqb) % H, i0 = (r % nqb) * QB, m = N - i0 < QB ? N - i0 : QB;
-      attention_block(o + b * N * ld_o + h * D, q + b * N * ld_q + h * D, k + b * M * ld_k + h * D,
+      attention_block(o + b * N * ld_o + h * D, lse ? lse + (b * H + h) * N + i0 : NULL, q + b * N * ld_q + h * D, k + b * M * ld_k + h * D,
                       v + b * M * ld_v + h * D, M, D, ld_q, ld_k, ld_v, ld_o, i0, m, causal, scale, s);
     }
   }
@@ -68,7 +86,7 @@ static void attention_cpu_ex(float *o, const float *q, const float *k, const flo
 void nn_attention_cpu(float *o, const float *q, const float *k, const float *v, int64_t B,
                       int64_t N, int64_t H, int64_t D, int64_t ld_q, int64_t ld_k, int64_t ld_v,
                       int64_t ld_o, float *scratch) {
-  attention_cpu_ex(o, q, k, v, B, N, N, H, D, ld_q, ld_k, ld_v, ld_o, 0, scratch);
+  attention_cpu_ex(o, NULL, q, k, v, B, N, N, H, D, ld_q, ld_k, ld_v, ld_o, 0, scratch);
 }
 
 int nn_attention_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn_tensor *k,
@@ -119,7 +137,12 @@ size_t nn_attention_ex_scratch_bytes(nn_device device, int64_t N, int64_t M, int
 
 int nn_attention_ex_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn_tensor *k,
                             const nn_tensor *v, int64_t heads, int causal, cmds_error *err) {
-  const char *op = "nn_attention_ex_forward";
+  return nn_attention_ex_forward_lse(ctx, o, NULL, q, k, v, heads, causal, err);
+}
+
+int nn_attention_ex_forward_lse(nn_ctx *ctx, nn_tensor *o, nn_tensor *lse, const nn_tensor *q, const nn_tensor *k,
+                                const nn_tensor *v, int64_t heads, int causal, cmds_error *err) {
+  const char *op = lse ? "nn_attention_ex_forward_lse" : "nn_attention_ex_forward";
   if (!q || q->ndim != 3) return CMDS_FAIL(err, CMDS_EINPUT, "%s: q must be (B, N, C)", op);
   if (!k || k->ndim != 3) return CMDS_FAIL(err, CMDS_EINPUT, "%s: k must be (B, M, C)", op);
   int64_t B = q->shape[0], N = q->shape[1], C = q->shape[2], M = k->shape[1];
@@ -134,9 +157,15 @@ int nn_attention_ex_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const
   if (!rc) rc = nn_tensor_expect(k, op, "k", ctx->device, 3, kshape, err);
   if (!rc) rc = nn_tensor_expect(v, op, "v", ctx->device, 3, kshape, err);
   if (!rc) rc = nn_tensor_expect(o, op, "o", ctx->device, 3, q->shape, err);
+  int64_t lshape[3] = {B, heads, N};
+  if (!rc && lse) rc = nn_tensor_expect(lse, op, "lse", ctx->device, 3, lshape, err);
   if (rc) return rc;
   if (o->data == q->data || o->data == k->data || o->data == v->data)
     return CMDS_FAIL(err, CMDS_EINPUT, "%s: o must not alias q, k or v", op);
+  if (lse && (lse->data == o->data || lse->data == q->data || lse->data == k->data || lse->data == v->data))
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: lse must not alias o, q, k or v", op);
+  if (lse && ctx->device != NN_CPU)
+    return CMDS_FAIL(err, CMDS_EINPUT, "%s: the lse output is CPU-only (pass NULL on CUDA)", op);
   if (B == 0 || N == 0 || C == 0) return CMDS_OK;
   if (M == 0) return CMDS_FAIL(err, CMDS_EINPUT, "%s: no keys (M = 0)", op);
   size_t need = nn_attention_ex_scratch_bytes(ctx->device, N, M, heads, D);
@@ -148,7 +177,8 @@ int nn_attention_ex_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const
     if (!s) return cmds_error_wrap(err, "%s scores", op);
   }
   if (ctx->device == NN_CPU) {
-    attention_cpu_ex(o->data, q->data, k->data, v->data, B, N, M, heads, D, C, C, C, C, causal, s);
+    attention_cpu_ex(o->data, lse ? lse->data : NULL, q->data, k->data, v->data, B, N, M, heads, D, C, C, C, C,
+                     causal, s);
   } else {
 #ifdef CMDS_CUDA
     rc = nn_attention_ex_cuda(ctx, o->data, q->data, k->data, v->data, B, N, M, heads, D, causal, s,

@@ -36,7 +36,13 @@
 
 int nn_attention_ex_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn_tensor *k,
                             const nn_tensor *v, int64_t heads, int causal, cmds_error *err);
-/* Bytes of ctx->scratch nn_attention_ex_forward takes on `device` (add 256 for alignment). */
+/* The same, also writing lse (B, heads, N): per query row and head the natural log of
+ * sum_j exp(s_ij), s = q k^T / sqrt(D) (masked keys left out), for the backward's fast path
+ * (nn_attention_ex_backward_lse, backward.h). lse NULL = nn_attention_ex_forward; o is the
+ * same either way. CPU only: on CUDA lse must be NULL (a clear error otherwise). */
+int nn_attention_ex_forward_lse(nn_ctx *ctx, nn_tensor *o, nn_tensor *lse, const nn_tensor *q, const nn_tensor *k,
+                                const nn_tensor *v, int64_t heads, int causal, cmds_error *err);
+/* Bytes of ctx->scratch nn_attention_ex_forward(_lse) takes on `device` (add 256 for alignment). */
 size_t nn_attention_ex_scratch_bytes(nn_device device, int64_t N, int64_t M, int64_t heads, int64_t D);
 
 int nn_attention_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn_tensor *k,

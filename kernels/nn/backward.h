@@ -28,6 +28,7 @@
  *              The probabilities are recomputed block by block (nothing N x M is saved):
  *              dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(P * dP)), dQ = dS K / sqrt(D),
  *              dK = dS^T Q / sqrt(D). Scratch: nn_attention_ex_backward_scratch_bytes.
+ *              nn_attention_ex_backward_lse takes the forward's o and log-sum-exp too (faster).
  *   conv2d_ex: the forward's geometry (any square k, stride, asymmetric zero padding):
  *              x (B, Cin, H, W), W (Cout, Cin, k, k), dy (B, Cout, Ho, Wo) -> dx (B, Cin, H, W) SET
  *              or NULL, dW += , db (Cout) += or NULL. Bands of output rows as the forward
@@ -59,6 +60,15 @@ int nn_geglu_backward(nn_ctx *ctx, nn_tensor *dx, const nn_tensor *dy, const nn_
 int nn_attention_ex_backward(nn_ctx *ctx, nn_tensor *dq, nn_tensor *dk, nn_tensor *dv, const nn_tensor *dout,
                              const nn_tensor *q, const nn_tensor *k, const nn_tensor *v, int64_t heads,
                              int causal, cmds_error *err);
+/* The same with what the forward can keep (nn_attention_ex_forward_lse, attention.h): o (B, N, C)
+ * its output and lse (B, heads, N) its per-row log-sum-exp; both NULL = nn_attention_ex_backward,
+ * lse without o is an error. CPU: the fast path (P = exp(S - lse) in L2-sized query x key tiles,
+ * rowsum(P * dP) = rowsum(dO * O); no softmax pass over full rows). CUDA: o and lse are
+ * checked and not used (the recomputing path). Same results to float rounding. */
+int nn_attention_ex_backward_lse(nn_ctx *ctx, nn_tensor *dq, nn_tensor *dk, nn_tensor *dv, const nn_tensor *dout,
+                                 const nn_tensor *q, const nn_tensor *k, const nn_tensor *v, const nn_tensor *o,
+                                 const nn_tensor *lse, int64_t heads, int causal, cmds_error *err);
+/* Bytes of ctx->scratch either form takes (add 256 for alignment). */
 size_t nn_attention_ex_backward_scratch_bytes(int64_t B, int64_t N, int64_t M, int64_t C, int64_t heads);
 int nn_conv2d_ex_backward(nn_ctx *ctx, nn_tensor *dx, nn_tensor *dw, nn_tensor *db, const nn_tensor *dy,
                           const nn_tensor *x, const nn_tensor *w, int stride, int pad_top, int pad_bottom,

@@ -2,10 +2,11 @@
  * at 512 x 512 (latent 64 x 64, batch 1): the first down block's self-attention (4096 tokens,
  * 5 heads of 64) and cross-attention (77 text tokens), its 3x3 convs (320 channels) with and
  * without the weight gradient, the stride-2 downsampler, a 320 -> 320 projection, layer norm,
- * GEGLU 2560 -> 1280 and SiLU. One line per op: "<op> <min ms> ms (median <ms>)" over REPS runs
+ * GEGLU 2560 -> 1280 and SiLU. The attentions also with the forward's log-sum-exp kept
+ * (attention_*_bwd_lse, CPU; PyTorch's SDPA backward always has it: the same torch time). One line per op: "<op> <min ms> ms (median <ms>)" over REPS runs
  * after one warm-up (the minimum is the steadier figure on a shared machine);
  * bench_nn_backward2.sh runs PyTorch's autograd on the same ops and prints the ratios.
- *   bench_nn_backward2 cpu|cuda REPS */
+ *   bench_nn_backward2 cpu|cuda REPS [OP_PREFIX]   (only the ops whose names start with OP_PREFIX) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +48,11 @@ static int cmp_d(const void *a, const void *b) {
 
 typedef int (*op_fn)(void *);
 
+static const char *only = ""; /* OP_PREFIX */
+
 static void timeit(const char *name, op_fn fn, void *arg, int reps) {
   cmds_error err = {0};
+  if (strncmp(name, only, strlen(only))) return;
   double t[64];
   if (reps > 64) reps = 64;
   for (int r = -1; r < reps; r++) {
@@ -70,11 +74,13 @@ static void timeit(const char *name, op_fn fn, void *arg, int reps) {
 typedef struct {
   nn_tensor q, k, v, dout, dq, dk, dv;
   int64_t heads;
+  nn_tensor *o, *lse; /* the forward's output and log-sum-exp (the _lse ops), or NULL */
 } attn_args;
 static int run_attn(void *p) {
   attn_args *a = p;
   cmds_error err = {0};
-  int rc = nn_attention_ex_backward(&ctx, &a->dq, &a->dk, &a->dv, &a->dout, &a->q, &a->k, &a->v, a->heads, 0, &err);
+  int rc = nn_attention_ex_backward_lse(&ctx, &a->dq, &a->dk, &a->dv, &a->dout, &a->q, &a->k, &a->v, a->o, a->lse,
+                                        a->heads, 0, &err);
   if (rc) fprintf(stderr, "%s\n", err.msg);
   return rc;
 }
@@ -112,12 +118,13 @@ static int run_misc(void *p) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3 || (strcmp(argv[1], "cpu") && strcmp(argv[1], "cuda"))) {
-    fprintf(stderr, "usage: %s cpu|cuda REPS\n", argv[0]);
+  if ((argc != 3 && argc != 4) || (strcmp(argv[1], "cpu") && strcmp(argv[1], "cuda"))) {
+    fprintf(stderr, "usage: %s cpu|cuda REPS [OP_PREFIX]\n", argv[0]);
     return 2;
   }
   nn_device d = strcmp(argv[1], "cpu") ? NN_CUDA : NN_CPU;
   int reps = atoi(argv[2]);
+  if (argc == 4) only = argv[3];
   if (reps < 1) reps = 1;
   if (d == NN_CUDA && !nn_cuda_available()) {
     printf("no CUDA backend or no GPU: skipped\n");
@@ -134,8 +141,16 @@ int main(int argc, char **argv) {
   for (int cross = 0; cross < 2; cross++) {
     int64_t M = cross ? 77 : N, qs[3] = {1, N, C}, ks[3] = {1, M, C};
     attn_args a = {tensor(3, qs, 1), tensor(3, ks, 2), tensor(3, ks, 3), tensor(3, qs, 4), tensor(3, qs, 5),
-                   tensor(3, ks, 6), tensor(3, ks, 7), H};
+                   tensor(3, ks, 6), tensor(3, ks, 7), H, NULL, NULL};
     timeit(cross ? "attention_cross_bwd" : "attention_self_bwd", run_attn, &a, reps);
+    if (d == NN_CPU) { /* with the forward's o and log-sum-exp kept (the UNet tape's CPU path) */
+      int64_t ls[3] = {1, H, N};
+      nn_tensor o = tensor(3, qs, 8), lse = tensor(3, ls, 9);
+      die_on(nn_attention_ex_forward_lse(&ctx, &o, &lse, &a.q, &a.k, &a.v, H, 0, &err), &err);
+      a.o = &o;
+      a.lse = &lse;
+      timeit(cross ? "attention_cross_bwd_lse" : "attention_self_bwd_lse", run_attn, &a, reps);
+    }
     nn_arena_reset(&data);
   }
   for (int v = 0; v < 3; v++) {

@@ -2,7 +2,7 @@
 # The LoRA fine-tune's training ops, ours vs PyTorch autograd in one run on the same machine:
 # both tables (minimum and median over the runs), then per op the ratio of the minima,
 # torch ms / ours ms (> 1: ours is faster).
-#   bench_nn_backward2.sh BENCH_BIN cpu|cuda REPS
+#   bench_nn_backward2.sh BENCH_BIN cpu|cuda REPS [OP_PREFIX]
 set -uo pipefail
 bin=$1
 shift

@@ -3,7 +3,7 @@
 the backward of each op through torch.autograd.grad on a graph built once (retain_graph), so
 only the backward is timed; attention through F.scaled_dot_product_attention (PyTorch picks its
 CPU / GPU kernel). One warm-up, then REPS runs: the minimum (and the median).
-  bench_nn_backward2_torch.py cpu|cuda REPS"""
+  bench_nn_backward2_torch.py cpu|cuda REPS [OP_PREFIX]   (only the ops whose names start with it)"""
 import sys
 import time
 
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 dev = sys.argv[1]
 reps = int(sys.argv[2])
+only = sys.argv[3] if len(sys.argv) > 3 else ""
 if dev == "cuda" and not torch.cuda.is_available():
     print("torch: no GPU")
     sys.exit(0)
@@ -23,7 +24,9 @@ def sync():
         torch.cuda.synchronize()
 
 
-def timeit(name, fn):
+def timeit(name, fn, alias=None):
+    if not name.startswith(only):
+        return
     ts = []
     for r in range(reps + 1):
         sync()
@@ -35,7 +38,8 @@ def timeit(name, fn):
     ts.sort()
     n = len(ts)
     med = ts[n // 2] if n % 2 else 0.5 * (ts[n // 2 - 1] + ts[n // 2])
-    print(f"{name:<28s} {ts[0] * 1e3:10.3f} ms (median {med * 1e3:.3f})", flush=True)
+    for nm in (name, alias) if alias else (name,):
+        print(f"{nm:<28s} {ts[0] * 1e3:10.3f} ms (median {med * 1e3:.3f})", flush=True)
 
 
 def rnd(*shape, grad=False):
@@ -52,7 +56,9 @@ for cross in (0, 1):
     M = 77 if cross else N
     q, k, v = rnd(1, H, N, D, grad=True), rnd(1, H, M, D, grad=True), rnd(1, H, M, D, grad=True)
     o = F.scaled_dot_product_attention(q, k, v)
-    timeit("attention_cross_bwd" if cross else "attention_self_bwd", bwd(o, (q, k, v)))
+    # SDPA's backward always reuses the forward's log-sum-exp: also our _lse ops' reference
+    name = "attention_cross_bwd" if cross else "attention_self_bwd"
+    timeit(name, bwd(o, (q, k, v)), alias=name + "_lse" if dev == "cpu" else None)
 for variant in range(3):
     x = rnd(1, C, 64, 64, grad=True)
     w = rnd(C, C, 3, 3, grad=variant == 1)

@@ -216,6 +216,56 @@ static void test_attention(void) {
       expect_fail(nn_attention_ex_backward(&ctx, &dq, &dk, &dv, &dk, &q, &k, &v, heads, 0, &err), &err,
                   "dout has shape (2, 7, 128), (2, 13, 128) expected", "attention dout shape");
     }
+    /* the fast path: the forward's o and log-sum-exp kept; default tiles, then small ones so
+       the fixtures' few rows span several query and key tiles (causal: partly masked tiles) */
+    {
+      int64_t ls[3] = {q.shape[0], heads, q.shape[1]};
+      nn_tensor o = out_like(3, q.shape), lse = out_like(3, ls), o2 = out_like(3, q.shape);
+      expect_ok(nn_attention_ex_forward_lse(&ctx, &o, &lse, &q, &k, &v, heads, causal, &err), &err, cases[i]);
+      expect_ok(nn_attention_ex_forward(&ctx, &o2, &q, &k, &v, heads, causal, &err), &err, cases[i]);
+      CHECK(!memcmp(o.data, o2.data, nn_tensor_bytes(&o)), "%s: the forward's o changes with lse", cases[i]);
+      const char *tiles[] = {NULL, "3x5", "1x2", "2x64"};
+      for (int t = 0; t < 4; t++) {
+        if (tiles[t]) setenv("CMDS_NN_ATTNB_TILE", tiles[t], 1);
+        nn_tensor dq4 = out_like(3, q.shape), dk4 = out_like(3, k.shape), dv4 = out_like(3, k.shape);
+        size_t before4 = scratch_before();
+        expect_ok(nn_attention_ex_backward_lse(&ctx, &dq4, &dk4, &dv4, &dout, &q, &k, &v, &o, &lse, heads, causal,
+                                               &err),
+                  &err, cases[i]);
+        scratch_after(cases[i], before4,
+                      nn_attention_ex_backward_scratch_bytes(q.shape[0], q.shape[1], k.shape[1], q.shape[2], heads));
+        snprintf(what, sizeof what, "%s lse tiles %s dq", cases[i], tiles[t] ? tiles[t] : "default");
+        nnfix_compare(what, dq4.data, wdq.data, nn_tensor_numel(&wdq), 1e-4);
+        snprintf(what, sizeof what, "%s lse tiles %s dk", cases[i], tiles[t] ? tiles[t] : "default");
+        nnfix_compare(what, dk4.data, wdk.data, nn_tensor_numel(&wdk), 1e-4);
+        snprintf(what, sizeof what, "%s lse tiles %s dv", cases[i], tiles[t] ? tiles[t] : "default");
+        nnfix_compare(what, dv4.data, wdv.data, nn_tensor_numel(&wdv), 1e-4);
+        if (i == 0 && t == 1) { /* each output alone */
+          nn_tensor dq5 = out_like(3, q.shape), dk5 = out_like(3, k.shape), dv5 = out_like(3, k.shape);
+          expect_ok(nn_attention_ex_backward_lse(&ctx, NULL, NULL, &dv5, &dout, &q, &k, &v, &o, &lse, heads, causal,
+                                                 &err),
+                    &err, "attention lse dv only");
+          nnfix_compare("attention lse dv only", dv5.data, wdv.data, nn_tensor_numel(&wdv), 1e-4);
+          expect_ok(nn_attention_ex_backward_lse(&ctx, NULL, &dk5, NULL, &dout, &q, &k, &v, &o, &lse, heads, causal,
+                                                 &err),
+                    &err, "attention lse dk only");
+          nnfix_compare("attention lse dk only", dk5.data, wdk.data, nn_tensor_numel(&wdk), 1e-4);
+          expect_ok(nn_attention_ex_backward_lse(&ctx, &dq5, NULL, NULL, &dout, &q, &k, &v, &o, &lse, heads, causal,
+                                                 &err),
+                    &err, "attention lse dq only");
+          nnfix_compare("attention lse dq only", dq5.data, wdq.data, nn_tensor_numel(&wdq), 1e-4);
+          expect_fail(nn_attention_ex_backward_lse(&ctx, &dq5, &dk5, &dv5, &dout, &q, &k, &v, NULL, &lse, heads,
+                                                   causal, &err),
+                      &err, "lse needs the forward's output o", "attention lse without o");
+          expect_fail(nn_attention_ex_backward_lse(&ctx, &dq5, &dk5, &dv5, &dout, &q, &k, &v, &o, &o, heads, causal,
+                                                   &err),
+                      &err, "lse has shape", "attention lse shape");
+          expect_fail(nn_attention_ex_forward_lse(&ctx, &o2, &o, &q, &k, &v, heads, causal, &err), &err,
+                      "lse has shape", "attention forward lse shape");
+        }
+      }
+      unsetenv("CMDS_NN_ATTNB_TILE");
+    }
     if (causal) { /* the mask matters: the unmasked gradients differ */
       nn_tensor dq3 = out_like(3, q.shape);
       expect_ok(nn_attention_ex_backward(&ctx, &dq3, NULL, NULL, &dout, &q, &k, &v, heads, 0, &err), &err,
