@@ -394,44 +394,61 @@ int unet_i_tblock(ustate *S, nn_tensor *x, const nn_tensor *enc, const unet_tran
   return 0;
 }
 
-/* Transformer2DModel: out = h + T(h) (B,C,H,W); out may be h. */
-int unet_i_transformer(ustate *S, nn_tensor *out, const nn_tensor *h, const nn_tensor *enc,
-                       const unet_transformer *T, int64_t groups) {
+/* Transformer2DModel's input side: x (B, N, I) = proj_in(GroupNorm(h)) as tokens (the linear
+ * on tokens, or the 1x1 conv then tokens). Its scratch stays allocated: the caller rewinds. */
+int unet_i_transformer_in(ustate *S, nn_tensor *x, const nn_tensor *h, const unet_transformer *T, int64_t groups) {
   int64_t B = h->shape[0], C = h->shape[1], H = h->shape[2], W = h->shape[3], N = H * W, I = T->inner;
-  int linear = T->proj_in.k == 0;
-  size_t mk = u_mark(S);
-  nn_tensor gn, x;
+  nn_tensor gn;
   int rc;
   if ((rc = u_alloc(S, &gn, 4, B, C, H, W))) return rc;
   OP(nn_groupnorm_forward(S->ctx, &gn, h, groups, &T->norm.w, &T->norm.b, UNET_TGN_EPS, S->err));
-  if ((rc = u_alloc(S, &x, 3, B, N, I, 0))) return rc;
-  if (linear) { /* tokens, then the linear */
+  if (T->proj_in.k == 0) { /* tokens, then the linear */
     nn_tensor tok, gv = u_view(&gn, 3, B, C, N, 0);
     if ((rc = u_alloc(S, &tok, 3, B, N, C, 0))) return rc;
     OP(nn_transpose12_forward(S->ctx, &tok, &gv, S->err));
-    if ((rc = unet_i_linear(S, &x, &tok, &T->proj_in))) return rc;
-  } else { /* 1x1 conv, then tokens */
-    nn_tensor p, pv;
-    if ((rc = u_alloc(S, &p, 4, B, I, H, W)) || (rc = unet_i_conv(S, &p, &gn, &T->proj_in, 1, 0))) return rc;
-    pv = u_view(&p, 3, B, I, N, 0);
-    OP(nn_transpose12_forward(S->ctx, &x, &pv, S->err));
+    return unet_i_linear(S, x, &tok, &T->proj_in);
   }
-  for (int l = 0; l < T->n_layers; l++)
-    if ((rc = unet_i_tblock(S, &x, enc, &T->blocks[l]))) return rc;
+  nn_tensor p, pv; /* 1x1 conv, then tokens */
+  if ((rc = u_alloc(S, &p, 4, B, I, H, W)) || (rc = unet_i_conv(S, &p, &gn, &T->proj_in, 1, 0))) return rc;
+  pv = u_view(&p, 3, B, I, N, 0);
+  OP(nn_transpose12_forward(S->ctx, x, &pv, S->err));
+  return 0;
+}
+
+/* Its output side: out = h + proj_out(x) back in (B, C, H, W); out may be h. Scratch as above. */
+int unet_i_transformer_out(ustate *S, nn_tensor *out, const nn_tensor *h, const nn_tensor *x,
+                           const unet_transformer *T) {
+  int64_t B = h->shape[0], C = h->shape[1], H = h->shape[2], W = h->shape[3], N = H * W, I = T->inner;
   nn_tensor y;
+  int rc;
   if ((rc = u_alloc(S, &y, 4, B, C, H, W))) return rc;
-  if (linear) {
+  if (T->proj_in.k == 0) {
     nn_tensor yt, yv = u_view(&y, 3, B, C, N, 0);
-    if ((rc = u_alloc(S, &yt, 3, B, N, C, 0)) || (rc = unet_i_linear(S, &yt, &x, &T->proj_out))) return rc;
+    if ((rc = u_alloc(S, &yt, 3, B, N, C, 0)) || (rc = unet_i_linear(S, &yt, x, &T->proj_out))) return rc;
     OP(nn_transpose12_forward(S->ctx, &yv, &yt, S->err));
   } else {
     nn_tensor xt;
     if ((rc = u_alloc(S, &xt, 3, B, I, N, 0))) return rc;
-    OP(nn_transpose12_forward(S->ctx, &xt, &x, S->err));
+    OP(nn_transpose12_forward(S->ctx, &xt, x, S->err));
     nn_tensor xv = u_view(&xt, 4, B, I, H, W);
     if ((rc = unet_i_conv(S, &y, &xv, &T->proj_out, 1, 0))) return rc;
   }
   OP(nn_add_forward(S->ctx, out, h, &y, S->err));
+  return 0;
+}
+
+/* Transformer2DModel: out = h + T(h) (B,C,H,W); out may be h. */
+int unet_i_transformer(ustate *S, nn_tensor *out, const nn_tensor *h, const nn_tensor *enc,
+                       const unet_transformer *T, int64_t groups) {
+  size_t mk = u_mark(S);
+  nn_tensor x;
+  int rc;
+  if ((rc = u_alloc(S, &x, 3, h->shape[0], h->shape[2] * h->shape[3], T->inner, 0)) ||
+      (rc = unet_i_transformer_in(S, &x, h, T, groups)))
+    return rc;
+  for (int l = 0; l < T->n_layers; l++)
+    if ((rc = unet_i_tblock(S, &x, enc, &T->blocks[l]))) return rc;
+  if ((rc = unet_i_transformer_out(S, out, h, &x, T))) return rc;
   u_rewind(S, mk);
   return 0;
 }

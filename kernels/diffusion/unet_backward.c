@@ -198,26 +198,14 @@ static int tblock_keep(ustate *S, nn_tensor *xo, const nn_tensor *enc, const une
 static int transformer_keep(ustate *S, nn_tensor *out, const nn_tensor *h, const nn_tensor *enc,
                             const unet_transformer *T, int64_t G, unet_unit *U) {
   double t0 = prof_now(S);
-  int64_t B = h->shape[0], C = h->shape[1], H = h->shape[2], W = h->shape[3], N = H * W, I = T->inner;
-  int linear = T->proj_in.k == 0, nl = T->n_layers, rc;
+  int64_t B = h->shape[0], N = h->shape[2] * h->shape[3], I = T->inner;
+  int nl = T->n_layers, rc;
   if (nl < 1) return CMDS_FAIL(S->err, CMDS_EINPUT, "UNet training: a transformer without blocks");
   if ((rc = new_blocks(S, nl, &U->blk0))) return rc;
   unet_tblock_save *sv = S->tape->blk + U->blk0; /* no more blocks are added below */
   size_t mk = u_mark(S);
-  nn_tensor gn, x;
-  if ((rc = u_alloc(S, &gn, 4, B, C, H, W)) || (rc = tape_tensor(S, &sv[0].xin, 3, B, N, I, 0))) return rc;
-  OP(nn_groupnorm_forward(S->ctx, &gn, h, G, &T->norm.w, &T->norm.b, UNET_TGN_EPS, S->err));
-  if (linear) {
-    nn_tensor tok, gv = u_view(&gn, 3, B, C, N, 0);
-    if ((rc = u_alloc(S, &tok, 3, B, N, C, 0))) return rc;
-    OP(nn_transpose12_forward(S->ctx, &tok, &gv, S->err));
-    if ((rc = unet_i_linear(S, &sv[0].xin, &tok, &T->proj_in))) return rc;
-  } else {
-    nn_tensor p, pv;
-    if ((rc = u_alloc(S, &p, 4, B, I, H, W)) || (rc = unet_i_conv(S, &p, &gn, &T->proj_in, 1, 0))) return rc;
-    pv = u_view(&p, 3, B, I, N, 0);
-    OP(nn_transpose12_forward(S->ctx, &sv[0].xin, &pv, S->err));
-  }
+  if ((rc = tape_tensor(S, &sv[0].xin, 3, B, N, I, 0)) || (rc = unet_i_transformer_in(S, &sv[0].xin, h, T, G))) return rc;
+  nn_tensor x;
   if ((rc = u_alloc(S, &x, 3, B, N, I, 0))) return rc;
   for (int l = 0; l < nl; l++) {
     nn_tensor *xo = &x;
@@ -227,20 +215,7 @@ static int transformer_keep(ustate *S, nn_tensor *out, const nn_tensor *h, const
     }
     if ((rc = tblock_keep(S, xo, enc, &T->blocks[l], &sv[l]))) return rc;
   }
-  nn_tensor y;
-  if ((rc = u_alloc(S, &y, 4, B, C, H, W))) return rc;
-  if (linear) {
-    nn_tensor yt, yv = u_view(&y, 3, B, C, N, 0);
-    if ((rc = u_alloc(S, &yt, 3, B, N, C, 0)) || (rc = unet_i_linear(S, &yt, &x, &T->proj_out))) return rc;
-    OP(nn_transpose12_forward(S->ctx, &yv, &yt, S->err));
-  } else {
-    nn_tensor xt;
-    if ((rc = u_alloc(S, &xt, 3, B, I, N, 0))) return rc;
-    OP(nn_transpose12_forward(S->ctx, &xt, &x, S->err));
-    nn_tensor xv = u_view(&xt, 4, B, I, H, W);
-    if ((rc = unet_i_conv(S, &y, &xv, &T->proj_out, 1, 0))) return rc;
-  }
-  OP(nn_add_forward(S->ctx, out, h, &y, S->err));
+  if ((rc = unet_i_transformer_out(S, out, h, &x, T))) return rc;
   u_rewind(S, mk);
   prof_add(S, UP_F_TRANSFORMER, t0);
   return 0;

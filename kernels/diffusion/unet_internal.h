@@ -152,6 +152,11 @@ int unet_i_conv(ustate *S, nn_tensor *y, const nn_tensor *x, const unet_proj *p,
 int unet_i_upsample(ustate *S, nn_tensor *y, const nn_tensor *x);
 int unet_i_resnet(ustate *S, nn_tensor *out, const nn_tensor *x, const unet_resnet *r, const nn_tensor *emb_act,
                   int64_t groups, float eps);
+/* the transformer's input side, x (B, N, I) = proj_in(GroupNorm(h)) as tokens; its output side,
+ * out = h + proj_out(x) (out may be h). Both leave their scratch allocated (the caller rewinds). */
+int unet_i_transformer_in(ustate *S, nn_tensor *x, const nn_tensor *h, const unet_transformer *T, int64_t groups);
+int unet_i_transformer_out(ustate *S, nn_tensor *out, const nn_tensor *h, const nn_tensor *x,
+                           const unet_transformer *T);
 /* out = h + transformer(h); out may be h */
 int unet_i_transformer(ustate *S, nn_tensor *out, const nn_tensor *h, const nn_tensor *enc, const unet_transformer *T,
                        int64_t groups);

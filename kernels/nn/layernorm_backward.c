@@ -9,6 +9,7 @@
 #include <math.h>
 
 #include "backward.h"
+#include "nn_fastexp.h"
 
 #ifdef CMDS_CUDA
 #include "nn_cuda_train.h"
@@ -17,16 +18,6 @@
 #define LNB_CUDA_ROW_CHUNK 256 /* rows per partial-sum chunk of the CUDA dgamma / dbeta pass */
 
 #define LNB_CPU_CHUNKS 64        /* fixed row partition of the CPU dgamma / dbeta sums */
-
-/* 8-lane sums (vectorised by the compiler). */
-static float lnb_sum(const float *a, int64_t n) {
-  float s[8] = {0};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int l = 0; l < 8; l++) s[l] += a[j + l];
-  for (; j < n; j++) s[0] += a[j];
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
 
 /* sum (a - c)^2 */
 static float lnb_sqdev(const float *a, float c, int64_t n) {
@@ -92,7 +83,7 @@ int nn_layernorm_backward(nn_ctx *ctx, nn_tensor *dx, nn_tensor *dgamma, nn_tens
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; r++) {
     const float *xr = xd + r * C;
-    float mean = lnb_sum(xr, C) * inv_c;
+    float mean = nn_fast_sum8(xr, C) * inv_c;
     st[2 * r] = mean;
     st[2 * r + 1] = 1.0f / sqrtf(lnb_sqdev(xr, mean, C) * inv_c + eps);
   }

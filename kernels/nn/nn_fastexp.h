@@ -7,7 +7,8 @@
  * Relative error <= 1.2e-7 for x in [-87, 88]; finite x below give about 1.6e-38 (never 0),
  * above about 1.65e38 (never inf): guaranteed for |x| < 2.9e6 (the rounding trick needs
  * |x log2 e| < 2^22) and seen up to |x| = 1e38 on x86-64; +-inf give NaN. Internal to kernels/nn.
- * Also the softmax row built on it (attention forward and backward). */
+ * Also the softmax row built on it (attention forward and backward) and an 8-lane float sum
+ * (softmax, layer norm backward). */
 #ifndef CMDS_NN_FASTEXP_H
 #define CMDS_NN_FASTEXP_H
 
@@ -38,10 +39,8 @@ static inline float nn_fast_exp(float x) {
   return p * s.f;
 }
 
-/* In-place softmax of one row of n scores with nn_fast_exp; entries [valid, n) are masked (set
- * to 0; valid >= 1). Sums in 8 running lanes, which the compiler vectorises (a single float
- * accumulator it may not reorder). The attention forward and its backward's recomputation
- * share it, so both see the same probabilities. */
+/* Sum of n floats in 8 running lanes, which the compiler vectorises (a single float accumulator
+ * it may not reorder); the same order on every call. */
 static inline float nn_fast_sum8(const float *a, int64_t n) {
   float s[8] = {0};
   int64_t j = 0;
@@ -51,6 +50,9 @@ static inline float nn_fast_sum8(const float *a, int64_t n) {
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+/* In-place softmax of one row of n scores with nn_fast_exp; entries [valid, n) are masked (set
+ * to 0; valid >= 1). Sums with nn_fast_sum8. The attention forward and its backward's recomputation
+ * share it, so both see the same probabilities. */
 static inline void nn_fast_softmax_row(float *r, int64_t n, int64_t valid) {
   float mx = r[0];
   for (int64_t j = 1; j < valid; j++) mx = r[j] > mx ? r[j] : mx;
