@@ -38,7 +38,8 @@ run_ctest() {
   return $rc
 }
 run_ctest unit "$dk_jobs" 300 || status=1
-# CUDA tests one at a time: each also runs the CPU path on 8 threads, and a failure is clearer alone.
+# CUDA tests one at a time: each also runs the CPU path (the nn and mapper ones on 8 threads; the
+# diffusion ones on tiny checkpoints, one thread), and a failure is clearer alone.
 run_ctest cuda 1 360 || status=1
 
 note "== tests"
