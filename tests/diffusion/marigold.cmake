@@ -3,6 +3,9 @@
 add_executable(test_marigold ${CMAKE_CURRENT_LIST_DIR}/test_marigold.c)
 target_link_libraries(test_marigold PRIVATE cmds_kernels_diffusion cmds_testutil cmds_warnings m)
 cmds_add_test(NAME diffusion.marigold COMMAND test_marigold ${CMDS_FIXTURES}/diffusion_marigold LABELS unit diffusion)
+# the same on the GPU (cmds-estimate --device cuda), and against the CPU path (skips without one)
+cmds_add_test(NAME diffusion.marigold_cuda COMMAND test_marigold ${CMDS_FIXTURES}/diffusion_marigold --cuda
+              LABELS cuda diffusion)
 # benchmark (label bench, not in the default run): the full-size Marigold normals pipeline at
 # processing resolution 768 (random weights made once by make_full_marigold.py into the build
 # folder), seconds per image and peak memory, ours vs diffusers on the same machine.

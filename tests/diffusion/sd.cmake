@@ -3,9 +3,13 @@
 add_executable(test_sd_img2img ${CMAKE_CURRENT_LIST_DIR}/test_sd_img2img.c)
 target_link_libraries(test_sd_img2img PRIVATE cmds_kernels_diffusion cmds_testutil cmds_warnings m)
 cmds_add_test(NAME diffusion.sd_img2img COMMAND test_sd_img2img ${CMDS_FIXTURES}/diffusion_sd LABELS unit diffusion)
+# the same on the GPU (cmds-augment --device cuda), and against the CPU path (skips without one)
+cmds_add_test(NAME diffusion.sd_img2img_cuda COMMAND test_sd_img2img ${CMDS_FIXTURES}/diffusion_sd --cuda
+              LABELS cuda diffusion)
 add_executable(test_sd_lora ${CMAKE_CURRENT_LIST_DIR}/test_sd_lora.c)
 target_link_libraries(test_sd_lora PRIVATE cmds_kernels_diffusion cmds_testutil cmds_warnings m)
 cmds_add_test(NAME diffusion.sd_lora COMMAND test_sd_lora ${CMDS_FIXTURES}/diffusion_sd LABELS unit diffusion)
+cmds_add_test(NAME diffusion.sd_lora_cuda COMMAND test_sd_lora ${CMDS_FIXTURES}/diffusion_sd --cuda LABELS cuda diffusion)
 # benchmark (label bench, not in the default run): full-size SD 2.1 (random weights made once by
 # make_full_sd.py into the build folder): seconds per LoRA training step at 512 and per img2img
 # image (50 DDIM steps x strength 0.3, guidance 7.5), ours vs diffusers + peft on the same machine.

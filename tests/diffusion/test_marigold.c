@@ -4,7 +4,12 @@
  * down- and upscaling processing resolutions and the native one; the antialiased input resize
  * against F.interpolate; the empty-prompt embedding; the seeded path; the frame conversion;
  * refusals of bad input.
- *   test_marigold FIXTURE_DIR */
+ * --cuda (exit 77 without a GPU, before anything is loaded): the model and the networks' work
+ * on the GPU, as cmds-estimate --device cuda runs them (fp32, allow_tf32 = 0): the same four
+ * cases against diffusers (and two members per UNet batch), unit length, each case's normals
+ * against the CPU path's, the seeded path (deterministic on the GPU, equal to the CPU's: the
+ * noise is drawn on the host), a context on the wrong device refused.
+ *   test_marigold FIXTURE_DIR [--cuda] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +32,7 @@ static double max_abs(const float *got, const npy_array *want, int64_t n, int64_
   double worst = 0;
   for (int64_t i = 0; i < n; i++) {
     double d = fabs((double)got[i] - npy_get(want, i));
-    if (!(d <= worst)) { worst = d; *where = i; }
+    if (!(d <= worst)) { worst = isnan(d) ? INFINITY : d; *where = i; } /* NaN stays the worst */
   }
   return worst;
 }
@@ -57,11 +62,202 @@ static void test_resize(void) {
   }
 }
 
+/* NaN in every output value before a run: a value the run does not write fails the checks. */
+static void poison(float *out, int64_t n) {
+  for (int64_t i = 0; i < n; i++) out[i] = NAN;
+}
+
+/* Runs every case of cases.json with m and ctx (on the model's device) against diffusers'
+ * normals; keep (or NULL): a host copy of each case's normals (H, W, 3), NULL where it failed. */
+static void run_cases(marigold_model *m, nn_ctx *ctx, const npy_array *img, const cmds_jv *cases, float **keep) {
+  const int H = (int)img->shape[0], W = (int)img->shape[1];
+  const int64_t n = 3 * (int64_t)H * W;
+  const char *tag = ctx->device == NN_CPU ? "" : " [cuda]";
+  cmds_error err = {0};
+  float *out = malloc(sizeof(float) * (size_t)n);
+  for (int64_t c = 0; cases && c < cases->n; c++) {
+    const cmds_jv *cs = &cases->items[c];
+    const char *name = "?", *red = "closest", *lat_name = NULL, *ref_name = NULL;
+    int64_t E = 1, steps = 0, res = -1;
+    if (keep) keep[c] = NULL;
+    cmds_jv_get_str(cs, "cases.json", "name", 1, NULL, &name, &err);
+    cmds_jv_get_str(cs, "cases.json", "reduction", 1, NULL, &red, &err);
+    cmds_jv_get_str(cs, "cases.json", "latents", 1, NULL, &lat_name, &err);
+    cmds_jv_get_str(cs, "cases.json", "normals", 1, NULL, &ref_name, &err);
+    cmds_jv_get_int(cs, "cases.json", "ensemble_size", 1, 1, &E, &err);
+    cmds_jv_get_int(cs, "cases.json", "steps", 0, 0, &steps, &err);   /* null: the checkpoint's */
+    cmds_jv_get_int(cs, "cases.json", "res", 0, -1, &res, &err);
+    npy_array lat, ref;
+    if (!lat_name || !ref_name || load(&lat, lat_name) || load(&ref, ref_name)) {
+      CHECK(0, "case %lld: fixture files", (long long)c);
+      continue;
+    }
+    marigold_opts o = marigold_opts_default();
+    o.steps = (int)steps;
+    o.processing_res = (int)res;
+    o.ensemble_size = (int)E;
+    o.reduction = strcmp(red, "mean") ? MARIGOLD_CLOSEST : MARIGOLD_MEAN;
+    o.init_latents = lat.data;
+    marigold_plan plan;
+    int rc = marigold_plan_for(m, H, W, &o, &plan, &err);
+    CHECK(rc == 0 && plan.ensemble * m->latent_channels * plan.h * plan.w == lat.count,
+          "%s: latent shape: plan (%d,%d,%d,%d) vs fixture %lld values", name, plan.ensemble, m->latent_channels,
+          plan.h, plan.w, (long long)lat.count);
+    poison(out, n);
+    rc = marigold_normals(m, ctx, img->data, H, W, &o, out, &err);
+    CHECK(rc == 0, "%s%s: %s", name, tag, err.msg);
+    if (!rc) {
+      int64_t at = 0;
+      double d = max_abs(out, &ref, ref.count, &at);
+      /* unit normals; the networks agree with diffusers to ~1e-6 relative (on the GPU too: the
+       * same fp32 arithmetic, another summation order) */
+      CHECK(d <= 1e-4, "%s%s: max |ours - diffusers| %.3g at pixel %lld channel %lld (ours %.6f, theirs %.6f)", name,
+            tag, d, (long long)(at / 3), (long long)(at % 3), (double)out[at], npy_get(&ref, at));
+      printf("%s%s (E %lld, steps %d, processing %dx%d, latent %dx%d): max |diff| %.3g\n", name, tag, (long long)E,
+             plan.steps, plan.ph, plan.pw, plan.h, plan.w, d);
+      double worst_len = 0;
+      for (int64_t i = 0; i < (int64_t)H * W; i++) {
+        double l = sqrt((double)out[3 * i] * out[3 * i] + (double)out[3 * i + 1] * out[3 * i + 1] +
+                        (double)out[3 * i + 2] * out[3 * i + 2]);
+        if (!(fabs(l - 1) <= worst_len)) worst_len = isnan(l) ? INFINITY : fabs(l - 1);
+      }
+      CHECK(worst_len < 1e-5, "%s%s: normals not unit length (%.3g off)", name, tag, worst_len);
+      if (keep) {
+        keep[c] = malloc(sizeof(float) * (size_t)n);
+        memcpy(keep[c], out, sizeof(float) * (size_t)n);
+      }
+    }
+    if (!rc && E > 2) { /* members through the UNet two at a time: the same result */
+      o.batch = 2;
+      poison(out, n);
+      rc = marigold_normals(m, ctx, img->data, H, W, &o, out, &err);
+      CHECK(rc == 0, "%s batch 2%s: %s", name, tag, err.msg);
+      int64_t at = 0;
+      double d = rc ? 1 : max_abs(out, &ref, ref.count, &at);
+      CHECK(d <= 1e-4, "%s%s, 2 members per UNet batch: max |diff| %.3g", name, tag, d);
+    }
+    npy_free(&lat);
+    npy_free(&ref);
+  }
+  free(out);
+}
+
+/* GPU vs CPU on the same inputs: both fp32 (no TF32, as cmds-estimate runs), so only the
+ * summation order differs (cuBLAS and our CUDA reductions against OpenBLAS / OpenMP). The CPU
+ * path's distance from diffusers, torch's fp32 in yet another order, is 1.7e-6 .. 9.3e-6 on
+ * these unit normals (measured here), so the GPU's should be of that size too; the direct bound
+ * is the CPU test's 1e-4 against diffusers: 10x that, and a wrong kernel, or a pixel where
+ * "closest" picks another member on the GPU, shows far above it. */
+#define CUDA_VS_CPU_ATOL 1e-4
+
+/* --cuda: the model on the GPU against diffusers and against the CPU path. */
+static int test_cuda(const char *root) {
+  cmds_error err = {0};
+  marigold_model mg, mc;
+  int rc = marigold_load(&mg, root, NN_CUDA, &err);
+  CHECK(rc == 0, "load on the GPU: %s", err.msg);
+  if (rc) return CHECK_DONE();
+  rc = marigold_load(&mc, root, NN_CPU, &err);
+  CHECK(rc == 0, "load on the CPU: %s", err.msg);
+  if (rc) {
+    marigold_free(&mg);
+    return CHECK_DONE();
+  }
+  CHECK(mg.device == NN_CUDA && mg.unet.device == NN_CUDA && mg.vae.device == NN_CUDA, "the networks on the GPU");
+  npy_array img;
+  char p[1100];
+  snprintf(p, sizeof(p), "%s/cases.json", dir);
+  cmds_jv cj;
+  if (load(&img, "image.npy") || cmds_jv_read_file(p, &cj, &err)) {
+    CHECK(0, "image.npy, cases.json: %s", err.msg);
+    return CHECK_DONE();
+  }
+  const int H = (int)img.shape[0], W = (int)img.shape[1];
+  const int64_t n = 3 * (int64_t)H * W;
+  const cmds_jv *cases = cmds_jv_member(&cj, "cases");
+  CHECK(cases && cases->type == CMDS_JV_ARR && cases->n == 4, "cases.json: 4 cases");
+  marigold_opts big = marigold_opts_default();
+  big.ensemble_size = 3;
+  big.processing_res = 96;
+  nn_arena sg, sc;
+  nn_ctx cg, cc;
+  if (nn_arena_init(&sg, NN_CUDA, marigold_workspace_bytes(&mg, H, W, &big), &err) ||
+      nn_ctx_init(&cg, NN_CUDA, &sg, NULL, 0, &err) ||
+      nn_arena_init(&sc, NN_CPU, marigold_workspace_bytes(&mc, H, W, &big), &err) ||
+      nn_ctx_init(&cc, NN_CPU, &sc, NULL, 0, &err)) {
+    CHECK(0, "%s", err.msg);
+    return CHECK_DONE();
+  }
+  float *kg[8] = {0}, *kc[8] = {0};
+  int nc = cases && cases->n <= 8 ? (int)cases->n : 0;
+  run_cases(&mg, &cg, &img, nc ? cases : NULL, kg);
+  run_cases(&mc, &cc, &img, nc ? cases : NULL, kc);
+  for (int c = 0; c < nc; c++) {
+    const char *name = "?";
+    cmds_jv_get_str(&cases->items[c], "cases.json", "name", 1, NULL, &name, &err);
+    CHECK(kg[c] && kc[c], "%s: both runs", name);
+    if (kg[c] && kc[c]) {
+      npy_array cpu = {0};
+      cpu.data = kc[c], cpu.count = n;
+      snprintf(cpu.dtype, sizeof cpu.dtype, "f4");
+      int64_t at = 0;
+      double d = max_abs(kg[c], &cpu, n, &at);
+      printf("CUDA vs CPU %s: max |diff| %.3g (bound %.0e)\n", name, d, CUDA_VS_CPU_ATOL);
+      CHECK(d <= CUDA_VS_CPU_ATOL, "%s: GPU vs CPU max |diff| %.3g at pixel %lld channel %lld (%.6f vs %.6f)", name, d,
+            (long long)(at / 3), (long long)(at % 3), (double)kg[c][at], (double)kc[c][at]);
+    }
+    free(kg[c]), free(kc[c]);
+  }
+
+  /* our own noise (drawn on the host): deterministic on the GPU, the CPU's normals */
+  {
+    marigold_opts o = marigold_opts_default();
+    o.steps = 2;
+    o.seed = 11;
+    float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n),
+          *c = malloc(sizeof(float) * (size_t)n);
+    poison(a, n), poison(b, n), poison(c, n);
+    CHECK(marigold_normals(&mg, &cg, img.data, H, W, &o, a, &err) == 0, "seeded [cuda]: %s", err.msg);
+    CHECK(marigold_normals(&mg, &cg, img.data, H, W, &o, b, &err) == 0, "seeded [cuda]: %s", err.msg);
+    CHECK(!memcmp(a, b, sizeof(float) * (size_t)n), "same seed on the GPU, different normals");
+    CHECK(marigold_normals(&mc, &cc, img.data, H, W, &o, c, &err) == 0, "seeded: %s", err.msg);
+    npy_array cpu = {0};
+    cpu.data = c, cpu.count = n;
+    snprintf(cpu.dtype, sizeof cpu.dtype, "f4");
+    int64_t at = 0;
+    double d = max_abs(a, &cpu, n, &at);
+    printf("CUDA vs CPU seeded (seed 11, 2 steps): max |diff| %.3g (bound %.0e)\n", d, CUDA_VS_CPU_ATOL);
+    CHECK(d <= CUDA_VS_CPU_ATOL, "seeded: GPU vs CPU max |diff| %.3g at %lld", d, (long long)at);
+    /* a context on the CPU for the model on the GPU is refused, naming both */
+    CHECK(marigold_normals(&mg, &cc, img.data, H, W, &o, a, &err) == CMDS_EINPUT && strstr(err.msg, "cuda") &&
+              strstr(err.msg, "cpu"),
+          "context on another device: %s", err.msg);
+    free(a), free(b), free(c);
+  }
+  cmds_jv_free(&cj);
+  npy_free(&img);
+  nn_ctx_free(&cg), nn_ctx_free(&cc);
+  nn_arena_free(&sg), nn_arena_free(&sc);
+  marigold_free(&mg), marigold_free(&mc);
+  return CHECK_DONE();
+}
+
 int main(int argc, char **argv) {
-  if (argc < 2) { fprintf(stderr, "usage: test_marigold FIXTURE_DIR\n"); return 2; }
+  if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--cuda") != 0)) {
+    fprintf(stderr, "usage: test_marigold FIXTURE_DIR [--cuda]\n");
+    return 2;
+  }
   dir = argv[1];
   char root[1024], why[512];
   snprintf(root, sizeof(root), "%s/ckpt", dir);
+  if (argc == 3) {
+    if (!nn_cuda_available()) {
+      printf("no GPU: skipped\n");
+      return 77;
+    }
+    nn_cuda_select(0);
+    return test_cuda(root);
+  }
   test_resize();
 
   /* weights present / absent */
@@ -113,64 +309,8 @@ int main(int argc, char **argv) {
     CHECK(0, "%s", err.msg);
     return CHECK_DONE();
   }
+  run_cases(&m, &ctx, &img, cases, NULL);
   float *out = malloc(sizeof(float) * 3 * (size_t)H * (size_t)W);
-  for (int64_t c = 0; cases && c < cases->n; c++) {
-    const cmds_jv *cs = &cases->items[c];
-    const char *name = "?", *red = "closest", *lat_name = NULL, *ref_name = NULL;
-    int64_t E = 1, steps = 0, res = -1;
-    cmds_jv_get_str(cs, "cases.json", "name", 1, NULL, &name, &err);
-    cmds_jv_get_str(cs, "cases.json", "reduction", 1, NULL, &red, &err);
-    cmds_jv_get_str(cs, "cases.json", "latents", 1, NULL, &lat_name, &err);
-    cmds_jv_get_str(cs, "cases.json", "normals", 1, NULL, &ref_name, &err);
-    cmds_jv_get_int(cs, "cases.json", "ensemble_size", 1, 1, &E, &err);
-    cmds_jv_get_int(cs, "cases.json", "steps", 0, 0, &steps, &err);   /* null: the checkpoint's */
-    cmds_jv_get_int(cs, "cases.json", "res", 0, -1, &res, &err);
-    npy_array lat, ref;
-    if (!lat_name || !ref_name || load(&lat, lat_name) || load(&ref, ref_name)) {
-      CHECK(0, "case %lld: fixture files", (long long)c);
-      continue;
-    }
-    marigold_opts o = marigold_opts_default();
-    o.steps = (int)steps;
-    o.processing_res = (int)res;
-    o.ensemble_size = (int)E;
-    o.reduction = strcmp(red, "mean") ? MARIGOLD_CLOSEST : MARIGOLD_MEAN;
-    o.init_latents = lat.data;
-    marigold_plan plan;
-    rc = marigold_plan_for(&m, H, W, &o, &plan, &err);
-    CHECK(rc == 0 && plan.ensemble * m.latent_channels * plan.h * plan.w == lat.count,
-          "%s: latent shape: plan (%d,%d,%d,%d) vs fixture %lld values", name, plan.ensemble, m.latent_channels,
-          plan.h, plan.w, (long long)lat.count);
-    rc = marigold_normals(&m, &ctx, img.data, H, W, &o, out, &err);
-    CHECK(rc == 0, "%s: %s", name, err.msg);
-    if (!rc) {
-      int64_t at = 0;
-      double d = max_abs(out, &ref, ref.count, &at);
-      /* unit normals; the networks agree with diffusers to ~1e-6 relative */
-      CHECK(d <= 1e-4, "%s: max |ours - diffusers| %.3g at pixel %lld channel %lld (ours %.6f, theirs %.6f)", name, d,
-            (long long)(at / 3), (long long)(at % 3), (double)out[at], npy_get(&ref, at));
-      printf("%s (E %lld, steps %d, processing %dx%d, latent %dx%d): max |diff| %.3g\n", name, (long long)E,
-             plan.steps, plan.ph, plan.pw, plan.h, plan.w, d);
-      double worst_len = 0;
-      for (int64_t i = 0; i < (int64_t)H * W; i++) {
-        double l = sqrt((double)out[3 * i] * out[3 * i] + (double)out[3 * i + 1] * out[3 * i + 1] +
-                        (double)out[3 * i + 2] * out[3 * i + 2]);
-        if (fabs(l - 1) > worst_len) worst_len = fabs(l - 1);
-      }
-      CHECK(worst_len < 1e-5, "%s: normals not unit length (%.3g off)", name, worst_len);
-    }
-    if (!rc && E > 2) { /* members through the UNet two at a time: the same result */
-      o.batch = 2;
-      rc = marigold_normals(&m, &ctx, img.data, H, W, &o, out, &err);
-      CHECK(rc == 0, "%s batch 2: %s", name, err.msg);
-      int64_t at = 0;
-      double d = rc ? 1 : max_abs(out, &ref, ref.count, &at);
-      CHECK(d <= 1e-4, "%s, 2 members per UNet batch: max |diff| %.3g", name, d);
-    }
-    npy_free(&lat);
-    npy_free(&ref);
-  }
-
   /* our own noise: deterministic in the seed, different across seeds, unit normals */
   {
     marigold_opts o = marigold_opts_default();

@@ -5,7 +5,12 @@
  * classifier-free guidance, strengths 0.3 / 0.5 / 0.6 / 1, with the fine-tuned LoRA loaded from
  * the file diffusers wrote (alpha = r and alpha = 2 r); the prompt embedding; the seeded path;
  * refusals of bad input and of incomplete checkpoints.
- *   test_sd_img2img FIXTURE_DIR */
+ * --cuda (exit 77 without a GPU, before anything is loaded): the models on the GPU as
+ * cmds-augment --device cuda runs them (fp32, allow_tf32 = 0): every case against diffusers
+ * (LoRA loaded onto the GPU UNet included) and against the CPU path's image, the seeded path
+ * (deterministic on the GPU, the CPU's image: the draws are made on the host), a context on
+ * the wrong device refused.
+ *   test_sd_img2img FIXTURE_DIR [--cuda] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,9 +38,22 @@ static double rel_err(const float *got, const npy_array *want, int64_t n, int64_
   for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(npy_get(want, i)));
   for (int64_t i = 0; i < n; i++) {
     double d = fabs((double)got[i] - npy_get(want, i));
-    if (!(d <= worst)) { worst = d; *where = i; }
+    if (!(d <= worst)) { worst = isnan(d) ? INFINITY : d; *where = i; } /* NaN stays the worst */
   }
   return worst / (scale > 0 ? scale : 1);
+}
+
+/* NaN in every output value before a run: a value the run does not write fails the checks. */
+static void poison(float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = NAN;
+}
+
+/* rel_err against another float image (as an f4 array). */
+static double rel_err_f(const float *got, float *want, int64_t n, int64_t *where) {
+  npy_array w = {0};
+  snprintf(w.dtype, sizeof w.dtype, "f4");
+  w.data = want, w.count = n, w.itemsize = sizeof(float);
+  return rel_err(got, &w, n, where);
 }
 
 static void test_layout(const char *root) {
@@ -65,7 +83,13 @@ static void test_layout(const char *root) {
   CHECK(system(cmd) == 0, "%s", cmd);
 }
 
-static void run_case(sd_models *M, const cmds_jv *c, const npy_array *img, int H, int W) {
+/* One case of img2img.json on M's device against diffusers' image; keep (or NULL): the image
+ * (host (H, W, 3), malloc'd; NULL when the run failed) and the case's name. */
+static void run_case(sd_models *M, const cmds_jv *c, const npy_array *img, int H, int W, float **keep,
+                     const char **keep_name) {
+  const nn_device dev = M->device;
+  const char *tag = dev == NN_CPU ? "" : " [cuda]";
+  if (keep) *keep = NULL;
   const char *name = NULL, *lora = NULL, *f_eps = NULL, *f_noise = NULL, *f_out = NULL;
   double strength = 0, guidance = 0;
   int64_t steps = 0;
@@ -80,6 +104,7 @@ static void run_case(sd_models *M, const cmds_jv *c, const npy_array *img, int H
            cmds_jv_get_str(c, "img2img.json", "out", 1, NULL, &f_out, &err);
   CHECK(rc == 0, "case: %s", err.msg);
   if (rc) return;
+  if (keep_name) *keep_name = name;
   if (lj && lj->type == CMDS_JV_STR) lora = lj->str;
   npy_array eps, noise, want;
   if (load(&eps, f_eps) || load(&noise, f_noise) || load(&want, f_out)) { CHECK(0, "%s: fixture files", name); return; }
@@ -100,17 +125,18 @@ static void run_case(sd_models *M, const cmds_jv *c, const npy_array *img, int H
   nn_arena s;
   nn_ctx ctx;
   size_t ws = sd_img2img_workspace_bytes(M, H, W, o.guidance);
-  if (nn_arena_init(&s, NN_CPU, ws, &err) || nn_ctx_init(&ctx, NN_CPU, &s, NULL, 0, &err)) { CHECK(0, "%s", err.msg); return; }
+  if (nn_arena_init(&s, dev, ws, &err) || nn_ctx_init(&ctx, dev, &s, NULL, 0, &err)) { CHECK(0, "%s", err.msg); return; }
   float *y = malloc(sizeof(float) * (size_t)(H * W * 3));
+  poison(y, (int64_t)H * W * 3);
   rc = sd_img2img(M, &ctx, img->data, H, W, &o, y, &err);
-  CHECK(rc == 0, "%s: %s", name, err.msg);
+  CHECK(rc == 0, "%s%s: %s", name, tag, err.msg);
   if (!rc) {
     int64_t at = 0;
     double e = rel_err(y, &want, want.count, &at);
-    printf("img2img %-12s strength %.2f steps %lld guidance %.1f: max |diff| / max |ref| = %.3g (scratch peak %zu of %zu)\n",
-           name, strength, (long long)steps, guidance, e, s.peak_bytes, ws);
-    CHECK(e <= 1e-4, "img2img %s: relative error %.3g at %lld (got %g want %g)", name, e, (long long)at, (double)y[at],
-          npy_get(&want, at));
+    printf("img2img %-12s%s strength %.2f steps %lld guidance %.1f: max |diff| / max |ref| = %.3g (scratch peak %zu of %zu)\n",
+           name, tag, strength, (long long)steps, guidance, e, s.peak_bytes, ws);
+    CHECK(e <= 1e-4, "img2img %s%s: relative error %.3g at %lld (got %g want %g)", name, tag, e, (long long)at,
+          (double)y[at], npy_get(&want, at));
     CHECK(s.peak_bytes <= ws, "%s: scratch peak %zu > workspace %zu", name, s.peak_bytes, ws);
     if (lora) { /* the adapters matter: without them the image differs far beyond the tolerance */
       unet_lora_detach(&M->unet);
@@ -119,11 +145,12 @@ static void run_case(sd_models *M, const cmds_jv *c, const npy_array *img, int H
       npy_array ours = want;
       ours.data = y0;
       double e0 = rel_err(y, &ours, want.count, &at);
-      CHECK(e0 > 1e-2, "%s: the LoRA changes the image by only %.3g", name, e0);
+      CHECK(e0 > 1e-2, "%s%s: the LoRA changes the image by only %.3g", name, tag, e0);
       free(y0);
     }
   }
-  free(y);
+  if (keep && !rc) *keep = y;
+  else free(y);
   nn_ctx_free(&ctx);
   nn_arena_free(&s);
   npy_free(&eps);
@@ -131,11 +158,126 @@ static void run_case(sd_models *M, const cmds_jv *c, const npy_array *img, int H
   npy_free(&want);
 }
 
+/* GPU vs CPU on the same inputs and draws: both fp32 (no TF32, as cmds-augment runs), only the
+ * summation order differs (cuBLAS and our CUDA reductions against OpenBLAS / OpenMP). The CPU
+ * path's distance from diffusers' image, torch's fp32 in another order, is 3.9e-7 .. 5.7e-7 of
+ * the image's range (max |diff| / max |ref|, measured here), so the GPU's should be of that
+ * size; the direct bound is the CPU test's 1e-4 against diffusers, 100x that: rounding passes,
+ * a wrong kernel or a lost LoRA (which moves the image by > 1e-2) does not. */
+#define CUDA_VS_CPU_RTOL 1e-4
+
+/* --cuda: the models on the GPU against diffusers and against the CPU path. */
+static int test_cuda(const char *root) {
+  sd_models Mg, Mc;
+  cmds_error err = {0};
+  int rc = sd_models_load(&Mg, root, NN_CUDA, &err);
+  CHECK(rc == 0, "load on the GPU: %s", err.msg);
+  if (rc) return CHECK_DONE();
+  rc = sd_models_load(&Mc, root, NN_CPU, &err);
+  CHECK(rc == 0, "load on the CPU: %s", err.msg);
+  if (rc) {
+    sd_models_free(&Mg);
+    return CHECK_DONE();
+  }
+  CHECK(Mg.device == NN_CUDA && Mg.unet.device == NN_CUDA && Mg.vae.device == NN_CUDA, "the networks on the GPU");
+  cmds_jv j;
+  char p[1200];
+  snprintf(p, sizeof(p), "%s/img2img.json", dir);
+  if (cmds_jv_read_file(p, &j, &err)) {
+    CHECK(0, "%s", err.msg);
+    return CHECK_DONE();
+  }
+  const char *prompt = NULL;
+  int64_t H = 0, W = 0;
+  cmds_jv_get_str(&j, p, "prompt", 1, NULL, &prompt, &err);
+  cmds_jv_get_int(&j, p, "H", 1, 0, &H, &err);
+  cmds_jv_get_int(&j, p, "W", 1, 0, &W, &err);
+  CHECK(sd_models_set_prompt(&Mg, prompt, "", &err) == 0, "set_prompt: %s", err.msg);
+  CHECK(sd_models_set_prompt(&Mc, prompt, "", &err) == 0, "set_prompt: %s", err.msg);
+  npy_array img;
+  if (load(&img, "i2i_image.npy")) {
+    CHECK(0, "i2i_image.npy");
+    return CHECK_DONE();
+  }
+  const int64_t n = H * W * 3;
+  const cmds_jv *cases = cmds_jv_member(&j, "cases");
+  CHECK(cases && cases->type == CMDS_JV_ARR && cases->n >= 4, "cases");
+  for (int64_t i = 0; cases && i < cases->n; i++) {
+    float *yg = NULL, *yc = NULL;
+    const char *name = "?";
+    run_case(&Mg, &cases->items[i], &img, (int)H, (int)W, &yg, &name);
+    run_case(&Mc, &cases->items[i], &img, (int)H, (int)W, &yc, NULL);
+    CHECK(yg && yc, "%s: both runs", name);
+    if (yg && yc) {
+      int64_t at = 0;
+      double e = rel_err_f(yg, yc, n, &at);
+      printf("CUDA vs CPU img2img %-12s: max |diff| / max |cpu| = %.3g (bound %.0e)\n", name, e, CUDA_VS_CPU_RTOL);
+      CHECK(e <= CUDA_VS_CPU_RTOL, "%s: GPU vs CPU %.3g at %lld (%g vs %g)", name, e, (long long)at, (double)yg[at],
+            (double)yc[at]);
+    }
+    free(yg), free(yc);
+  }
+
+  /* the seeded path (draws on the host): deterministic on the GPU, the CPU's image */
+  unet_lora_detach(&Mg.unet);
+  unet_lora_detach(&Mc.unet);
+  {
+    sd_img2img_opts o = sd_img2img_opts_default();
+    o.steps = 4;
+    o.strength = 0.5f;
+    o.seed = 9;
+    nn_arena sg, sc;
+    nn_ctx cg, cc;
+    if (nn_arena_init(&sg, NN_CUDA, sd_img2img_workspace_bytes(&Mg, (int)H, (int)W, o.guidance), &err) ||
+        nn_ctx_init(&cg, NN_CUDA, &sg, NULL, 0, &err) ||
+        nn_arena_init(&sc, NN_CPU, sd_img2img_workspace_bytes(&Mc, (int)H, (int)W, o.guidance), &err) ||
+        nn_ctx_init(&cc, NN_CPU, &sc, NULL, 0, &err)) {
+      CHECK(0, "%s", err.msg);
+      return CHECK_DONE();
+    }
+    float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n),
+          *c = malloc(sizeof(float) * (size_t)n);
+    poison(a, n), poison(b, n), poison(c, n);
+    CHECK(sd_img2img(&Mg, &cg, img.data, (int)H, (int)W, &o, a, &err) == 0, "seeded [cuda]: %s", err.msg);
+    CHECK(sd_img2img(&Mg, &cg, img.data, (int)H, (int)W, &o, b, &err) == 0, "seeded [cuda]: %s", err.msg);
+    CHECK(!memcmp(a, b, sizeof(float) * (size_t)n), "seeded img2img is deterministic on the GPU");
+    CHECK(sd_img2img(&Mc, &cc, img.data, (int)H, (int)W, &o, c, &err) == 0, "seeded: %s", err.msg);
+    int64_t at = 0;
+    double e = rel_err_f(a, c, n, &at);
+    printf("CUDA vs CPU img2img seeded (seed 9, guidance %.1f): max |diff| / max |cpu| = %.3g (bound %.0e)\n",
+           (double)o.guidance, e, CUDA_VS_CPU_RTOL);
+    CHECK(e <= CUDA_VS_CPU_RTOL, "seeded: GPU vs CPU %.3g at %lld", e, (long long)at);
+    /* a CPU context for the models on the GPU is refused, naming both */
+    CHECK(sd_img2img(&Mg, &cc, img.data, (int)H, (int)W, &o, a, &err) == CMDS_EINPUT && strstr(err.msg, "cuda") &&
+              strstr(err.msg, "cpu"),
+          "context on another device: %s", err.msg);
+    free(a), free(b), free(c);
+    nn_ctx_free(&cg), nn_ctx_free(&cc);
+    nn_arena_free(&sg), nn_arena_free(&sc);
+  }
+  npy_free(&img);
+  cmds_jv_free(&j);
+  sd_models_free(&Mg);
+  sd_models_free(&Mc);
+  return CHECK_DONE();
+}
+
 int main(int argc, char **argv) {
-  if (argc < 2) { fprintf(stderr, "usage: test_sd_img2img FIXTURE_DIR\n"); return 2; }
+  if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--cuda") != 0)) {
+    fprintf(stderr, "usage: test_sd_img2img FIXTURE_DIR [--cuda]\n");
+    return 2;
+  }
   dir = argv[1];
   char root[1024];
   snprintf(root, sizeof(root), "%s/ckpt", dir);
+  if (argc == 3) {
+    if (!nn_cuda_available()) {
+      printf("no GPU: skipped\n");
+      return 77;
+    }
+    nn_cuda_select(0);
+    return test_cuda(root);
+  }
   test_layout(root);
 
   sd_models M;
@@ -185,7 +327,7 @@ int main(int argc, char **argv) {
   CHECK(img.shape[1] == H && img.shape[2] == W, "image size");
   const cmds_jv *cases = cmds_jv_member(&j, "cases");
   CHECK(cases && cases->type == CMDS_JV_ARR && cases->n >= 4, "cases");
-  for (int64_t i = 0; cases && i < cases->n; i++) run_case(&M, &cases->items[i], &img, (int)H, (int)W);
+  for (int64_t i = 0; cases && i < cases->n; i++) run_case(&M, &cases->items[i], &img, (int)H, (int)W, NULL, NULL);
 
   /* refusals */
   {

@@ -10,7 +10,11 @@
  * Bad checkpoints, made at test time in a temporary folder: a missing tensor, a mis-shaped
  * tensor, unexpected tensors, unsupported / broken configuration keys: each CMDS_EINPUT
  * naming the tensor or the key.
- *   test_diffusion_vae <fixtures/diffusion_vae> */
+ * --cuda: cases a, a16 and b with the model, inputs, outputs and scratch on the GPU (exit 77
+ * without one, before anything is loaded): the same fixture comparisons, the same exact
+ * scratch replay and refusals, and every output against the CPU path's directly (bounds at
+ * CUDA_VS_CPU_RTOL below).
+ *   test_diffusion_vae <fixtures/diffusion_vae> [--cuda] */
 #define _XOPEN_SOURCE 700
 #include <ftw.h>
 #include <math.h>
@@ -21,6 +25,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "nn/tensor.h"
 #include "npy.h"
 #include "safetensors.h"
 #include "safetensors_write.h"
@@ -62,12 +67,59 @@ static double compare(const nn_tensor *got, const nn_tensor *want, double rtol, 
   return worst;
 }
 
-/* The case's outputs: encode, encode_mean_scaled, decode_scaled against <ref>__*.npy. */
-static void run_case(const char *root, const char *in, const char *ref, double rtol) {
+/* GPU runs: the fp32 path (allow_tf32 = 0, what cmds-estimate and cmds-augment run with), so
+ * the arithmetic is the CPU's; only the summation order differs (cuBLAS GEMMs and our CUDA
+ * reductions against OpenBLAS and OpenMP). The CPU path's own error against the float64
+ * reference, fp32 rounding in its order, is 0.6e-6 .. 3.3e-6 in this metric (measured here);
+ * the GPU's rounding in another order is of the same size (analysis/kernels_gpu.md: single
+ * fp32 ops 1e-7 .. 1e-6 against the CPU). So the fixture bound stays the CPU test's 1e-4 on
+ * the GPU, and the direct GPU vs CPU bound is that 1e-4 too (test_unet_lora's bound for its GPU
+ * vs CPU gradients): 30x the expected difference, while a wrong kernel shows at 1e-2 or more. */
+#define CUDA_VS_CPU_RTOL 1e-4
+
+/* A host copy of a tensor on any device (into buf, numel floats). */
+static nn_tensor to_host(const nn_tensor *t, float *buf) {
+  nn_tensor h = *t;
+  h.device = NN_CPU;
+  h.data = buf;
+  cmds_error err = {0};
+  int rc = t->device == NN_CPU ? (memcpy(buf, t->data, nn_tensor_bytes(t)), 0) : nn_tensor_copy(&h, t, &err);
+  CHECK(rc == 0, "copy to the host: %s", err.msg);
+  return h;
+}
+
+/* Fills a tensor on any device with NaN (outputs are poisoned before each forward: an
+ * element the forward does not write fails the comparison). */
+static void poison(nn_tensor *t) {
+  int64_t n = nn_tensor_numel(t);
+  float *h = malloc((size_t)n * sizeof(float));
+  for (int64_t i = 0; i < n; i++) h[i] = NAN;
+  nn_tensor hv = *t;
+  hv.device = NN_CPU;
+  hv.data = h;
+  cmds_error err = {0};
+  CHECK(nn_tensor_copy(t, &hv, &err) == 0, "poison: %s", err.msg);
+  free(h);
+}
+
+/* The outputs of one case, on the host: moments, latent, decode (kept for GPU vs CPU). */
+typedef struct case_out {
+  float *out[3];
+  nn_tensor t[3];
+} case_out;
+
+static void case_out_free(case_out *c) {
+  for (int i = 0; i < 3; i++) free(c->out[i]);
+  memset(c, 0, sizeof *c);
+}
+
+/* The case's outputs: encode, encode_mean_scaled, decode_scaled against <ref>__*.npy, with the
+ * model, inputs, outputs and scratch on dev. keep (or NULL): host copies of the three outputs. */
+static void run_case(const char *root, const char *in, const char *ref, double rtol, nn_device dev, case_out *keep) {
   cmds_error err = {0};
   vae_model m;
-  int rc = vae_load(&m, root, "vae", NN_CPU, &err);
-  CHECK(rc == 0, "load %s: %s", root, err.msg);
+  int rc = vae_load(&m, root, "vae", dev, &err);
+  CHECK(rc == 0, "load %s on %s: %s", root, nn_device_name(dev), err.msg);
   if (rc) return;
   npy_array ax, az, am, al, ay;
   char nm[64];
@@ -85,35 +137,59 @@ static void run_case(const char *root, const char *in, const char *ref, double r
   size_t ws = vae_workspace_bytes(&m, B, H, W);
   nn_arena s, o;
   nn_ctx ctx;
-  CHECK(nn_arena_init(&s, NN_CPU, ws, &err) == 0, "scratch arena: %s", err.msg);
-  CHECK(nn_arena_init(&o, NN_CPU, 3 * (nn_tensor_bytes(&wm) + nn_tensor_bytes(&wy)) + 4096, &err) == 0, "outputs");
-  CHECK(nn_ctx_init(&ctx, NN_CPU, &s, NULL, 0, &err) == 0, "ctx");
+  CHECK(nn_arena_init(&s, dev, ws, &err) == 0, "scratch arena: %s", err.msg);
+  CHECK(nn_arena_init(&o, dev, 3 * (nn_tensor_bytes(&wm) + nn_tensor_bytes(&wy)) + nn_tensor_bytes(&x) +
+                                   nn_tensor_bytes(&z) + 4096, &err) == 0, "outputs");
+  CHECK(nn_ctx_init(&ctx, dev, &s, NULL, 0, &err) == 0, "ctx");
   nn_tensor mom, lat, y;
   CHECK(nn_tensor_alloc(&mom, &o, NN_F32, 4, wm.shape, &err) == 0, "alloc");
   CHECK(nn_tensor_alloc(&lat, &o, NN_F32, 4, wl.shape, &err) == 0, "alloc");
   CHECK(nn_tensor_alloc(&y, &o, NN_F32, 4, wy.shape, &err) == 0, "alloc");
+  nn_tensor hx = x, hz = z; /* the fixtures on the host; x, z on dev */
+  if (dev != NN_CPU) {
+    CHECK(nn_tensor_alloc(&x, &o, NN_F32, 4, hx.shape, &err) == 0 && nn_tensor_copy(&x, &hx, &err) == 0, "x: %s",
+          err.msg);
+    CHECK(nn_tensor_alloc(&z, &o, NN_F32, 4, hz.shape, &err) == 0 && nn_tensor_copy(&z, &hz, &err) == 0, "z: %s",
+          err.msg);
+  }
   int64_t h, w;
   vae_latent_size(&m, H, W, &h, &w);
   CHECK(h == wl.shape[2] && w == wl.shape[3], "latent size %lld x %lld", (long long)h, (long long)w);
   char what[96];
+  const char *tag = dev == NN_CPU ? "" : " [cuda]";
+  float *got[3] = {malloc(nn_tensor_bytes(&wm)), malloc(nn_tensor_bytes(&wl)), malloc(nn_tensor_bytes(&wy))};
+  nn_tensor hg[3];
+  poison(&mom);
   rc = vae_encode(&m, &ctx, &mom, &x, &err);
+  if (!rc) rc = nn_ctx_sync(&ctx, &err);
   CHECK(rc == 0, "encode: %s", err.msg);
-  snprintf(what, sizeof what, "%s moments", ref);
-  if (!rc) compare(&mom, &wm, rtol, what);
+  snprintf(what, sizeof what, "%s moments%s", ref, tag);
+  hg[0] = to_host(&mom, got[0]);
+  if (!rc) compare(&hg[0], &wm, rtol, what);
+  poison(&lat);
   rc = vae_encode_mean_scaled(&m, &ctx, &lat, &x, &err);
+  if (!rc) rc = nn_ctx_sync(&ctx, &err);
   CHECK(rc == 0, "encode_mean_scaled: %s", err.msg);
-  snprintf(what, sizeof what, "%s latent (mean * sf)", ref);
-  if (!rc) compare(&lat, &wl, rtol, what);
+  snprintf(what, sizeof what, "%s latent (mean * sf)%s", ref, tag);
+  hg[1] = to_host(&lat, got[1]);
+  if (!rc) compare(&hg[1], &wl, rtol, what);
+  poison(&y);
   rc = vae_decode_scaled(&m, &ctx, &y, &z, &err);
+  if (!rc) rc = nn_ctx_sync(&ctx, &err);
   CHECK(rc == 0, "decode_scaled: %s", err.msg);
-  snprintf(what, sizeof what, "%s decode", ref);
-  if (!rc) compare(&y, &wy, rtol, what);
+  snprintf(what, sizeof what, "%s decode%s", ref, tag);
+  hg[2] = to_host(&y, got[2]);
+  if (!rc) compare(&hg[2], &wy, rtol, what);
+  for (int i = 0; i < 3; i++) {
+    if (keep) keep->out[i] = got[i], keep->t[i] = hg[i];
+    else free(got[i]);
+  }
   /* the replay is exact: the forwards peaked at what vae_workspace_bytes said */
   CHECK(s.peak_bytes + 256 == ws, "%s: scratch peak %zu, workspace %zu", ref, s.peak_bytes, ws);
   CHECK(s.used_bytes == 0, "scratch handed back: %zu", s.used_bytes);
   /* too little scratch is an error, not a crash */
   nn_arena small;
-  CHECK(nn_arena_init(&small, NN_CPU, ws / 2, &err) == 0, "small arena");
+  CHECK(nn_arena_init(&small, dev, ws / 2, &err) == 0, "small arena");
   ctx.scratch = &small;
   rc = vae_decode_scaled(&m, &ctx, &y, &z, &err);
   CHECK(rc != 0 && strstr(err.msg, "vae_decode_scaled") && strstr(err.msg, "arena"), "small scratch: rc %d %s", rc,
@@ -269,12 +345,36 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
   return remove(p);
 }
 
+/* One case on the CPU and on the GPU: both against the fixtures, then GPU against CPU. */
+static void run_both(const char *root, const char *in, const char *ref) {
+  case_out cpu = {0}, gpu = {0};
+  run_case(root, in, ref, 1e-4, NN_CPU, &cpu);
+  run_case(root, in, ref, 1e-4, NN_CUDA, &gpu);
+  static const char *names[3] = {"moments", "latent (mean * sf)", "decode"};
+  for (int i = 0; i < 3; i++) {
+    char what[96];
+    snprintf(what, sizeof what, "CUDA vs CPU %s %s", ref, names[i]);
+    CHECK(cpu.out[i] && gpu.out[i], "%s: both runs", what);
+    if (cpu.out[i] && gpu.out[i]) compare(&gpu.t[i], &cpu.t[i], CUDA_VS_CPU_RTOL, what);
+  }
+  case_out_free(&cpu);
+  case_out_free(&gpu);
+}
+
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s FIXTURE_DIR\n", argv[0]);
+  if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--cuda") != 0)) {
+    fprintf(stderr, "usage: %s FIXTURE_DIR [--cuda]\n", argv[0]);
     return 2;
   }
   fix = argv[1];
+  int cuda = argc == 3;
+  if (cuda) {
+    if (!nn_cuda_available()) {
+      printf("no GPU: skipped\n");
+      return 77;
+    }
+    nn_cuda_select(0);
+  }
   const char *td = getenv("TMPDIR");
   snprintf(tmp, sizeof tmp, "%s/cmds_test_vae_XXXXXX", td && *td ? td : "/tmp");
   if (!mkdtemp(tmp)) {
@@ -283,9 +383,20 @@ int main(int argc, char **argv) {
   }
   char root[800], p[900];
 
+  if (cuda) { /* a, its fp16 variant, b: on the GPU, against the fixtures and the CPU */
+    snprintf(root, sizeof root, "%s/a", fix);
+    run_both(root, "a", "a");
+    snprintf(p, sizeof p, "%s/a/vae/diffusion_pytorch_model.fp16.safetensors", fix);
+    run_both(make_ckpt("half", NULL, NULL, p, "diffusion_pytorch_model.fp16.safetensors"), "a", "a16");
+    snprintf(root, sizeof root, "%s/b", fix);
+    run_both(root, "b", "b");
+    nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return CHECK_DONE();
+  }
+
   /* a: the SD layout in miniature */
   snprintf(root, sizeof root, "%s/a", fix);
-  run_case(root, "a", "a", 1e-4);
+  run_case(root, "a", "a", 1e-4, NN_CPU, NULL);
   {
     cmds_error err = {0};
     vae_model m;
@@ -299,7 +410,8 @@ int main(int argc, char **argv) {
 
   /* the fp16 variant alone in a folder: taken by the loader, matches the fp16 weights' reference */
   snprintf(p, sizeof p, "%s/a/vae/diffusion_pytorch_model.fp16.safetensors", fix);
-  run_case(make_ckpt("half", NULL, NULL, p, "diffusion_pytorch_model.fp16.safetensors"), "a", "a16", 1e-4);
+  run_case(make_ckpt("half", NULL, NULL, p, "diffusion_pytorch_model.fp16.safetensors"), "a", "a16", 1e-4, NN_CPU,
+           NULL);
   {
     /* the fp16 reference differs from the fp32 one well beyond the tolerance: the test sees which file was read */
     npy_array a1, a2;
@@ -316,11 +428,11 @@ int main(int argc, char **argv) {
   const char *old = make_ckpt("old_names", NULL, NULL, NULL, NULL);
   snprintf(p, sizeof p, "%s/vae/diffusion_pytorch_model.safetensors", old);
   write_weights(p, NULL, NULL, NULL, 1);
-  run_case(old, "a", "a", 1e-4);
+  run_case(old, "a", "a", 1e-4, NN_CPU, NULL);
 
   /* b: three blocks, two layers, no attention, no quant convs, odd sizes */
   snprintf(root, sizeof root, "%s/b", fix);
-  run_case(root, "b", "b", 1e-4);
+  run_case(root, "b", "b", 1e-4, NN_CPU, NULL);
 
   /* bad weights */
   const char *r = make_ckpt("missing", NULL, NULL, NULL, NULL);
