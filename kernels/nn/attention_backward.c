@@ -198,6 +198,29 @@ static void attnb_lse_rows(float *dq, float *dk, float *dv, const float *q, cons
 }
 
 /* Dr_i = dO_i . O_i for query rows [r0, r1) of one head (dout, o at its first column, stride C). */
+/* Inside a parallel region of team threads: dk, dv rows [0, M) of one (item, head) (row stride
+ * C, at offset ok; either may be NULL) = the sum over threads of their private (M, D) pairs,
+ * thread th's at s + th * per + off (dk) and M * D further (dv), in thread order (the result
+ * does not depend on the schedule). Shares the rows out over the team (an orphaned omp for). */
+static void attnb_sum_private(float *dkd, float *dvd, int64_t ok, int64_t C, int64_t M, int64_t D, const float *s,
+                              size_t per, size_t off, int team) {
+#pragma omp for schedule(static)
+  for (int64_t j = 0; j < M; j++) {
+    float *dkr = dkd ? dkd + ok + j * C : NULL, *dvr = dvd ? dvd + ok + j * C : NULL;
+    for (int64_t e = 0; e < D; e++) {
+      if (dkr) dkr[e] = 0.0f;
+      if (dvr) dvr[e] = 0.0f;
+    }
+    for (int th = 0; th < team; th++) {
+      const float *tk = s + (size_t)th * per + off, *tv = tk + M * D;
+      for (int64_t e = 0; e < D; e++) {
+        if (dkr) dkr[e] += tk[j * D + e];
+        if (dvr) dvr[e] += tv[j * D + e];
+      }
+    }
+  }
+}
+
 static void attnb_rowdots(float *dr, const float *dout, const float *o, int64_t C, int64_t D, int64_t r0, int64_t r1) {
   for (int64_t i = r0; i < r1; i++) dr[i] = attnb_dot(dout + i * C, o + i * C, D);
 }
@@ -253,21 +276,7 @@ static void attnb_lse_cpu(float *dqd, float *dkd, float *dvd, const float *qd, c
         attnb_lse_rows(dqd ? dqd + oq : NULL, dkd ? pdk : NULL, dvd ? pdv : NULL, qd + oq, kd + ok, vd + ok, dod + oq,
                        lsed + t * N, dr, M, D, C, D, i0, i1, causal, scale, lq, lk, p, p + tile);
       }
-#pragma omp for schedule(static)
-      for (int64_t j = 0; j < M; j++) {
-        float *dkr = dkd ? dkd + ok + j * C : NULL, *dvr = dvd ? dvd + ok + j * C : NULL;
-        for (int64_t e = 0; e < D; e++) {
-          if (dkr) dkr[e] = 0.0f;
-          if (dvr) dvr[e] = 0.0f;
-        }
-        for (int th = 0; th < team; th++) {
-          const float *tk = s + (size_t)th * per + 2 * tile, *tv = tk + M * D;
-          for (int64_t e = 0; e < D; e++) {
-            if (dkr) dkr[e] += tk[j * D + e];
-            if (dvr) dvr[e] += tv[j * D + e];
-          }
-        }
-      }
+      attnb_sum_private(dkd, dvd, ok, C, M, D, s, per, 2 * tile, team);
     }
   }
 }
@@ -381,21 +390,7 @@ int nn_attention_ex_backward_lse(nn_ctx *ctx, nn_tensor *dq, nn_tensor *dk, nn_t
                       M, D, C, D, i0, m, causal, scale, p, p + blk);
         }
         /* the implicit barrier above: every private pair is complete; add them up by key rows */
-#pragma omp for schedule(static)
-        for (int64_t j = 0; j < M; j++) {
-          float *dkr = dkd ? dkd + ok + j * C : NULL, *dvr = dvd ? dvd + ok + j * C : NULL;
-          for (int64_t e = 0; e < D; e++) {
-            if (dkr) dkr[e] = 0.0f;
-            if (dvr) dvr[e] = 0.0f;
-          }
-          for (int th = 0; th < team; th++) {
-            const float *tk = s + (size_t)th * per + 2 * blk, *tv = tk + M * D;
-            for (int64_t e = 0; e < D; e++) {
-              if (dkr) dkr[e] += tk[j * D + e];
-              if (dvr) dvr[e] += tv[j * D + e];
-            }
-          }
-        }
+        attnb_sum_private(dkd, dvd, ok, C, M, D, s, per, 2 * blk, team);
       }
     }
   }
