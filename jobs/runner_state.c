@@ -119,6 +119,8 @@ unsigned long long runner_fingerprint(const runner *r, int stage) {
   return h;
 }
 
+/* ---- the state file RUN/state/<stage>.done ---------------------------------------------- */
+
 static void state_path(const runner *r, int stage, char *out, size_t cap) {
   snprintf(out, cap, "%s/state/%s.done", r->spec->run, job_stage_names[stage]);
 }
