@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "feature_cache.h"
@@ -723,6 +724,18 @@ static int inputs_match(const train_env *env, const cmds_task *t, const char *pa
          est_matches(path, est_identity(est_on, &fi), aug_identity(est_on && tp.augmented, &fi));
 }
 
+/* Test hook (tests/jobs/test_e2e.sh): CMDS_TEST_HOLD_AT_STEP=N holds a task after its step N
+ * until a stop is requested (a signal on any rank; at most 120 s, then it goes on), in the tasks
+ * whose label (dataset/category/k<k>/tag) contains CMDS_TEST_HOLD_TASK (every task when unset).
+ * The group's rank 0 prints "held after step N" first, so a test can kill cmds-run while the
+ * task is known to be running. Collective over the group (the stop test is an all-reduce). */
+static void test_hold(const cmds_mpi *g, const char *label, int64_t done) {
+  const char *at = getenv("CMDS_TEST_HOLD_AT_STEP"), *task = getenv("CMDS_TEST_HOLD_TASK");
+  if (!at || done != atoll(at) || (task && !strstr(label, task))) return;
+  if (g->rank == 0) fprintf(stderr, "[train] %s: held after step %lld until a stop is requested (CMDS_TEST_HOLD_AT_STEP)\n", label, (long long)done);
+  for (int i = 0; i < 6000 && !cmds_stop_requested_any(g); i++) usleep(20000);
+}
+
 int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_error *err) {
   memset(res, 0, sizeof *res);
   const cmds_mpi *g = &env->group;
@@ -834,6 +847,7 @@ int train_task_run(train_env *env, const cmds_task *t, train_result *res, cmds_e
     cmds_progress_step(&prog, 1);
     int64_t done = step + 1;
     if (sig_at && g->rank == 0 && done == atoll(sig_at)) raise(SIGTERM); /* test: one rank gets the signal */
+    test_hold(g, label, done);
     stopped = cmds_stop_requested_any(g);
     if (done < tp.steps && (stopped || (env->checkpoint_every > 0 && done % env->checkpoint_every == 0))) {
       int crc = CMDS_OK;

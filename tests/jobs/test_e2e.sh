@@ -4,8 +4,10 @@
 #  a. run A with -n 1, run B with -n 4 (fresh run directories on the same caches): identical
 #     metrics JSON (except the maps path; the maps' content hash included);
 #  b. run A is killed with SIGKILL twice: during train (once the first model is finished,
-#     while the second trains: its stage, told by cmds-run's death, checkpoints it) and
-#     during score (once the first model's maps are written);
+#     while the second trains: its stage, told by cmds-run's death, checkpoints it; the second
+#     task is held after its step 5 until its stage is told to stop, CMDS_TEST_HOLD_AT_STEP in
+#     stages/train/trainer.c, so the kill always lands while it runs, however loaded the
+#     machine) and during score (once the first model's maps are written);
 #     each time the next cmds-run finishes the job, and
 #     - the stages done before the kill are skipped (state files and caches untouched),
 #     - the model / maps finished before the kill are not rewritten (mtime and content),
@@ -48,18 +50,22 @@ spec a >"$work/a.yaml"
 spec b >"$work/b.yaml"
 A=$work/a
 run_a() { "$bin/cmds-run" "$work/a.yaml" -n 1 "$@"; }
-# Starts run A in the background: $! is cmds-run itself (not a subshell), output to $1.
-start_a() { "$bin/cmds-run" "$work/a.yaml" -n 1 >"$1" 2>&1 & }
+# Starts run A in the background: $! is cmds-run itself (not a subshell, env execs it), output
+# to $1; further arguments: VAR=value settings added to its environment.
+start_a() { local log=$1; shift; env "$@" "$bin/cmds-run" "$work/a.yaml" -n 1 >"$log" 2>&1 & }
 # mtime (ns) and size of every file under the given folders, sorted.
 snapshot() { find "$@" -type f ! -name manifest.json ! -name '.cmds-run.lock' -printf '%p %T@ %s\n' 2>/dev/null | sort; }
 # Waits until the stages of a killed cmds-run have stopped (they hold the run's lock).
 wait_stopped() { flock -w 120 "$A/.cmds-run.lock" true; ok $? "the stages of the killed cmds-run did not stop"; }
-# Starts run A in the background and SIGKILLs cmds-run as soon as the file pattern $1 exists.
+# Starts run A in the background (output to $work/$2.log, VAR=value settings after $2 added to
+# its environment) and SIGKILLs cmds-run as soon as the shell condition $1 holds.
 run_a_kill_when() {
-  start_a "$work/$2.log"
+  local cond=$1 name=$2
+  shift 2
+  start_a "$work/$name.log" "$@"
   pid=$!
   i=0
-  while [ $i -lt 3000 ] && ! compgen -G "$1" >/dev/null && kill -0 $pid 2>/dev/null; do sleep 0.05; i=$((i + 1)); done
+  while [ $i -lt 3000 ] && ! eval "$cond" && kill -0 $pid 2>/dev/null; do sleep 0.05; i=$((i + 1)); done
   kill -KILL $pid 2>/dev/null
   wait $pid 2>/dev/null
   wait_stopped
@@ -68,12 +74,21 @@ models=$A/models/mvtec3d/bagel
 maps=$A/maps/mvtec3d/bagel
 
 # ---- b1: killed during train -------------------------------------------------------------
-run_a_kill_when "$models/k*/default-*/mapper.safetensors" a1
+# The k2 model (trained after k1) is held after its step 5 until its stage is told to stop;
+# cmds-run is killed once the hold is announced: k1 is finished, k2 is running.
+run_a_kill_when 'grep -q "k2/.*held after step 5" "$work/a1.log"' a1 CMDS_TEST_HOLD_AT_STEP=5 CMDS_TEST_HOLD_TASK=/k2/
 grep -q "\[cmds-run\] train: " "$work/a1.log"; ok $? "train never started: $(tail -5 "$work/a1.log")"
+grep -q "k2/.*held after step 5" "$work/a1.log"; ok $? "the k2 task never reached its step 5: $(tail -5 "$work/a1.log")"
 done_models=$(ls "$models"/k*/default-*/mapper.safetensors 2>/dev/null)
-[ "$(echo "$done_models" | grep -c .)" = 1 ]; ok $? "expected 1 finished model at the kill, got: $done_models"
+[ "$(echo "$done_models" | grep -c .)" = 1 ] && echo "$done_models" | grep -q "/k1/"
+ok $? "expected the k1 model finished at the kill (and only it), got: $done_models"
 ckpts=$(ls "$models"/k*/default-*/ckpt.safetensors 2>/dev/null)
-[ "$(echo "$ckpts" | grep -c .)" = 1 ]; ok $? "the interrupted model wrote no checkpoint when cmds-run died: $ckpts"
+[ "$(echo "$ckpts" | grep -c .)" = 1 ] && echo "$ckpts" | grep -q "/k2/"
+ok $? "the interrupted k2 model wrote no checkpoint when cmds-run died: $ckpts"
+# Written because its stage was told to stop (not at an interval), at the step it was held at.
+ck_json=$(ls "$models"/k2/default-*/ckpt.json 2>/dev/null)
+grep -q '"reason": *"signal"' "$ck_json" 2>/dev/null && grep -q '"step": *5,' "$ck_json"
+ok $? "the k2 checkpoint was not written on cmds-run's death at step 5: $(cat "$ck_json" 2>/dev/null)"
 snapshot "$work/cache" "$work/data" "$A/state" "$models" >"$work/b1.before"
 start_a "$work/a2.log"
 pid=$!
@@ -87,7 +102,7 @@ wait_stopped
 for st in synth prep features; do
   grep -q "\[cmds-run\] $st: done in an earlier run, skipped" "$work/a2.log"; ok $? "resumed run redid stage $st"
 done
-grep -q "resuming from the checkpoint at step [1-9]" "$work/a2.log"; ok $? "train did not resume from the checkpoint: $(grep '^\[train\]\|^train' "$work/a2.log")"
+grep -q "k2/.*resuming from the checkpoint at step 5$" "$work/a2.log"; ok $? "train did not resume from the checkpoint: $(grep '^\[train\]\|^train' "$work/a2.log")"
 grep -q "1 done, 1 skipped" "$work/a2.log"; ok $? "train: expected 1 trained, 1 skipped: $(grep '^train:' "$work/a2.log")"
 snapshot "$work/cache" "$work/data" "$A/state" "$models" >"$work/b1.after"
 # Nothing that existed at the kill changed (new files: the resumed model, train's state file).
