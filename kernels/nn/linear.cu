@@ -9,8 +9,6 @@
 
 #include "vit_bf16.h"
 
-#define LT_WORKSPACE_BYTES ((size_t)32 << 20)
-
 static cudaDataType_t lt_type(nn_dtype t) { return t == NN_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
 
 // Fallback when cuBLASLt has no bias epilogue for a type combination: y[i, j] += b[j].
@@ -29,13 +27,9 @@ extern "C" int nn_lt_gemm_cuda(nn_ctx *c, void *y, nn_dtype y_type, const void *
   cublasLtMatmulDesc_t op = NULL;
   cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
   cublasLtMatmulPreference_t pref = NULL;
-  void *ws = NULL;
-  size_t ws_bytes = 0, mark = c->scratch ? nn_arena_mark(c->scratch) : 0;
-  if (c->scratch) {  // workspace from the scratch arena when it has room, else none
-    cmds_error quiet = {0};
-    ws = nn_arena_alloc(c->scratch, LT_WORKSPACE_BYTES, &quiet);
-    ws_bytes = ws ? LT_WORKSPACE_BYTES : 0;
-  }
+  // The context's own workspace, always the same size (tensor.h: nn_ctx.lt_ws).
+  void *ws = c->lt_ws;
+  size_t ws_bytes = ws ? NN_LT_WORKSPACE_BYTES : 0;
   cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
   cublasComputeType_t ct = xw_type == NN_F32 && c->allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -94,7 +88,6 @@ done:
   if (lb) cublasLtMatrixLayoutDestroy(lb);
   if (la) cublasLtMatrixLayoutDestroy(la);
   if (op) cublasLtMatmulDescDestroy(op);
-  if (c->scratch) nn_arena_rewind(c->scratch, mark);
   return rc;
 }
 

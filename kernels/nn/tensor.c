@@ -280,7 +280,10 @@ int nn_ctx_init(nn_ctx *ctx, nn_device device, nn_arena *scratch, void *stream, 
                      nn_device_name(device), nn_device_name(scratch->device));
   if (device == NN_CUDA) {
 #ifdef CMDS_CUDA
-    return nn_cuda_blas_create(&ctx->cublas, stream, allow_tf32, err);
+    int rc = nn_cuda_blas_create(&ctx->cublas, stream, allow_tf32, err);
+    if (!rc) rc = nn_cuda_malloc(&ctx->lt_ws, NN_LT_WORKSPACE_BYTES, err);
+    if (rc) nn_ctx_free(ctx);
+    return rc;
 #else
     return nn_no_cuda(err, "nn context on cuda");
 #endif
@@ -291,8 +294,10 @@ int nn_ctx_init(nn_ctx *ctx, nn_device device, nn_arena *scratch, void *stream, 
 void nn_ctx_free(nn_ctx *ctx) {
 #ifdef CMDS_CUDA
   if (ctx->cublas) nn_cuda_blas_destroy(ctx->cublas);
+  if (ctx->lt_ws) nn_cuda_free(ctx->lt_ws);
 #endif
   ctx->cublas = NULL;
+  ctx->lt_ws = NULL;
 }
 
 int nn_ctx_sync(nn_ctx *ctx, cmds_error *err) {

@@ -40,11 +40,18 @@ typedef struct nn_arena {
   char *base;
 } nn_arena;
 
+#define NN_LT_WORKSPACE_BYTES ((size_t)32 << 20)
+
 typedef struct nn_ctx {
   nn_device device;
   nn_arena *scratch; /* on `device`; ops that need workspace take it from here */
   void *stream;      /* cudaStream_t (NULL = default stream) when device is NN_CUDA */
   void *cublas;      /* cublasHandle_t, created by nn_ctx_init for NN_CUDA */
+  /* cuBLASLt's workspace, NN_LT_WORKSPACE_BYTES of device memory that nn_ctx_init allocates for
+   * NN_CUDA and nn_ctx_free releases: a fixed size owned by the context, so the GEMM algorithm
+   * cuBLASLt picks (and the last bits of its results) never depend on how full the scratch arena
+   * is, and no op's scratch size has to count it. */
+  void *lt_ws;
   int allow_tf32;    /* 0: fp32 GEMMs (default); 1: TF32 tensor cores for GEMMs */
   /* NN_F32 (nn_ctx_init's default) or NN_BF16: forwards that have a bf16 path (vit_forward on
    * CUDA) keep GEMM weights and activations in bf16 and accumulate in fp32; set it after
