@@ -17,6 +17,10 @@ except ImportError as e:
     sys.exit(0)
 
 root, dev, size, steps, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+# fp32 like ours (cmds-estimate and cmds-augment run with allow_tf32 = 0): PyTorch would use TF32 for
+# convolutions by default on the GPU.
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
 pipe = MarigoldNormalsPipeline.from_pretrained(root, variant="fp16", torch_dtype=torch.float32).to(dev)
 pipe.set_progress_bar_config(disable=True)
 rng = np.random.default_rng(0)

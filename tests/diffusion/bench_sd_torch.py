@@ -22,6 +22,10 @@ except ImportError as e:
 
 root, dev, R, steps, i2i, strength = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), \
     float(sys.argv[6])
+# fp32 like ours (cmds-estimate and cmds-augment run with allow_tf32 = 0): PyTorch would use TF32 for
+# convolutions by default on the GPU.
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
 steps = max(steps, 2)
 pipe = StableDiffusionImg2ImgPipeline.from_pretrained(root, variant="fp16", torch_dtype=torch.float32,
                                                       safety_checker=None).to(dev)
