@@ -42,6 +42,14 @@ int nn_cuda_select(int local_rank) {
 #endif
 }
 
+int nn_device_pick(const char *want, int local_rank, int rank, nn_device *dev, cmds_error *err) {
+  *dev = NN_CPU;
+  if (!strcmp(want, "cpu")) return CMDS_OK;
+  if (nn_cuda_select(local_rank) >= 0) *dev = NN_CUDA;
+  else if (!strcmp(want, "cuda")) return CMDS_FAIL(err, CMDS_EINPUT, "--device cuda: no GPU visible to rank %d", rank);
+  return CMDS_OK;
+}
+
 #ifdef CMDS_CUDA
 /* tensor.cu */
 void nn_cuda_device_name(char *buf, size_t n);

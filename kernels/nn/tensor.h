@@ -70,6 +70,10 @@ int nn_cuda_available(void);
  * its local rank; CUDA_VISIBLE_DEVICES narrows the set). Returns the index, or -1 when
  * there is no GPU or no CUDA backend. */
 int nn_cuda_select(int local_rank);
+/* A stage's --device: "cpu" gives NN_CPU; "auto" NN_CUDA when nn_cuda_select(local_rank) finds a
+ * GPU, else NN_CPU; "cuda" NN_CUDA or CMDS_EINPUT ("--device cuda: no GPU visible to rank
+ * <rank>"). *dev is NN_CPU unless a GPU was selected. */
+int nn_device_pick(const char *want, int local_rank, int rank, nn_device *dev, cmds_error *err);
 
 /* "NVIDIA H100 80GB HBM3 (132 SMs)" for the current GPU, or the CPU's model name and the
  * OpenMP thread count, into buf (benchmarks name the machine they measured). */

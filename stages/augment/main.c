@@ -161,12 +161,7 @@ int main(int argc, char **argv) {
   aug_env env;
   memset(&env, 0, sizeof env);
   env.device = NN_CPU;
-  if (!rc && strcmp(a.device, "cpu")) {
-    int gpu = nn_cuda_select(mpi.local_rank);
-    if (gpu >= 0) env.device = NN_CUDA;
-    else if (!strcmp(a.device, "cuda")) rc = CMDS_FAIL(&err, CMDS_EINPUT, "--device cuda: no GPU visible to rank %d", mpi.rank);
-    rc = cmds_mpi_agree(&mpi, &err, rc);
-  }
+  if (!rc) rc = cmds_mpi_agree(&mpi, &err, nn_device_pick(a.device, mpi.local_rank, mpi.rank, &env.device, &err));
   /* Checkpoint identity: a hash of the UNet weights (rank 0; the file is large). */
   if (!rc) {
     if (mpi.rank == 0) {

@@ -446,12 +446,7 @@ int main(int argc, char **argv) {
                    "score.l1=0 score.l2=0 train.streams=real", a.marigold, why);
   rc = cmds_mpi_agree(&mpi, &err, rc);
   nn_device dev = NN_CPU;
-  if (!rc && strcmp(a.device, "cpu")) {
-    int gpu = nn_cuda_select(mpi.local_rank);
-    if (gpu >= 0) dev = NN_CUDA;
-    else if (!strcmp(a.device, "cuda")) rc = CMDS_FAIL(&err, CMDS_EINPUT, "--device cuda: no GPU visible to rank %d", mpi.rank);
-    rc = cmds_mpi_agree(&mpi, &err, rc);
-  }
+  if (!rc) rc = cmds_mpi_agree(&mpi, &err, nn_device_pick(a.device, mpi.local_rank, mpi.rank, &dev, &err));
   run_ctx r;
   memset(&r, 0, sizeof r);
   r.mpi = &mpi;

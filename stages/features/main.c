@@ -348,12 +348,8 @@ int main(int argc, char **argv) {
   feat_args a;
   int rc = parse_args(argc, argv, &a, &err);
   if (rc) return cmds_mpi_finish_args(&mpi, rc, &err, "cmds-features", usage);
-  nn_device dev = NN_CPU;
-  if (strcmp(a.device, "cpu")) {
-    int gpu = nn_cuda_select(mpi.local_rank);
-    if (gpu >= 0) dev = NN_CUDA;
-    else if (!strcmp(a.device, "cuda")) rc = CMDS_FAIL(&err, CMDS_EINPUT, "--device cuda: no GPU visible to rank %d", mpi.rank);
-  }
+  nn_device dev;
+  rc = nn_device_pick(a.device, mpi.local_rank, mpi.rank, &dev, &err);
   vit_model m;
   memset(&m, 0, sizeof m);
   if (!rc && a.weights) rc = vit_load(&m, a.weights, dev, a.heads, -1, &err);

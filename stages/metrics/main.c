@@ -250,16 +250,16 @@ int main(int argc, char **argv) {
     return cmds_mpi_finalize(&mpi, rc);
   }
   /* resume: rank 0 decides which results are already complete, before anyone writes */
-  unsigned char *todo = cmds_xmalloc((size_t)a.n_jobs);
+  unsigned char *pending = cmds_xmalloc((size_t)a.n_jobs);
   for (int i = 0; i < a.n_jobs; i++)
-    todo[i] = a.force || mpi.rank != 0 || !metrics_result_complete(a.jobs[i].out, a.curve, a.jobs[i].maps);
-  MPI_CHECK(MPI_Bcast(todo, a.n_jobs, MPI_UNSIGNED_CHAR, 0, mpi.comm));
-  int n_todo = 0;
+    pending[i] = a.force || mpi.rank != 0 || !metrics_result_complete(a.jobs[i].out, a.curve, a.jobs[i].maps);
+  MPI_CHECK(MPI_Bcast(pending, a.n_jobs, MPI_UNSIGNED_CHAR, 0, mpi.comm));
+  int n_pending = 0;
   for (int i = 0; i < a.n_jobs; i++) {
-    n_todo += todo[i];
-    if (!todo[i] && mpi.rank == 0) printf("%s: complete, skipped (--force recomputes)\n", a.jobs[i].out);
+    n_pending += pending[i];
+    if (!pending[i] && mpi.rank == 0) printf("%s: complete, skipped (--force recomputes)\n", a.jobs[i].out);
   }
-  int groups = n_todo < mpi.size ? n_todo : mpi.size;
+  int groups = n_pending < mpi.size ? n_pending : mpi.size;
   if (a.groups > 0 && a.groups < groups) groups = a.groups;
   int worst = CMDS_OK;
   if (groups > 0) {
@@ -269,7 +269,7 @@ int main(int argc, char **argv) {
     MPI_CHECK(MPI_Comm_rank(grp.comm, &grp.rank));
     MPI_CHECK(MPI_Comm_size(grp.comm, &grp.size));
     for (int i = 0, k = 0; i < a.n_jobs; i++) {
-      if (!todo[i]) continue;
+      if (!pending[i]) continue;
       if (k++ % groups != color) continue;
       cmds_error e = {0};
       int jrc = run_job(&grp, &a, &a.jobs[i], argc, argv, &e);
@@ -278,7 +278,7 @@ int main(int argc, char **argv) {
     MPI_CHECK(MPI_Comm_free(&grp.comm));
   }
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &worst, 1, MPI_INT, MPI_MAX, mpi.comm));
-  free(todo);
+  free(pending);
   args_free(&a);
   return cmds_mpi_finalize(&mpi, worst);
 }

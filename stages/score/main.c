@@ -93,12 +93,7 @@ int main(int argc, char **argv) {
   int ntasks = 0;
   rc = cmds_mpi_agree(&mpi, &err, make_tasks(&a, &tasks, &ntasks, &err));
   nn_device dev = NN_CPU;
-  if (!rc && strcmp(a.t.device, "cpu")) {
-    int gpu = nn_cuda_select(mpi.local_rank);
-    if (gpu >= 0) dev = NN_CUDA;
-    else if (!strcmp(a.t.device, "cuda")) rc = CMDS_FAIL(&err, CMDS_EINPUT, "--device cuda: no GPU visible to rank %d", mpi.rank);
-    rc = cmds_mpi_agree(&mpi, &err, rc);
-  }
+  if (!rc) rc = cmds_mpi_agree(&mpi, &err, nn_device_pick(a.t.device, mpi.local_rank, mpi.rank, &dev, &err));
   score_env env = {.mpi = &mpi, .cache = a.t.cache, .run = a.t.run, .device = dev, .force = a.force, .argc = argc, .argv = argv};
   int64_t forwards = 0, written = 0, skipped = 0;
   for (int i = 0; i < ntasks && !rc; i++) {

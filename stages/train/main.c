@@ -140,13 +140,7 @@ int main(int argc, char **argv) {
   env.force = a.force;
   env.argc = argc;
   env.argv = argv;
-  env.device = NN_CPU;
-  int lrc = CMDS_OK;
-  if (strcmp(a.t.device, "cpu")) {
-    if (nn_cuda_select(mpi.local_rank) >= 0) env.device = NN_CUDA;
-    else if (!strcmp(a.t.device, "cuda")) lrc = CMDS_FAIL(&err, CMDS_EINPUT, "--device cuda: no GPU visible to rank %d", mpi.rank);
-  }
-  rc = cmds_mpi_agree(&mpi, &err, lrc);
+  rc = cmds_mpi_agree(&mpi, &err, nn_device_pick(a.t.device, mpi.local_rank, mpi.rank, &env.device, &err));
   if (!rc) rc = cmds_mpi_agree(&mpi, &err, cmds_collective_init(&env.coll, env.group.comm, env.device == NN_CUDA, &err));
   if (rc) {
     free(tasks);
