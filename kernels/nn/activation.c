@@ -1,7 +1,12 @@
-/* activation: CPU references and dispatchers for GELU and softmax (see activation.h). */
+/* activation: CPU references and dispatchers for GELU and softmax (see activation.h). GELU and
+ * GEGLU are x Phi(x) with nn_fast_phi (nn_fastexp.h: vectorised, within a few ulps; libm's erff
+ * is a call per element). SiLU keeps libm's expf: with nn_fast_exp (2 ulps, not 0.5) the UNet
+ * LoRA gradients of diffusion.unet_lora moved past twice PyTorch's own float32 error. */
 #include "activation.h"
 
 #include <math.h>
+
+#include "nn_fastexp.h"
 
 #ifdef CMDS_CUDA
 #include "nn_cuda.h"
@@ -30,7 +35,7 @@ int nn_gelu_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error *e
     const float *xd = x->data;
     float *yd = y->data;
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) yd[i] = 0.5f * xd[i] * (1.0f + erff(xd[i] * (float)M_SQRT1_2));
+    for (int64_t i = 0; i < n; i++) yd[i] = xd[i] * nn_fast_phi(xd[i]); /* x Phi(x) */
     return CMDS_OK;
   }
 #ifdef CMDS_CUDA
@@ -112,7 +117,7 @@ int nn_geglu_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error *
     for (int64_t r = 0; r < rows; r++) {
       const float *h = xd + r * C, *g = h + F;
       float *yr = yd + r * F;
-      for (int64_t f = 0; f < F; f++) yr[f] = h[f] * (0.5f * g[f] * (1.0f + erff(g[f] * (float)M_SQRT1_2)));
+      for (int64_t f = 0; f < F; f++) yr[f] = h[f] * (g[f] * nn_fast_phi(g[f]));
     }
     return CMDS_OK;
   }

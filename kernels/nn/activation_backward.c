@@ -1,8 +1,10 @@
 /* activation_backward: CPU reference and dispatcher of nn_gelu_backward (see backward.h):
- * GELU'(x) = Phi(x) + x phi(x), Phi the standard normal CDF and phi its density. */
+ * GELU'(x) = Phi(x) + x phi(x), Phi the standard normal CDF and phi its density (nn_fast_phi,
+ * nn_fast_gauss: vectorised, see nn_fastexp.h). */
 #include <math.h>
 
 #include "backward.h"
+#include "nn_fastexp.h"
 
 #ifdef CMDS_CUDA
 #include "nn_cuda_backward.h"
@@ -23,8 +25,7 @@ int nn_gelu_backward(nn_ctx *ctx, nn_tensor *dx, const nn_tensor *dy, const nn_t
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
       float v = xd[i];
-      float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
-      float pdf = 0.39894228040143268f * expf(-0.5f * v * v);
+      float cdf = nn_fast_phi(v), pdf = 0.39894228040143268f * nn_fast_gauss(v);
       dxd[i] = dyd[i] * (cdf + v * pdf);
     }
     return CMDS_OK;

@@ -2,7 +2,7 @@
  * (see backward.h).
  *   silu:  y = x s, s = sigmoid(x)        ->  dx = dy * s * (1 + x (1 - s))   (exp: nn_fast_exp)
  *   geglu: y = h * gelu(a), x = [h | a]   ->  dh = dy * gelu(a),  da = dy * h * GELU'(a),
- *          GELU'(a) = Phi(a) + a phi(a) (exact erf form). */
+ *          GELU'(a) = Phi(a) + a phi(a) (exact erf form; Phi and phi: nn_fast_phi, nn_fast_gauss). */
 #include <math.h>
 
 #include "backward.h"
@@ -68,8 +68,7 @@ int nn_geglu_backward(nn_ctx *ctx, nn_tensor *dx, const nn_tensor *dy, const nn_
       float *dh = dxd + r * C, *da = dh + F;
       for (int64_t f = 0; f < F; f++) {
         float v = a[f];
-        float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
-        float pdf = 0.39894228040143268f * expf(-0.5f * v * v);
+        float cdf = nn_fast_phi(v), pdf = 0.39894228040143268f * nn_fast_gauss(v);
         dh[f] = d[f] * (v * cdf);
         da[f] = d[f] * h[f] * (cdf + v * pdf);
       }
