@@ -6,6 +6,7 @@ pkgs=(build-essential cmake pkg-config git
       libopenmpi-dev openmpi-bin
       libhdf5-openmpi-dev hdf5-tools
       libzstd-dev libpng-dev libtiff-dev libyaml-dev libopenblas-dev
+      libopenblas0-openmp   # not the default: the CPU tests run once against it too (kernels.nn.*_openblas_openmp)
       gnuplot-nox
       slurmctld slurmd slurm-client munge)   # the one-node Slurm of tests/slurm
 missing=()

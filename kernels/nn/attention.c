@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "activation.h"
+#include "nn_blas.h"
 #include "nn_fastexp.h"
 
 #ifdef CMDS_CUDA
@@ -68,8 +69,7 @@ static void attention_cpu_ex(float *o, float *lse, const float *q, const float *
     return;
   }
   /* OpenMP over blocks, each GEMM on its calling thread: never OpenMP x OpenBLAS threads. */
-  int blas_threads = openblas_get_num_threads();
-  if (blas_threads > 1) openblas_set_num_threads(1);
+  int blas_threads = nn_blas_serial_begin();
 #pragma omp parallel
   {
     float *s = scratch + (size_t)omp_get_thread_num() * QB * (size_t)M;
@@ -80,7 +80,7 @@ static void attention_cpu_ex(float *o, float *lse, const float *q, const float *
                       v + b * M * ld_v + h * D, M, D, ld_q, ld_k, ld_v, ld_o, i0, m, causal, scale, s);
     }
   }
-  if (blas_threads > 1) openblas_set_num_threads(blas_threads);
+  nn_blas_serial_end(blas_threads);
 }
 
 void nn_attention_cpu(float *o, const float *q, const float *k, const float *v, int64_t B,

@@ -31,6 +31,7 @@
 #include "activation.h"
 #include "attention.h"
 #include "backward.h"
+#include "nn_blas.h"
 #include "nn_fastexp.h"
 
 #ifdef CMDS_CUDA
@@ -346,15 +347,14 @@ int nn_attention_ex_backward_lse(nn_ctx *ctx, nn_tensor *dq, nn_tensor *dk, nn_t
 #endif
   }
   int threads = omp_get_max_threads();
-  int blas_threads = openblas_get_num_threads();
   const char *nolse = getenv("CMDS_NN_ATTNB_RECOMPUTE"); /* =1: the recomputing path even with lse (comparisons) */
   if (lse && !(nolse && atoi(nolse) > 0)) {
     size_t lper = attnb_lse_floats_per_thread(N, M, D);
     float *ls = nn_arena_alloc(ctx->scratch, ((size_t)threads * lper + (size_t)N) * sizeof(float), err);
     if (!ls) return cmds_error_wrap(err, "%s tiles", op);
-    if (blas_threads > 1) openblas_set_num_threads(1);
+    int blas_threads = nn_blas_serial_begin();
     attnb_lse_cpu(dqd, dkd, dvd, qd, kd, vd, dod, o->data, lse->data, B, N, M, C, heads, D, causal, scale, ls, lper);
-    if (blas_threads > 1) openblas_set_num_threads(blas_threads);
+    nn_blas_serial_end(blas_threads);
     nn_arena_rewind(ctx->scratch, mark);
     return CMDS_OK;
   }
@@ -365,7 +365,7 @@ int nn_attention_ex_backward_lse(nn_ctx *ctx, nn_tensor *dq, nn_tensor *dk, nn_t
   /* busy fraction of the threads over the run: across heads vs within a head */
   double eff_across = (double)tasks / (double)(threads * ((tasks + threads - 1) / threads));
   double eff_within = (double)nqb / (double)(threads * ((nqb + threads - 1) / threads));
-  if (blas_threads > 1) openblas_set_num_threads(1);
+  int blas_threads = nn_blas_serial_begin();
   if (N == 0 || threads == 1 || eff_across >= eff_within) {
 #pragma omp parallel
     {
@@ -394,7 +394,7 @@ int nn_attention_ex_backward_lse(nn_ctx *ctx, nn_tensor *dq, nn_tensor *dk, nn_t
       }
     }
   }
-  if (blas_threads > 1) openblas_set_num_threads(blas_threads);
+  nn_blas_serial_end(blas_threads);
   nn_arena_rewind(ctx->scratch, mark);
   return CMDS_OK;
 }
