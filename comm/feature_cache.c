@@ -172,18 +172,23 @@ int cmds_fc_create(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_f
   return rc;
 }
 
-int cmds_fc_same_base(const cmds_fc_info *a, const cmds_fc_info *b) {
-  if (strcmp(a->dataset, b->dataset) || strcmp(a->category, b->category) || strcmp(a->backbone, b->backbone) ||
-      strcmp(a->weights_id, b->weights_id) || strcmp(a->sample_list_hash, b->sample_list_hash) ||
-      strcmp(a->sample_cache_id, b->sample_cache_id))
-    return 0;
-  if (a->nblocks != b->nblocks || a->grid != b->grid || a->width != b->width || a->image_size != b->image_size ||
-      a->final_norm != b->final_norm || a->n[0] != b->n[0] || a->n[1] != b->n[1])
-    return 0;
+/* The first base-identity field in which a and b differ, or NULL. */
+static const char *base_diff(const cmds_fc_info *a, const cmds_fc_info *b) {
+  if (strcmp(a->dataset, b->dataset) || strcmp(a->category, b->category)) return "dataset or category";
+  if (strcmp(a->backbone, b->backbone)) return "backbone";
+  if (strcmp(a->weights_id, b->weights_id)) return "weights_id";
+  if (strcmp(a->sample_list_hash, b->sample_list_hash)) return "sample_list_hash";
+  if (strcmp(a->sample_cache_id, b->sample_cache_id)) return "sample_cache_id";
+  if (a->nblocks != b->nblocks) return "blocks";
   for (int64_t i = 0; i < a->nblocks; i++)
-    if (a->blocks[i] != b->blocks[i]) return 0;
-  return 1;
+    if (a->blocks[i] != b->blocks[i]) return "blocks";
+  if (a->grid != b->grid || a->width != b->width || a->image_size != b->image_size) return "grid, width or image_size";
+  if (a->final_norm != b->final_norm) return "final_norm";
+  if (a->n[0] != b->n[0] || a->n[1] != b->n[1]) return "support/test row counts";
+  return NULL;
 }
+
+int cmds_fc_same_base(const cmds_fc_info *a, const cmds_fc_info *b) { return base_diff(a, b) == NULL; }
 
 int cmds_fc_same_info(const cmds_fc_info *a, const cmds_fc_info *b) {
   return cmds_fc_same_base(a, b) && a->modalities == b->modalities && a->n[2] == b->n[2] &&
@@ -210,10 +215,11 @@ int cmds_fc_extend(const char *path, const cmds_fc_info *want, int zstd_level, i
   int usable = !cmds_fc_read_info(t, path, &got, &e);
   H5Fclose(t);
   const int real = (1 << CMDS_FC_RGB) | (1 << CMDS_FC_NORMALS), est = 1 << CMDS_FC_NORMALS_EST;
+  const char *diff = usable ? base_diff(&got, want) : NULL;
   if (!usable) snprintf(why, why_cap, "%s", e.msg);
-  else if (!cmds_fc_same_base(&got, want)) snprintf(why, why_cap, "%s: made from other inputs or settings", path);
-  else if ((got.modalities & real) != real) snprintf(why, why_cap, "%s: lacks rgb or normals", path);
-  if (!usable || !cmds_fc_same_base(&got, want) || (got.modalities & real) != real) return CMDS_OK;
+  else if (diff) snprintf(why, why_cap, "its %s differs from this run's", diff);
+  else if ((got.modalities & real) != real) snprintf(why, why_cap, "it lacks rgb or normals");
+  if (!usable || diff || (got.modalities & real) != real) return CMDS_OK;
   /* What stays: rgb and normals always; normals_est of the same estimate; the augmented
    * group of the same estimate and the same augmented images. */
   int keep_est = (got.modalities & est) && (want->modalities & est) && !strcmp(got.normals_est_id, want->normals_est_id);

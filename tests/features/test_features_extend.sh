@@ -11,7 +11,8 @@
 #   - estimate again with another seed (new normals_est_id): only normals_est recomputed;
 #   - an augmented group added, then replaced: only its rows (rgb + normals_est) computed;
 #   - the sample cache without normals_est again (prep rebuilt it with the same settings):
-#     nothing computed, normals_est and /augmented dropped, the file equals the first one.
+#     nothing computed, normals_est and /augmented dropped, the file equals the first one;
+#   - other weights: computed from scratch, the stage says why; --force: everything computed.
 #   test_features_extend.sh BIN_DIR PLUGIN_DIR CHECKPOINT WORK MPIEXEC...
 set -uo pipefail
 bin=$1 plugin=$2 ckpt=$3 work=$4
@@ -105,6 +106,10 @@ ok "replaced: 2 images (1 row)" '[ $? -eq 0 ] && [ "$(num "$(rec x)" images_comp
 cp "$(c base)" "$(c x)"
 out=$(feat 2 x); ok "no normals_est any more ($out)" '[ $? -eq 0 ] && [ "$(num "$(rec x)" images_computed)" = 0 ]'
 same "$(fc x)" "$work/fc0.h5"; ok "no normals_est any more: equals the first file (attributes too)" '[ $? -eq 0 ]'
+
+# Another base (backbone seed): computed from scratch, and the stage says why.
+out=$("${mp[@]}" -n 2 "$bin/cmds-features" --cache "$work/x" --dataset mvtec3d --random-backbone 1 --batch 1)
+ok "other weights: from scratch, says why ($out)" '[ $? -eq 0 ] && grep -q "not reused (its weights_id differs" <<<"$out" && [ "$(num "$(rec x)" images_computed)" = $((2 * N)) ]'
 
 # --force still computes everything.
 feat 2 x --force >/dev/null
