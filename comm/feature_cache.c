@@ -1,11 +1,14 @@
 /* feature_cache: see feature_cache.h and schemas/feature_cache_v1.md. */
 #include "feature_cache.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fsutil.h"
+#include "sample_cache.h"
 
 static const char *const group_names[CMDS_FC_GROUPS] = {"support", "test", "augmented"};
 static const char *const mod_names[CMDS_FC_NMOD] = {"rgb", "normals", "normals_est"};
@@ -104,60 +107,158 @@ int cmds_fc_read_info(hid_t file, const char *path, cmds_fc_info *in, cmds_error
   return CMDS_OK;
 }
 
-int cmds_fc_create(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_fc_info *info,
-                   int zstd_level, cmds_error *err) {
+/* Group g's datasets of modality m for a file described by info: the rows (float16, one row
+ * per chunk, zstd) and their done flags (contiguous, all 0, allocated at once). Collective in
+ * a parallel file; serial in cmds_fc_extend's copy. */
+static int create_modality(hid_t grp, const char *file, int g, cmds_fc_modality m, const cmds_fc_info *info,
+                           int zstd_level, cmds_error *err) {
+  hid_t f16 = cmds_h5_f16_type();
+  hsize_t dims[5] = {(hsize_t)info->n[g], (hsize_t)info->nblocks, (hsize_t)info->grid, (hsize_t)info->grid,
+                     (hsize_t)info->width};
+  hid_t d = cmds_h5_create_rows(grp, mod_names[m], f16, 5, dims, zstd_level, err);
+  H5Tclose(f16);
+  char done[64];
+  snprintf(done, sizeof done, "%s_done", mod_names[m]);
+  /* Done flags: contiguous, all zero (fill value), written collectively per round. */
+  hsize_t n = (hsize_t)info->n[g];
+  hid_t space = H5Screate_simple(1, &n, NULL);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  uint8_t zero = 0;
+  H5Pset_fill_value(dcpl, H5T_NATIVE_UINT8, &zero);
+  H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+  hid_t dd = H5Dcreate2(grp, done, H5T_NATIVE_UINT8, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  int rc = d < 0 || dd < 0 ? CMDS_FAIL(err, CMDS_EIO, "%s: cannot create /%s/%s", file, group_names[g], mod_names[m])
+                           : CMDS_OK;
+  if (d >= 0) H5Dclose(d);
+  if (dd >= 0) H5Dclose(dd);
+  return rc;
+}
+
+/* Every group and dataset of info that `file` lacks (all of them in a new file). */
+static int create_missing(hid_t file, const char *name, const cmds_fc_info *info, int zstd_level, cmds_error *err) {
+  int rc = CMDS_OK;
+  for (int g = 0; g < CMDS_FC_GROUPS && !rc; g++) {
+    if (g == 2 && info->n[2] <= 0) continue;
+    hid_t grp = cmds_h5_exists(file, group_names[g])
+                    ? H5Gopen2(file, group_names[g], H5P_DEFAULT)
+                    : H5Gcreate2(file, group_names[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (grp < 0) return CMDS_FAIL(err, CMDS_EIO, "%s: cannot create the group /%s", name, group_names[g]);
+    for (int m = 0; m < CMDS_FC_NMOD && !rc; m++)
+      if (cmds_fc_group_has(info, g, (cmds_fc_modality)m) && !cmds_h5_exists(grp, mod_names[m]))
+        rc = create_modality(grp, name, g, (cmds_fc_modality)m, info, zstd_level, err);
+    H5Gclose(grp);
+  }
+  return rc;
+}
+
+static int check_creatable(const char *path, const cmds_fc_info *info, cmds_error *err) {
   if (info->n[2] > 0 && !(info->modalities & (1 << CMDS_FC_NORMALS_EST)))
     return CMDS_FAIL(err, CMDS_EINPUT, "%s: augmented rows need the normals_est modality (they have no real 3D)", path);
   if (info->n[2] > 0 && !info->augmented_id[0])
     return CMDS_FAIL(err, CMDS_EINPUT, "%s: augmented rows without an augmented_id", path);
-  int rc = cmds_h5_create(f, path, comm, err);
+  return CMDS_OK;
+}
+
+int cmds_fc_create(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_fc_info *info,
+                   int zstd_level, cmds_error *err) {
+  int rc = check_creatable(path, info, err);
+  if (!rc) rc = cmds_h5_create(f, path, comm, err);
   if (rc) return rc;
   if (write_info(f->id, info)) rc = CMDS_FAIL(err, CMDS_EIO, "%s: writing attributes", f->partial);
-  hid_t f16 = cmds_h5_f16_type();
-  for (int g = 0; g < CMDS_FC_GROUPS && !rc; g++) {
-    if (g == 2 && info->n[2] <= 0) continue;
-    hid_t grp = H5Gcreate2(f->id, group_names[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    for (int m = 0; m < CMDS_FC_NMOD && !rc; m++) {
-      if (!cmds_fc_group_has(info, g, (cmds_fc_modality)m)) continue;
-      hsize_t dims[5] = {(hsize_t)info->n[g], (hsize_t)info->nblocks, (hsize_t)info->grid,
-                         (hsize_t)info->grid, (hsize_t)info->width};
-      hid_t d = cmds_h5_create_rows(grp, mod_names[m], f16, 5, dims, zstd_level, err);
-      char done[64];
-      snprintf(done, sizeof done, "%s_done", mod_names[m]);
-      /* Done flags: contiguous, all zero (fill value), written collectively per round. */
-      hsize_t n = (hsize_t)info->n[g];
-      hid_t space = H5Screate_simple(1, &n, NULL);
-      hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-      uint8_t zero = 0;
-      H5Pset_fill_value(dcpl, H5T_NATIVE_UINT8, &zero);
-      H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
-      hid_t dd = H5Dcreate2(grp, done, H5T_NATIVE_UINT8, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-      H5Pclose(dcpl);
-      H5Sclose(space);
-      if (d < 0 || dd < 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot create /%s/%s", f->partial, group_names[g], mod_names[m]);
-      if (d >= 0) H5Dclose(d);
-      if (dd >= 0) H5Dclose(dd);
-    }
-    H5Gclose(grp);
-  }
-  H5Tclose(f16);
+  if (!rc) rc = create_missing(f->id, f->partial, info, zstd_level, err);
   if (!rc && H5Fflush(f->id, H5F_SCOPE_GLOBAL) < 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: flush", f->partial);
   return rc;
 }
 
-static int same_info(const cmds_fc_info *a, const cmds_fc_info *b) {
-  if (strcmp(a->dataset, b->dataset) || strcmp(a->category, b->category) || strcmp(a->backbone, b->backbone) ||
-      strcmp(a->weights_id, b->weights_id) || strcmp(a->sample_list_hash, b->sample_list_hash) ||
-      strcmp(a->sample_cache_id, b->sample_cache_id) ||
-      strcmp(a->normals_est_id, b->normals_est_id) || strcmp(a->augmented_id, b->augmented_id))
-    return 0;
-  if (a->nblocks != b->nblocks || a->grid != b->grid || a->width != b->width ||
-      a->image_size != b->image_size || a->final_norm != b->final_norm || a->modalities != b->modalities ||
-      a->n[0] != b->n[0] || a->n[1] != b->n[1] || a->n[2] != b->n[2])
-    return 0;
+/* The first base-identity field in which a and b differ, or NULL. */
+static const char *base_diff(const cmds_fc_info *a, const cmds_fc_info *b) {
+  if (strcmp(a->dataset, b->dataset) || strcmp(a->category, b->category)) return "dataset or category";
+  if (strcmp(a->backbone, b->backbone)) return "backbone";
+  if (strcmp(a->weights_id, b->weights_id)) return "weights_id";
+  if (strcmp(a->sample_list_hash, b->sample_list_hash)) return "sample_list_hash";
+  if (strcmp(a->sample_cache_id, b->sample_cache_id)) return "sample_cache_id";
+  if (a->nblocks != b->nblocks) return "blocks";
   for (int64_t i = 0; i < a->nblocks; i++)
-    if (a->blocks[i] != b->blocks[i]) return 0;
-  return 1;
+    if (a->blocks[i] != b->blocks[i]) return "blocks";
+  if (a->grid != b->grid || a->width != b->width || a->image_size != b->image_size) return "grid, width or image_size";
+  if (a->final_norm != b->final_norm) return "final_norm";
+  if (a->n[0] != b->n[0] || a->n[1] != b->n[1]) return "support/test row counts";
+  return NULL;
+}
+
+int cmds_fc_same_base(const cmds_fc_info *a, const cmds_fc_info *b) { return base_diff(a, b) == NULL; }
+
+int cmds_fc_same_info(const cmds_fc_info *a, const cmds_fc_info *b) {
+  return cmds_fc_same_base(a, b) && a->modalities == b->modalities && a->n[2] == b->n[2] &&
+         !strcmp(a->normals_est_id, b->normals_est_id) && !strcmp(a->augmented_id, b->augmented_id);
+}
+
+int cmds_fc_extend(const char *path, const cmds_fc_info *want, int zstd_level, int *extended, char *why,
+                   size_t why_cap, cmds_error *err) {
+  char tmp[4200], partial[4200], dummy[8];
+  if (!why) why = dummy, why_cap = sizeof dummy;
+  *extended = 0;
+  snprintf(why, why_cap, "no complete file");
+  if (!cmds_is_file(path)) return CMDS_OK;
+  int rc = check_creatable(path, want, err);
+  if (rc) return rc;
+  /* What is there: a file this build reads, of the same base, with both real modalities. */
+  hid_t t;
+  cmds_error e;
+  cmds_fc_info got;
+  if (cmds_h5_open_read(&t, path, MPI_COMM_SELF, CMDS_FEATURE_CACHE_SCHEMA, CMDS_FEATURE_CACHE_VERSION, &e)) {
+    snprintf(why, why_cap, "%s", e.msg);
+    return CMDS_OK;
+  }
+  int usable = !cmds_fc_read_info(t, path, &got, &e);
+  H5Fclose(t);
+  const int real = (1 << CMDS_FC_RGB) | (1 << CMDS_FC_NORMALS), est = 1 << CMDS_FC_NORMALS_EST;
+  const char *diff = usable ? base_diff(&got, want) : NULL;
+  if (!usable) snprintf(why, why_cap, "%s", e.msg);
+  else if (diff) snprintf(why, why_cap, "its %s differs from this run's", diff);
+  else if ((got.modalities & real) != real) snprintf(why, why_cap, "it lacks rgb or normals");
+  if (!usable || diff || (got.modalities & real) != real) return CMDS_OK;
+  /* What stays: rgb and normals always; normals_est of the same estimate; the augmented
+   * group of the same estimate and the same augmented images. */
+  int keep_est = (got.modalities & est) && (want->modalities & est) && !strcmp(got.normals_est_id, want->normals_est_id);
+  int keep_aug = keep_est && got.n[2] > 0 && got.n[2] == want->n[2] && !strcmp(got.augmented_id, want->augmented_id);
+  const char *skip[10];
+  int nskip = 0;
+  skip[nskip++] = "@modalities"; /* the root attributes that change are written afresh below */
+  skip[nskip++] = "@normals_est_id";
+  skip[nskip++] = "@augmented_id";
+  if (!keep_est) {
+    skip[nskip++] = "support/normals_est";
+    skip[nskip++] = "support/normals_est_done";
+    skip[nskip++] = "test/normals_est";
+    skip[nskip++] = "test/normals_est_done";
+  }
+  if (!keep_aug) skip[nskip++] = "augmented";
+  snprintf(tmp, sizeof tmp, "%s.extend", path);
+  snprintf(partial, sizeof partial, "%s.partial", path);
+  rc = cmds_sc_copy_compact(path, tmp, skip, nskip, err);
+  if (rc) return cmds_error_wrap(err, "extending the feature cache %s", path);
+  hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
+  if (f < 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot open the copy for writing", tmp);
+  if (!rc && write_info(f, want)) rc = CMDS_FAIL(err, CMDS_EIO, "%s: writing attributes", tmp);
+  if (!rc) rc = create_missing(f, tmp, want, zstd_level, err);
+  if (f >= 0 && H5Fclose(f) < 0 && !rc) rc = CMDS_FAIL(err, CMDS_EIO, "%s: closing failed (disk full?)", tmp);
+  if (!rc) { /* the bytes on disk before the name */
+    FILE *fp = fopen(tmp, "rb+");
+    if (!fp || fsync(fileno(fp)) != 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: flush failed", tmp);
+    if (fp) fclose(fp);
+  }
+  if (!rc && getenv("CMDS_TEST_KILL_IN_EXTEND")) raise(SIGKILL); /* fault injection for tests: copy done, not renamed */
+  if (!rc && rename(tmp, partial) != 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot rename to %s", tmp, partial);
+  if (rc) {
+    unlink(tmp);
+    return rc;
+  }
+  *extended = 1;
+  snprintf(why, why_cap, "kept rgb, normals%s%s", keep_est ? ", normals_est" : "", keep_aug ? ", augmented" : "");
+  return CMDS_OK;
 }
 
 int cmds_fc_reopen(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_fc_info *want,
@@ -176,7 +277,7 @@ int cmds_fc_reopen(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_f
     cmds_fc_info got;
     if (!cmds_h5_open_read(&t, f->partial, MPI_COMM_SELF, CMDS_FEATURE_CACHE_SCHEMA,
                            CMDS_FEATURE_CACHE_VERSION, &e)) {
-      ok = !cmds_fc_read_info(t, f->partial, &got, &e) && same_info(&got, want);
+      ok = !cmds_fc_read_info(t, f->partial, &got, &e) && cmds_fc_same_info(&got, want);
       H5Fclose(t);
     }
   }

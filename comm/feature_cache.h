@@ -9,7 +9,12 @@
  * Resumable: a file in progress lives at `<path>.partial`; every collective round writes
  * feature rows, flushes, then sets their done flags and flushes again, so a killed job
  * loses at most the round in flight. cmds_fc_reopen picks the partial file up again when
- * its configuration matches; cmds_h5_commit renames it when every flag is set. */
+ * its configuration matches; cmds_h5_commit renames it when every flag is set.
+ *
+ * Extension: a complete file whose base identity (cmds_fc_same_base) matches but whose
+ * estimated / augmented part is stale (cmds-estimate or cmds-augment ran since) is not
+ * recomputed: cmds_fc_extend starts the partial file from it, keeping every dataset still
+ * valid (rgb and normals always), so only the new rows go through the backbone. */
 #ifndef CMDS_FEATURE_CACHE_H
 #define CMDS_FEATURE_CACHE_H
 
@@ -59,6 +64,31 @@ int cmds_fc_create(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_f
  * with the same info; otherwise returns CMDS_ESCHEMA (the caller creates a new one). */
 int cmds_fc_reopen(cmds_h5file *f, const char *path, MPI_Comm comm, const cmds_fc_info *want,
                    cmds_error *err);
+/* 1 when a and b describe the same file (every attribute and row count). */
+int cmds_fc_same_info(const cmds_fc_info *a, const cmds_fc_info *b);
+/* 1 when a and b have the same base identity: everything the rgb and normals rows of
+ * support/test depend on (dataset, category, backbone, weights_id, sample_list_hash,
+ * sample_cache_id, blocks, grid, width, image_size, final_norm, n[0], n[1]); the estimated
+ * and augmented parts (modalities, normals_est_id, augmented_id, n[2]) may differ. */
+int cmds_fc_same_base(const cmds_fc_info *a, const cmds_fc_info *b);
+
+/* One process (serial HDF5; rank 0 of the stage, nobody may have `path` open for writing).
+ * When the complete file `path` exists, reads, has want's base identity (cmds_fc_same_base)
+ * and both rgb and normals, writes `<path>.partial` for want from it: a compact copy
+ * (cmds_sc_copy_compact: stored chunks, chunking and filters of the copied datasets as they
+ * are) keeping support/test rgb and normals, support/test normals_est when both have it with
+ * the same normals_est_id, and the group augmented when in addition augmented_id and its row
+ * count are unchanged; stale ones are left out. Then want's root attributes (normals_est_id,
+ * augmented_id only where they apply) and the missing datasets with done flags 0 (as
+ * cmds_fc_create makes them). All that happens in `<path>.extend`, fsynced and renamed to
+ * `<path>.partial` at the end: a kill leaves the complete file as it is and either no partial
+ * for want or a finished one that cmds_fc_reopen accepts. `path` itself is never changed.
+ * *extended: 1 when the partial file was written; 0 (and CMDS_OK) when there is nothing to
+ * extend from (no file, unreadable, other base), `why` then says why (may be NULL).
+ * Returns an error code only when writing the new partial failed. */
+int cmds_fc_extend(const char *path, const cmds_fc_info *want, int zstd_level, int *extended, char *why,
+                   size_t why_cap, cmds_error *err);
+
 /* Root attributes of an open feature cache. */
 int cmds_fc_read_info(hid_t file, const char *path, cmds_fc_info *info, cmds_error *err);
 

@@ -16,7 +16,10 @@
  * the cache's augmented_id); without normals_est those rows are skipped (they only serve the
  * estimated stream). Without --weights a small random ViT (width 96, 12 blocks, patch 8)
  * stands in, as the demo does. Resumable: rows already in `<cat>.features.h5.partial` with
- * the same configuration are not computed again; a complete file is skipped. */
+ * the same configuration are not computed again; a complete file is skipped. A complete file
+ * of the same backbone and sample cache whose estimated or augmented part is stale (estimate
+ * or augment ran since) is extended, not recomputed: its still valid datasets start the
+ * partial file (cmds_fc_extend) and only the new rows go through the backbone. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +111,7 @@ typedef struct run_ctx {
   int S, G, D, nblocks;
   int blocks[3];
   int64_t computed;
+  int64_t reused[CMDS_FC_NMOD]; /* rows already done when a category started (extended or resumed) */
 } run_ctx;
 
 static int forward(run_ctx *r, int n, cmds_error *err) {
@@ -134,6 +138,7 @@ static int run_group(run_ctx *r, hid_t sc, hid_t fc, int g, cmds_fc_modality mod
   int64_t *todo = cmds_xmalloc(sizeof(int64_t) * (size_t)(n ? n : 1)), nt = 0;
   for (int64_t i = 0; i < n; i++)
     if (!done[i]) todo[nt++] = i;
+  if (!rc) r->reused[mod] += n - nt; /* the same on every rank: each reads all the flags */
   int64_t b, e;
   cmds_block_range(nt, r->mpi->rank, r->mpi->size, &b, &e);
   int64_t mine = e - b, most = 0;
@@ -276,12 +281,7 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
     cmds_error e;
     cmds_fc_info got;
     if (!cmds_h5_open_read(&t, out, MPI_COMM_SELF, CMDS_FEATURE_CACHE_SCHEMA, CMDS_FEATURE_CACHE_VERSION, &e)) {
-      skip = !cmds_fc_read_info(t, out, &got, &e) && !strcmp(got.weights_id, want.weights_id) &&
-             !strcmp(got.sample_list_hash, want.sample_list_hash) &&
-             !strcmp(got.sample_cache_id, want.sample_cache_id) && got.final_norm == want.final_norm &&
-             got.width == want.width && got.modalities == want.modalities &&
-             !strcmp(got.normals_est_id, want.normals_est_id) && got.n[2] == want.n[2] &&
-             !strcmp(got.augmented_id, want.augmented_id);
+      skip = !cmds_fc_read_info(t, out, &got, &e) && cmds_fc_same_info(&got, &want);
       H5Fclose(t);
     }
   }
@@ -294,9 +294,28 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
   cmds_record rec;
   cmds_record_begin(&rec, "features", argc, argv, mpi);
   cmds_h5file f;
+  memset(&f, 0, sizeof f);
+  f.id = H5I_INVALID_HID;
   int resumed = !a->force && cmds_fc_reopen(&f, out, mpi->comm, &want, err) == CMDS_OK;
-  if (!resumed) rc = cmds_mpi_agree(mpi, err, cmds_fc_create(&f, out, mpi->comm, &want, a->zstd_level, err));
+  /* A complete file of the same base whose estimated/augmented part is stale: rank 0 starts
+   * the partial file from it (serial HDF5), then every rank reopens it collectively. */
+  int extended = 0;
+  char how[1700] = "";
+  if (!resumed && !a->force) {
+    int erc = mpi->rank == 0 ? cmds_fc_extend(out, &want, a->zstd_level, &extended, how, sizeof how, err) : CMDS_OK;
+    rc = cmds_mpi_agree(mpi, err, erc);
+    MPI_CHECK(MPI_Bcast(&extended, 1, MPI_INT, 0, mpi->comm));
+    if (!rc && extended) rc = cmds_mpi_agree(mpi, err, cmds_fc_reopen(&f, out, mpi->comm, &want, err));
+    if (!rc && extended && mpi->rank == 0)
+      printf("features %s/%s: extending the complete feature cache (%s); only the new rows are computed\n", a->dataset,
+             cat, how);
+    else if (!rc && mpi->rank == 0 && cmds_is_file(out))
+      printf("features %s/%s: the complete feature cache is not reused (%s); computing it again\n", a->dataset, cat, how);
+  }
+  if (!rc && !resumed && !extended)
+    rc = cmds_mpi_agree(mpi, err, cmds_fc_create(&f, out, mpi->comm, &want, a->zstd_level, err));
   r->computed = 0;
+  memset(r->reused, 0, sizeof r->reused);
   for (int g = 0; g < CMDS_FC_GROUPS && !rc; g++)
     for (int m = 0; m < CMDS_FC_NMOD && !rc; m++)
       if (cmds_fc_group_has(&want, g, (cmds_fc_modality)m)) rc = run_group(r, sc, f.id, g, (cmds_fc_modality)m, want.n[g], err);
@@ -328,12 +347,22 @@ static int features_category(const cmds_mpi *mpi, const feat_args *a, run_ctx *r
     cmds_json_kv_str(j, "precision", r->nn.device == NN_CUDA ? a->precision : "fp32");
     cmds_json_kv_int(j, "images_computed", total);
     cmds_json_kv_bool(j, "resumed", resumed);
+    cmds_json_kv_str(j, "extended_from", extended ? out : "");
+    int64_t reused_all = 0;
+    cmds_json_key(j, "rows_reused");
+    cmds_json_object_begin(j);
+    for (int m = 0; m < CMDS_FC_NMOD; m++) {
+      cmds_json_kv_int(j, cmds_fc_modality_name((cmds_fc_modality)m), r->reused[m]);
+      reused_all += r->reused[m];
+    }
+    cmds_json_object_end(j);
+    cmds_json_kv_int(j, "rows_reused_total", reused_all);
     cmds_json_kv_num(j, "images_per_s", (double)total / (el > 0 ? el : 1e-9));
     cmds_record_finish(&rec, rec_path, "ok", err);
     if (mpi->rank == 0)
-      printf("features %s/%s: %lld images through the backbone%s -> %s (%.1f s, %.2f images/s, %d ranks, %s)\n",
-             a->dataset, cat, (long long)total, resumed ? " (resumed)" : "", out, el, (double)total / (el > 0 ? el : 1e-9),
-             mpi->size, nn_device_name(r->nn.device));
+      printf("features %s/%s: %lld images through the backbone%s%s -> %s (%.1f s, %.2f images/s, %d ranks, %s)\n",
+             a->dataset, cat, (long long)total, resumed ? " (resumed)" : "", extended ? " (extended)" : "", out, el,
+             (double)total / (el > 0 ? el : 1e-9), mpi->size, nn_device_name(r->nn.device));
   } else {
     cmds_json_free(&rec.json);
   }
