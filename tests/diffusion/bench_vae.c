@@ -15,7 +15,6 @@
 #include "difftest.h"
 #include "vae.h"
 
-
 static int fail(const cmds_error *err) {
   fprintf(stderr, "bench_vae: %s\n", err->msg);
   return 1;

@@ -67,13 +67,13 @@ static void test_linear(void) {
     compare_accum("linear dW only", &dw2, &wdw, 1e-4);
     if (i == 0) {
       nnfix_expect_fail(nn_linear_backward(&nnfix_ctx, &dx, &dw, NULL, &x, &x, &w, &err), &err,
-                  "dy has shape (2, 5, 12), (2, 5, 7) expected", "linear dy shape");
+                        "dy has shape (2, 5, 12), (2, 5, 7) expected", "linear dy shape");
       nnfix_expect_fail(nn_linear_backward(&nnfix_ctx, &dx, &db, NULL, &dy, &x, &w, &err), &err,
-                  "dW has shape (7), (7, 12) expected", "linear dW shape");
+                        "dW has shape (7), (7, 12) expected", "linear dW shape");
       nn_tensor dxa = dy;
       dxa.shape[2] = 12;
       nnfix_expect_fail(nn_linear_backward(&nnfix_ctx, &dxa, NULL, NULL, &dy, &x, &w, &err), &err, "must not alias",
-                  "linear dx aliasing dy");
+                        "linear dx aliasing dy");
     }
     nnfix_done_case();
   }
@@ -90,10 +90,12 @@ static void test_layernorm(void) {
     nn_tensor wdb = affine ? nnfix_load(cases[i], "dbeta") : (nn_tensor){0};
     float eps = (float)nnfix_scalar(cases[i], "eps");
     int64_t C = x.shape[x.ndim - 1], rows = nn_tensor_numel(&x) / C;
-    nn_tensor dx = nnfix_out_like(x.ndim, x.shape), dg = nnfix_out_fill(1, &C, PRIOR), dbt = nnfix_out_fill(1, &C, PRIOR);
+    nn_tensor dx = nnfix_out_like(x.ndim, x.shape), dg = nnfix_out_fill(1, &C, PRIOR),
+              dbt = nnfix_out_fill(1, &C, PRIOR);
     size_t before = scratch_before();
     nnfix_expect_ok(nn_layernorm_backward(&nnfix_ctx, &dx, affine ? &dg : NULL, affine ? &dbt : NULL, &dy, &x,
-                                    affine ? &gamma : NULL, eps, &err), &err, cases[i]);
+                                          affine ? &gamma : NULL, eps, &err),
+                    &err, cases[i]);
     scratch_after(cases[i], before, nn_layernorm_backward_scratch_bytes(rows, C));
     nnfix_compare(cases[i], dx.data, wdx.data, nn_tensor_numel(&wdx), 1e-4);
     if (affine) {
@@ -102,15 +104,15 @@ static void test_layernorm(void) {
       /* dx may alias dy */
       nn_tensor dy2 = copy_of(&dy), dg2 = nnfix_out_fill(1, &C, PRIOR), db2 = nnfix_out_fill(1, &C, PRIOR);
       nnfix_expect_ok(nn_layernorm_backward(&nnfix_ctx, &dy2, &dg2, &db2, &dy2, &x, &gamma, eps, &err), &err,
-                "layernorm dx = dy");
+                      "layernorm dx = dy");
       nnfix_compare("layernorm dx = dy", dy2.data, wdx.data, nn_tensor_numel(&wdx), 1e-4);
       compare_accum("layernorm dgamma (dx = dy)", &dg2, &wdg, 1e-4);
       nnfix_expect_fail(nn_layernorm_backward(&nnfix_ctx, &dx, &dg, NULL, &dy, &x, &gamma, eps, &err), &err,
-                  "all given or all NULL", "layernorm dbeta missing");
+                        "all given or all NULL", "layernorm dbeta missing");
       nn_tensor g3 = gamma;
       g3.shape[0] = C - 1;
       nnfix_expect_fail(nn_layernorm_backward(&nnfix_ctx, &dx, &dg, &dbt, &dy, &x, &g3, eps, &err), &err,
-                  "gamma has shape (39), (40) expected", "layernorm gamma shape");
+                        "gamma has shape (39), (40) expected", "layernorm gamma shape");
     }
     nnfix_done_case();
   }
@@ -133,8 +135,8 @@ static void test_gates(void) {
   dx = nnfix_out_like(3, x.shape);
   nnfix_expect_ok(nn_geglu_backward(&nnfix_ctx, &dx, &dy, &x, &err), &err, "geglu");
   nnfix_compare("geglu", dx.data, want.data, nn_tensor_numel(&want), 1e-5);
-  nnfix_expect_fail(nn_geglu_backward(&nnfix_ctx, &dx, &x, &x, &err), &err, "dy has shape (2, 5, 48), (2, 5, 24) expected",
-              "geglu dy shape");
+  nnfix_expect_fail(nn_geglu_backward(&nnfix_ctx, &dx, &x, &x, &err), &err,
+                    "dy has shape (2, 5, 48), (2, 5, 24) expected", "geglu dy shape");
   nnfix_expect_fail(nn_geglu_backward(&nnfix_ctx, &x, &dy, &x, &err), &err, "must not alias", "geglu dx aliasing x");
   nnfix_done_case();
 }
@@ -152,7 +154,7 @@ static void test_attention(void) {
     nn_tensor dq = nnfix_out_like(3, q.shape), dk = nnfix_out_like(3, k.shape), dv = nnfix_out_like(3, k.shape);
     size_t before = scratch_before();
     nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, &dq, &dk, &dv, &dout, &q, &k, &v, heads, causal, &err), &err,
-              cases[i]);
+                    cases[i]);
     scratch_after(cases[i], before,
                   nn_attention_ex_backward_scratch_bytes(q.shape[0], q.shape[1], k.shape[1], q.shape[2], heads));
     char what[96];
@@ -165,32 +167,33 @@ static void test_attention(void) {
     if (i == 0) {
       /* each output alone: the others NULL */
       nn_tensor dk2 = nnfix_out_like(3, k.shape), dv2 = nnfix_out_like(3, k.shape), dq2 = nnfix_out_like(3, q.shape);
-      nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, NULL, NULL, &dv2, &dout, &q, &k, &v, heads, causal, &err), &err,
-                "attention dv only");
+      nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, NULL, NULL, &dv2, &dout, &q, &k, &v, heads, causal, &err),
+                      &err, "attention dv only");
       nnfix_compare("attention dv only", dv2.data, wdv.data, nn_tensor_numel(&wdv), 1e-4);
-      nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, NULL, &dk2, NULL, &dout, &q, &k, &v, heads, causal, &err), &err,
-                "attention dk only");
+      nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, NULL, &dk2, NULL, &dout, &q, &k, &v, heads, causal, &err),
+                      &err, "attention dk only");
       nnfix_compare("attention dk only", dk2.data, wdk.data, nn_tensor_numel(&wdk), 1e-4);
-      nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, &dq2, NULL, NULL, &dout, &q, &k, &v, heads, causal, &err), &err,
-                "attention dq only");
+      nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, &dq2, NULL, NULL, &dout, &q, &k, &v, heads, causal, &err),
+                      &err, "attention dq only");
       nnfix_compare("attention dq only", dq2.data, wdq.data, nn_tensor_numel(&wdq), 1e-4);
       nnfix_expect_fail(nn_attention_ex_backward(&nnfix_ctx, &dq, &dk, &dv, &dout, &q, &k, &v, heads, 1, &err), &err,
-                  "causal attention needs as many keys as queries", "attention causal N != M");
+                        "causal attention needs as many keys as queries", "attention causal N != M");
       nnfix_expect_fail(nn_attention_ex_backward(&nnfix_ctx, &dq, &dk, &dv, &dout, &q, &k, &v, 3, 0, &err), &err,
-                  "3 heads do not divide width 128", "attention heads");
+                        "3 heads do not divide width 128", "attention heads");
       nnfix_expect_fail(nn_attention_ex_backward(&nnfix_ctx, &dq, &dv, &dv, &dout, &q, &k, &v, heads, 0, &err), &err,
-                  "must be distinct", "attention dk = dv");
+                        "must be distinct", "attention dk = dv");
       nnfix_expect_fail(nn_attention_ex_backward(&nnfix_ctx, &dq, &dk, &dv, &dq, &q, &k, &v, heads, 0, &err), &err,
-                  "must not alias", "attention dq aliasing dout");
+                        "must not alias", "attention dq aliasing dout");
       nnfix_expect_fail(nn_attention_ex_backward(&nnfix_ctx, &dq, &dk, &dv, &dk, &q, &k, &v, heads, 0, &err), &err,
-                  "dout has shape (2, 7, 128), (2, 13, 128) expected", "attention dout shape");
+                        "dout has shape (2, 7, 128), (2, 13, 128) expected", "attention dout shape");
     }
     /* the fast path: the forward's o and log-sum-exp kept; default tiles, then small ones so
        the fixtures' few rows span several query and key tiles (causal: partly masked tiles) */
     {
       int64_t ls[3] = {q.shape[0], heads, q.shape[1]};
       nn_tensor o = nnfix_out_like(3, q.shape), lse = nnfix_out_like(3, ls), o2 = nnfix_out_like(3, q.shape);
-      nnfix_expect_ok(nn_attention_ex_forward_lse(&nnfix_ctx, &o, &lse, &q, &k, &v, heads, causal, &err), &err, cases[i]);
+      nnfix_expect_ok(nn_attention_ex_forward_lse(&nnfix_ctx, &o, &lse, &q, &k, &v, heads, causal, &err), &err,
+                      cases[i]);
       nnfix_expect_ok(nn_attention_ex_forward(&nnfix_ctx, &o2, &q, &k, &v, heads, causal, &err), &err, cases[i]);
       CHECK(!memcmp(o.data, o2.data, nn_tensor_bytes(&o)), "%s: the forward's o changes with lse", cases[i]);
       const char *tiles[] = {NULL, "3x5", "1x2", "2x64"};
@@ -198,9 +201,9 @@ static void test_attention(void) {
         if (tiles[t]) setenv("CMDS_NN_ATTNB_TILE", tiles[t], 1);
         nn_tensor dq4 = nnfix_out_like(3, q.shape), dk4 = nnfix_out_like(3, k.shape), dv4 = nnfix_out_like(3, k.shape);
         size_t before4 = scratch_before();
-        nnfix_expect_ok(nn_attention_ex_backward_lse(&nnfix_ctx, &dq4, &dk4, &dv4, &dout, &q, &k, &v, &o, &lse, heads, causal,
-                                               &err),
-                  &err, cases[i]);
+        nnfix_expect_ok(nn_attention_ex_backward_lse(&nnfix_ctx, &dq4, &dk4, &dv4, &dout, &q, &k, &v, &o, &lse, heads,
+                                                     causal, &err),
+                        &err, cases[i]);
         scratch_after(cases[i], before4,
                       nn_attention_ex_backward_scratch_bytes(q.shape[0], q.shape[1], k.shape[1], q.shape[2], heads));
         snprintf(what, sizeof what, "%s lse tiles %s dq", cases[i], tiles[t] ? tiles[t] : "default");
@@ -210,27 +213,28 @@ static void test_attention(void) {
         snprintf(what, sizeof what, "%s lse tiles %s dv", cases[i], tiles[t] ? tiles[t] : "default");
         nnfix_compare(what, dv4.data, wdv.data, nn_tensor_numel(&wdv), 1e-4);
         if (i == 0 && t == 1) { /* each output alone */
-          nn_tensor dq5 = nnfix_out_like(3, q.shape), dk5 = nnfix_out_like(3, k.shape), dv5 = nnfix_out_like(3, k.shape);
-          nnfix_expect_ok(nn_attention_ex_backward_lse(&nnfix_ctx, NULL, NULL, &dv5, &dout, &q, &k, &v, &o, &lse, heads, causal,
-                                                 &err),
-                    &err, "attention lse dv only");
+          nn_tensor dq5 = nnfix_out_like(3, q.shape), dk5 = nnfix_out_like(3, k.shape),
+                    dv5 = nnfix_out_like(3, k.shape);
+          nnfix_expect_ok(nn_attention_ex_backward_lse(&nnfix_ctx, NULL, NULL, &dv5, &dout, &q, &k, &v, &o, &lse, heads,
+                                                       causal, &err),
+                          &err, "attention lse dv only");
           nnfix_compare("attention lse dv only", dv5.data, wdv.data, nn_tensor_numel(&wdv), 1e-4);
-          nnfix_expect_ok(nn_attention_ex_backward_lse(&nnfix_ctx, NULL, &dk5, NULL, &dout, &q, &k, &v, &o, &lse, heads, causal,
-                                                 &err),
-                    &err, "attention lse dk only");
+          nnfix_expect_ok(nn_attention_ex_backward_lse(&nnfix_ctx, NULL, &dk5, NULL, &dout, &q, &k, &v, &o, &lse, heads,
+                                                       causal, &err),
+                          &err, "attention lse dk only");
           nnfix_compare("attention lse dk only", dk5.data, wdk.data, nn_tensor_numel(&wdk), 1e-4);
-          nnfix_expect_ok(nn_attention_ex_backward_lse(&nnfix_ctx, &dq5, NULL, NULL, &dout, &q, &k, &v, &o, &lse, heads, causal,
-                                                 &err),
-                    &err, "attention lse dq only");
+          nnfix_expect_ok(nn_attention_ex_backward_lse(&nnfix_ctx, &dq5, NULL, NULL, &dout, &q, &k, &v, &o, &lse, heads,
+                                                       causal, &err),
+                          &err, "attention lse dq only");
           nnfix_compare("attention lse dq only", dq5.data, wdq.data, nn_tensor_numel(&wdq), 1e-4);
-          nnfix_expect_fail(nn_attention_ex_backward_lse(&nnfix_ctx, &dq5, &dk5, &dv5, &dout, &q, &k, &v, NULL, &lse, heads,
-                                                   causal, &err),
-                      &err, "lse needs the forward's output o", "attention lse without o");
-          nnfix_expect_fail(nn_attention_ex_backward_lse(&nnfix_ctx, &dq5, &dk5, &dv5, &dout, &q, &k, &v, &o, &o, heads, causal,
-                                                   &err),
-                      &err, "lse has shape", "attention lse shape");
+          nnfix_expect_fail(nn_attention_ex_backward_lse(&nnfix_ctx, &dq5, &dk5, &dv5, &dout, &q, &k, &v, NULL, &lse,
+                                                         heads, causal, &err),
+                            &err, "lse needs the forward's output o", "attention lse without o");
+          nnfix_expect_fail(nn_attention_ex_backward_lse(&nnfix_ctx, &dq5, &dk5, &dv5, &dout, &q, &k, &v, &o, &o, heads,
+                                                         causal, &err),
+                            &err, "lse has shape", "attention lse shape");
           nnfix_expect_fail(nn_attention_ex_forward_lse(&nnfix_ctx, &o2, &o, &q, &k, &v, heads, causal, &err), &err,
-                      "lse has shape", "attention forward lse shape");
+                            "lse has shape", "attention forward lse shape");
         }
       }
       unsetenv("CMDS_NN_ATTNB_TILE");
@@ -238,7 +242,7 @@ static void test_attention(void) {
     if (causal) { /* the mask matters: the unmasked gradients differ */
       nn_tensor dq3 = nnfix_out_like(3, q.shape);
       nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, &dq3, NULL, NULL, &dout, &q, &k, &v, heads, 0, &err), &err,
-                "causal case unmasked");
+                      "causal case unmasked");
       const float *a = dq3.data, *b = wdq.data;
       double diff = 0;
       for (int64_t j = 0; j < nn_tensor_numel(&wdq); j++) diff += fabs((double)a[j] - b[j]);
@@ -265,33 +269,37 @@ static void test_conv(void) {
       int s = (int)nnfix_scalar(cases[i], "stride"), pt = (int)nnfix_scalar(cases[i], "pt");
       int pb = (int)nnfix_scalar(cases[i], "pb"), pl = (int)nnfix_scalar(cases[i], "pl");
       int pr = (int)nnfix_scalar(cases[i], "pr");
-      nn_tensor dx = nnfix_out_like(4, x.shape), dw = nnfix_out_fill(4, w.shape, PRIOR), db = nnfix_out_fill(1, w.shape, PRIOR);
+      nn_tensor dx = nnfix_out_like(4, x.shape), dw = nnfix_out_fill(4, w.shape, PRIOR),
+                db = nnfix_out_fill(1, w.shape, PRIOR);
       size_t before = scratch_before();
-      nnfix_expect_ok(nn_conv2d_ex_backward(&nnfix_ctx, &dx, &dw, has_bias[i] ? &db : NULL, &dy, &x, &w, s, pt, pb, pl, pr, &err),
-                &err, what);
+      nnfix_expect_ok(
+          nn_conv2d_ex_backward(&nnfix_ctx, &dx, &dw, has_bias[i] ? &db : NULL, &dy, &x, &w, s, pt, pb, pl, pr, &err),
+          &err, what);
       scratch_after(what, before, nn_conv2d_ex_backward_scratch_bytes(&x, &w, s, pt, pb, pl, pr));
       nnfix_compare(what, dx.data, wdx.data, nn_tensor_numel(&wdx), 1e-4);
       compare_accum(what, &dw, &wdw, 1e-4);
       if (has_bias[i]) compare_accum(what, &db, &wdb, 1e-5);
       /* frozen weights: only dx (the LoRA fine-tune's case), no columns built */
       nn_tensor dx2 = nnfix_out_like(4, x.shape);
-      nnfix_expect_ok(nn_conv2d_ex_backward(&nnfix_ctx, &dx2, NULL, NULL, &dy, &x, &w, s, pt, pb, pl, pr, &err), &err, what);
+      nnfix_expect_ok(nn_conv2d_ex_backward(&nnfix_ctx, &dx2, NULL, NULL, &dy, &x, &w, s, pt, pb, pl, pr, &err), &err,
+                      what);
       nnfix_compare(what, dx2.data, wdx.data, nn_tensor_numel(&wdx), 1e-4);
       if (i == 1 && !pass) {
         nnfix_expect_fail(nn_conv2d_ex_backward(&nnfix_ctx, &dx, &dw, NULL, &dy, &x, &w, 1, pt, pb, pl, pr, &err), &err,
-                    "dy has shape (2, 4, 4, 5), (2, 4, 8, 10) expected", "conv_ex dy geometry");
+                          "dy has shape (2, 4, 4, 5), (2, 4, 8, 10) expected", "conv_ex dy geometry");
         nnfix_expect_fail(nn_conv2d_ex_backward(&nnfix_ctx, &dx, &dw, NULL, &dy, &x, &w, 0, pt, pb, pl, pr, &err), &err,
-                    "stride 0", "conv_ex stride 0");
+                          "stride 0", "conv_ex stride 0");
         nnfix_expect_fail(nn_conv2d_ex_backward(&nnfix_ctx, &dy, &dw, NULL, &dy, &x, &w, s, pt, pb, pl, pr, &err), &err,
-                    "dx has shape (2, 4, 4, 5), (2, 3, 9, 11) expected", "conv_ex dx shape");
+                          "dx has shape (2, 4, 4, 5), (2, 3, 9, 11) expected", "conv_ex dx shape");
         nn_tensor rect = w;
         rect.shape[3] = 1;
-        nnfix_expect_fail(nn_conv2d_ex_backward(&nnfix_ctx, &dx, NULL, NULL, &dy, &x, &rect, s, pt, pb, pl, pr, &err), &err,
-                    "square kernel", "conv_ex non-square kernel");
+        nnfix_expect_fail(nn_conv2d_ex_backward(&nnfix_ctx, &dx, NULL, NULL, &dy, &x, &rect, s, pt, pb, pl, pr, &err),
+                          &err, "square kernel", "conv_ex non-square kernel");
       }
       if (i == 0 && !pass) { /* same geometry through the mapper's stride-1 entry point */
         nn_tensor dx3 = nnfix_out_like(4, x.shape), dw3 = nnfix_out_fill(4, w.shape, PRIOR);
-        nnfix_expect_ok(nn_conv2d_backward(&nnfix_ctx, &dx3, &dw3, NULL, &dy, &x, &w, &err), &err, "nn_conv2d_backward k3");
+        nnfix_expect_ok(nn_conv2d_backward(&nnfix_ctx, &dx3, &dw3, NULL, &dy, &x, &w, &err), &err,
+                        "nn_conv2d_backward k3");
         nnfix_compare("nn_conv2d_backward k3", dx3.data, wdx.data, nn_tensor_numel(&wdx), 1e-4);
         compare_accum("nn_conv2d_backward k3", &dw3, &wdw, 1e-4);
       }
@@ -307,7 +315,7 @@ static void test_glue(void) {
   nnfix_expect_ok(nn_sum_hw_forward(&nnfix_ctx, &y, &x, &err), &err, "sum_hw");
   nnfix_compare("sum_hw", y.data, want.data, nn_tensor_numel(&want), 1e-5);
   nnfix_expect_fail(nn_sum_hw_forward(&nnfix_ctx, &x, &x, &err), &err, "y has shape (2, 3, 5, 7), (2, 3) expected",
-              "sum_hw y shape");
+                    "sum_hw y shape");
   nnfix_done_case();
 
   x = nnfix_load("split", "x");
@@ -324,8 +332,8 @@ static void test_glue(void) {
   nnfix_expect_fail(nn_split_channels_forward(&nnfix_ctx, NULL, NULL, &x, &err), &err, "both NULL", "split nothing");
   nn_tensor bbad = b;
   bbad.shape[1] = 3;
-  nnfix_expect_fail(nn_split_channels_forward(&nnfix_ctx, &a, &bbad, &x, &err), &err, "b has shape (2, 3, 4, 3), (2, 4, 4, 3) expected",
-              "split b channels");
+  nnfix_expect_fail(nn_split_channels_forward(&nnfix_ctx, &a, &bbad, &x, &err), &err,
+                    "b has shape (2, 3, 4, 3), (2, 4, 4, 3) expected", "split b channels");
   nnfix_done_case();
 
   {
@@ -343,8 +351,8 @@ static void test_glue(void) {
     nnfix_compare("mse dp = p", pc.data, wdp.data, nn_tensor_numel(&wdp), 1e-5);
     nn_tensor tb = t;
     tb.shape[3] = 4;
-    nnfix_expect_fail(nn_mse_forward(&nnfix_ctx, &l2, NULL, &p, &tb, &err), &err, "t has shape (2, 4, 6, 4), (2, 4, 6, 5) expected",
-                "mse t shape");
+    nnfix_expect_fail(nn_mse_forward(&nnfix_ctx, &l2, NULL, &p, &tb, &err), &err,
+                      "t has shape (2, 4, 6, 4), (2, 4, 6, 5) expected", "mse t shape");
     nnfix_done_case();
   }
   x = nnfix_load("sumsq", "x");
@@ -378,14 +386,14 @@ static void test_adamw(void) {
     nnfix_compare("adamw m", m.data, wm.data, nn_tensor_numel(&wm), 1e-6);
     nnfix_compare("adamw v", v.data, wv.data, nn_tensor_numel(&wv), 1e-6);
     if (i == 0) {
-      nnfix_expect_fail(nn_adamw_update(&nnfix_ctx, &p, &p0, &m, &v, lr, b1, b2, eps, wd, 0, &err), &err, "the first step is 1",
-                  "adamw step 0");
-      nnfix_expect_fail(nn_adamw_update(&nnfix_ctx, &p, &p0, &m, &v, lr, 1.0f, b2, eps, wd, 1, &err), &err, "betas must be in",
-                  "adamw beta1 = 1");
+      nnfix_expect_fail(nn_adamw_update(&nnfix_ctx, &p, &p0, &m, &v, lr, b1, b2, eps, wd, 0, &err), &err,
+                        "the first step is 1", "adamw step 0");
+      nnfix_expect_fail(nn_adamw_update(&nnfix_ctx, &p, &p0, &m, &v, lr, 1.0f, b2, eps, wd, 1, &err), &err,
+                        "betas must be in", "adamw beta1 = 1");
       nn_tensor vb = v;
       vb.shape[0] = 1;
       nnfix_expect_fail(nn_adamw_update(&nnfix_ctx, &p, &p0, &m, &vb, lr, b1, b2, eps, wd, 1, &err), &err,
-                  "v has shape (1, 7), (6, 7) expected", "adamw v shape");
+                        "v has shape (1, 7), (6, 7) expected", "adamw v shape");
     }
     nnfix_done_case();
   }

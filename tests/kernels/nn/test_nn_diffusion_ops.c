@@ -31,7 +31,8 @@ static void test_conv_ex(void) {
       nn_tensor y = nnfix_out_like(4, want.shape);
       size_t before = nnfix_ctx.scratch->used_bytes, peak0 = nnfix_ctx.scratch->peak_bytes;
       nnfix_ctx.scratch->peak_bytes = before;
-      nnfix_expect_ok(nn_conv2d_ex_forward(&nnfix_ctx, &y, &x, &w, has_bias[i] ? &b : NULL, s, pt, pb, pl, pr, &err), &err, what);
+      nnfix_expect_ok(nn_conv2d_ex_forward(&nnfix_ctx, &y, &x, &w, has_bias[i] ? &b : NULL, s, pt, pb, pl, pr, &err),
+                      &err, what);
       CHECK(nnfix_ctx.scratch->used_bytes == before, "%s: scratch not handed back", what);
       size_t need = nn_conv2d_ex_scratch_bytes(NN_CPU, x.shape[1], w.shape[2], want.shape[2], want.shape[3]);
       CHECK(nnfix_ctx.scratch->peak_bytes - before <= need + 256, "%s: used %zu bytes of scratch, %zu announced", what,
@@ -124,7 +125,8 @@ static void test_attention_ex(void) {
     nnfix_compare(cases[i], o.data, want.data, nn_tensor_numel(&want), 1e-4);
     if (causal) { /* the mask matters: without it the result differs */
       nn_tensor o2 = nnfix_out_like(3, want.shape);
-      nnfix_expect_ok(nn_attention_ex_forward(&nnfix_ctx, &o2, &q, &k, &v, heads, 0, &err), &err, "causal case unmasked");
+      nnfix_expect_ok(nn_attention_ex_forward(&nnfix_ctx, &o2, &q, &k, &v, heads, 0, &err), &err,
+                      "causal case unmasked");
       const float *a = o2.data, *b = want.data;
       double diff = 0;
       for (int64_t j = 0; j < nn_tensor_numel(&want); j++) diff += fabs((double)a[j] - b[j]);
@@ -173,7 +175,7 @@ static void test_elementwise(void) {
   nnfix_compare("axpby flat b", y.data, want.data, n, 1e-5);
   nn_tensor shortb = nn_tensor_view(b0.data, NN_F32, NN_CPU, n - 1, -1, -1, -1);
   nnfix_expect_fail(nn_axpby_forward(&nnfix_ctx, &y, alpha, &a, beta, &shortb, &err), &err, "same number of elements",
-              "axpby count mismatch");
+                    "axpby count mismatch");
   nnfix_done_case();
 
   /* scale, fresh and in place */
@@ -198,7 +200,7 @@ static void test_elementwise(void) {
   bt.shape[0] = 3;
   bt.shape[1] = 2;
   nnfix_expect_fail(nn_add_channel_forward(&nnfix_ctx, &y, &a, &bt, &err), &err, "b has shape (3, 2), (2, 3) expected",
-              "add_channel b shape");
+                    "add_channel b shape");
   nnfix_expect_ok(nn_add_channel_forward(&nnfix_ctx, &a, &a, &b, &err), &err, "add_channel in place");
   nnfix_compare("add_channel in place", a.data, want.data, nn_tensor_numel(&want), 1e-6);
   nnfix_done_case();
@@ -213,11 +215,12 @@ static void test_elementwise(void) {
   nn_tensor bw = b;
   bw.shape[3] = 4;
   bw.shape[2] = 5;
-  nnfix_expect_fail(nn_concat_channels_forward(&nnfix_ctx, &y, &a, &bw, &err), &err, "b has shape (2, 2, 5, 4), (2, 2, 4, 5) expected",
-              "concat spatial mismatch");
+  nnfix_expect_fail(nn_concat_channels_forward(&nnfix_ctx, &y, &a, &bw, &err), &err,
+                    "b has shape (2, 2, 5, 4), (2, 2, 4, 5) expected", "concat spatial mismatch");
   nn_tensor ya = y;
   ya.data = a.data;
-  nnfix_expect_fail(nn_concat_channels_forward(&nnfix_ctx, &ya, &a, &b, &err), &err, "must not alias", "concat aliasing");
+  nnfix_expect_fail(nn_concat_channels_forward(&nnfix_ctx, &ya, &a, &b, &err), &err, "must not alias",
+                    "concat aliasing");
   nnfix_done_case();
 
   /* transpose (B, R, S) -> (B, S, R), sizes not multiples of the 32-tile */
@@ -229,8 +232,8 @@ static void test_elementwise(void) {
   nn_tensor yx = y;
   yx.data = x.data;
   nnfix_expect_fail(nn_transpose12_forward(&nnfix_ctx, &yx, &x, &err), &err, "must not alias", "transpose12 aliasing");
-  nnfix_expect_fail(nn_transpose12_forward(&nnfix_ctx, &x, &x, &err), &err, "y has shape (2, 37, 45), (2, 45, 37) expected",
-              "transpose12 y shape");
+  nnfix_expect_fail(nn_transpose12_forward(&nnfix_ctx, &x, &x, &err), &err,
+                    "y has shape (2, 37, 45), (2, 45, 37) expected", "transpose12 y shape");
   nnfix_done_case();
 }
 

@@ -46,7 +46,8 @@ static void test_norms(void) {
     nn_tensor b = i == 0 ? nnfix_load(ln[i], "beta") : (nn_tensor){0};
     nn_tensor y = nnfix_out_like(want.ndim, want.shape);
     float eps = (float)nnfix_scalar(ln[i], "eps");
-    nnfix_expect_ok(nn_layernorm_forward(&nnfix_ctx, &y, &x, i == 0 ? &g : NULL, i == 0 ? &b : NULL, eps, &err), &err, ln[i]);
+    nnfix_expect_ok(nn_layernorm_forward(&nnfix_ctx, &y, &x, i == 0 ? &g : NULL, i == 0 ? &b : NULL, eps, &err), &err,
+                    ln[i]);
     nnfix_compare(ln[i], y.data, want.data, nn_tensor_numel(&want), 1e-5);
     nnfix_done_case();
   }
@@ -59,7 +60,7 @@ static void test_norms(void) {
     int64_t groups = (int64_t)nnfix_scalar(gn[i], "groups");
     float eps = (float)nnfix_scalar(gn[i], "eps");
     nnfix_expect_ok(nn_groupnorm_forward(&nnfix_ctx, &y, &x, groups, i == 0 ? &g : NULL, i == 0 ? &b : NULL, eps, &err),
-              &err, gn[i]);
+                    &err, gn[i]);
     nnfix_compare(gn[i], y.data, want.data, nn_tensor_numel(&want), 1e-5);
     /* groups that do not divide the channels are refused */
     int rc = nn_groupnorm_forward(&nnfix_ctx, &y, &x, 5, NULL, NULL, eps, &err);
