@@ -33,3 +33,13 @@ void cmds_taskfarm_close(cmds_taskfarm *tf) {
   MPI_CHECK(MPI_Win_free(&tf->win));
   tf->counter = NULL;
 }
+
+const char *cmds_task_status_name(int status) {
+  switch (status) {
+    case CMDS_TASK_DONE: return "done";
+    case CMDS_TASK_SKIPPED: return "skipped";
+    case CMDS_TASK_INTERRUPTED: return "interrupted";
+    case CMDS_TASK_FAILED: return "failed";
+    default: return "not run";
+  }
+}

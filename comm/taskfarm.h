@@ -30,4 +30,10 @@ void cmds_taskfarm_open(cmds_taskfarm *tf, MPI_Comm comm, int64_t ntasks);
 int64_t cmds_taskfarm_next(cmds_taskfarm *tf);
 void cmds_taskfarm_close(cmds_taskfarm *tf);
 
+/* A farmed task's outcome, as the stages gather it from the ranks and report it (the values
+ * travel between ranks: keep them). */
+enum { CMDS_TASK_DONE = 0, CMDS_TASK_SKIPPED = 1, CMDS_TASK_INTERRUPTED = 2, CMDS_TASK_FAILED = 3 };
+/* "done", "skipped", "interrupted", "failed"; anything else (a task no rank reported) "not run". */
+const char *cmds_task_status_name(int status);
+
 #endif

@@ -31,6 +31,7 @@
 #include "config_keys.h"
 #include "img2img.h"
 #include "sd_lora.h"
+#include "taskfarm.h"
 
 #define CMDS_AUG_MAX_SHOTS 16
 
@@ -56,7 +57,8 @@ typedef struct aug_env {
   int ctx_ok;
 } aug_env;
 
-enum { AUG_DONE = 0, AUG_SKIPPED = 1, AUG_INTERRUPTED = 2, AUG_FAILED = 3 };
+enum { AUG_DONE = CMDS_TASK_DONE, AUG_SKIPPED = CMDS_TASK_SKIPPED, AUG_INTERRUPTED = CMDS_TASK_INTERRUPTED,
+       AUG_FAILED = CMDS_TASK_FAILED };
 
 typedef struct aug_result {
   int status;

@@ -134,16 +134,6 @@ static int parse_args(int argc, char **argv, aug_args *a, cmds_error *err) {
   return CMDS_OK;
 }
 
-static const char *status_name(int s) {
-  switch (s) {
-    case AUG_DONE: return "done";
-    case AUG_SKIPPED: return "skipped";
-    case AUG_INTERRUPTED: return "interrupted";
-    case AUG_FAILED: return "failed";
-    default: return "not run";
-  }
-}
-
 int main(int argc, char **argv) {
   cmds_mpi mpi;
   cmds_mpi_init(&argc, &argv, &mpi);
@@ -273,7 +263,7 @@ int main(int argc, char **argv) {
            mpi.size == 1 ? "" : "s");
     for (int i = 0; i < ncats && (counts[3] || counts[2] || counts[4]); i++)
       if (all_status[i] != AUG_DONE && all_status[i] != AUG_SKIPPED)
-        fprintf(stderr, "cmds-augment: %s/%s: %s\n", a.dataset, cats[i], status_name(all_status[i]));
+        fprintf(stderr, "cmds-augment: %s/%s: %s\n", a.dataset, cats[i], cmds_task_status_name(all_status[i]));
     if (rc == CMDS_EINTERRUPTED)
       fprintf(stderr, "cmds-augment: stopped by a signal; checkpoints and finished images kept; exit code %d: rerun "
                       "(or requeue) to resume\n", CMDS_EINTERRUPTED);

@@ -90,16 +90,6 @@ static int make_tasks(const train_args *a, cmds_task **tasks, int *n, cmds_error
   return rc;
 }
 
-static const char *status_name(int s) {
-  switch (s) {
-    case TRAIN_DONE: return "done";
-    case TRAIN_SKIPPED: return "skipped";
-    case TRAIN_INTERRUPTED: return "interrupted";
-    case TRAIN_FAILED: return "failed";
-    default: return "not run";
-  }
-}
-
 int main(int argc, char **argv) {
   cmds_mpi mpi;
   cmds_mpi_init(&argc, &argv, &mpi);
@@ -233,7 +223,7 @@ int main(int argc, char **argv) {
     cmds_json_kv_int(j, "k", tasks[i].k);
     cmds_json_kv_str(j, "tag", tasks[i].tag);
     cmds_json_kv_str(j, "origin", tasks[i].origin);
-    cmds_json_kv_str(j, "status", status_name(s));
+    cmds_json_kv_str(j, "status", cmds_task_status_name(s));
     cmds_json_kv_int(j, "resumed_from_step", (int64_t)all_num[4 * i + 3]);
     cmds_json_kv_int(j, "steps_run", (int64_t)all_num[4 * i]);
     cmds_json_kv_num(j, "final_loss", s == TRAIN_DONE ? all_num[4 * i + 1] : NAN);

@@ -26,6 +26,7 @@
 #include "collective.h"
 #include "config.h"
 #include "nn/vit.h"
+#include "taskfarm.h"
 #include "tasks.h"
 
 typedef struct train_env {
@@ -47,7 +48,8 @@ typedef struct train_env {
   char weights_id[160]; /* identity of --weights, computed once */
 } train_env;
 
-enum { TRAIN_DONE = 0, TRAIN_SKIPPED = 1, TRAIN_INTERRUPTED = 2, TRAIN_FAILED = 3 };
+enum { TRAIN_DONE = CMDS_TASK_DONE, TRAIN_SKIPPED = CMDS_TASK_SKIPPED, TRAIN_INTERRUPTED = CMDS_TASK_INTERRUPTED,
+       TRAIN_FAILED = CMDS_TASK_FAILED };
 
 typedef struct train_result {
   int status;

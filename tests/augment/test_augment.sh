@@ -16,12 +16,9 @@ set -uo pipefail
 bin=$1 ckpt=$2 work=$3
 shift 3
 mp=("$@")
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CMDS_PROGRESS=off
-rm -rf "$work"
-mkdir -p "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
-num() { grep -o "\"$2\": [-0-9.e+a-z]*" "$1" | head -1 | awk '{print $2}'; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
 
 "$bin/cmds-synth" --format mvtec3d --out "$work/data/mvtec3d" --seed 3 --size 64 --categories bagel,cookie \
   --train 2 --validation 1 --test-good 1 --test-per-defect 1 >/dev/null
@@ -141,5 +138,4 @@ aug -n 1 "$bin/cmds-augment" --cache "$work/x" "${A[@]}" "${R64[@]}" >/dev/null 
 # Downstream: the feature cache encodes the augmented rows.
 "${mp[@]}" -n 2 "$bin/cmds-features" --cache "$work/b" --dataset mvtec3d --random-backbone 0 >"$work/features.out" 2>&1
 ok "features on the augmented caches ($(tail -2 "$work/features.out"))" '[ $? -eq 0 ]'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

@@ -12,11 +12,9 @@ set -uo pipefail
 bin=$1 sd=$2 marigold=$3 work=$4
 shift 4
 mp=("$@")
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CMDS_PROGRESS=off
-rm -rf "$work"
-mkdir -p "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
 c=$work/cache/mvtec3d/bagel.h5
 "$bin/cmds-synth" --format mvtec3d --out "$work/data" --seed 3 --size 64 --categories bagel \
   --train 2 --validation 1 --test-good 1 --test-per-defect 1 >/dev/null
@@ -82,5 +80,4 @@ ok "the same cache: the LoRA and images reused" '[ $? -eq 0 ] && grep -q "\"lora
 "${mp[@]}" -n 1 "$bin/cmds-augment" "${AUG[@]}" >/dev/null 2>&1
 ok "a cache at another size: the LoRA fine-tuned again" '[ $? -eq 0 ] && grep -q "\"lora_reused\": false" "$rec" && grep -q "\"images_generated\": 8" "$rec"'
 "$bin/check_augment" ok "$c" 8 2 "$work/cache/augment/mvtec3d/bagel" >/dev/null; ok "48 px cache: 8 rows, each its PNG resized" '[ $? -eq 0 ]'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

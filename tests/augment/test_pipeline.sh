@@ -13,11 +13,9 @@
 set -uo pipefail
 bin=$1 sd=$2 work=$3
 marigold=$(cd "$sd/../.." && pwd)/diffusion_marigold/ckpt
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CMDS_PROGRESS=off
-rm -rf "$work"
-mkdir -p "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
 
 "$bin/cmds-synth" --format mvtec3d --out "$work/data" --seed 3 --size 64 --categories bagel \
   --train 2 --validation 1 --test-good 1 --test-per-defect 1 >/dev/null
@@ -70,5 +68,4 @@ ok "augmentation off: the job ran ($(tail -3 "$work/off.log"))" '[ $? -eq 0 ]'
 ok "off: no augment stage" '! grep -q "cmds-augment" "$work/off.log"'
 "$bin/check_augment" absent "$work/off/cache/mvtec3d/bagel.h5" >/dev/null; ok "off: no augmented rows" '[ $? -eq 0 ]'
 ok "off: results" '[ -n "$(find "$work/off/run/results" -name "*.json" ! -name "*.record.json" | head -1)" ]'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

@@ -5,21 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 
+#include "difftest.h"
 #include "marigold.h"
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
 
 int main(int argc, char **argv) {
   if (argc != 6) {
@@ -27,31 +15,22 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *root = argv[1];
-  nn_device dev = strcmp(argv[2], "cuda") == 0 ? NN_CUDA : NN_CPU;
+  nn_device dev;
   int size = atoi(argv[3]), steps = atoi(argv[4]), reps = atoi(argv[5]);
-  if (dev == NN_CUDA) {
-    if (!nn_cuda_available()) {
-      printf("no GPU: skipped\n");
-      return 77;
-    }
-    nn_cuda_select(0);
-  }
+  if (difftest_bench_device(argv[2], &dev)) return 77;
   char desc[256];
   printf("device: %s\n", nn_device_describe(dev, desc, sizeof desc));
   cmds_error err = {0};
   marigold_model m;
-  double t0 = now();
+  double t0 = difftest_now();
   if (marigold_load(&m, root, dev, &err)) {
     fprintf(stderr, "bench_marigold: %s\n", err.msg);
     return 1;
   }
-  printf("load: %.2f s\n", now() - t0);
+  printf("load: %.2f s\n", difftest_now() - t0);
   float *rgb = malloc((size_t)size * size * 3 * sizeof(float)), *nrm = malloc((size_t)size * size * 3 * sizeof(float));
   unsigned s = 1;
-  for (size_t i = 0; i < (size_t)size * size * 3; i++) {
-    s = s * 1103515245u + 12345u;
-    rgb[i] = (float)((s >> 8) & 0xffff) / 65535.0f;
-  }
+  for (size_t i = 0; i < (size_t)size * size * 3; i++) rgb[i] = (float)difftest_lcg_u16(&s) / 65535.0f;
   marigold_opts o = marigold_opts_default();
   o.steps = steps;
   o.processing_res = 768;
@@ -66,18 +45,16 @@ int main(int argc, char **argv) {
   double *times = calloc((size_t)reps + 1, sizeof(double));
   int warm = dev == NN_CUDA;
   for (int r = 0; r < reps + warm; r++) {
-    double t = now();
+    double t = difftest_now();
     if (marigold_normals(&m, &ctx, rgb, size, size, &o, nrm, &err)) {
       fprintf(stderr, "bench_marigold: %s\n", err.msg);
       return 1;
     }
-    if (r >= warm) times[r - warm] = now() - t;
+    if (r >= warm) times[r - warm] = difftest_now() - t;
   }
-  qsort(times, (size_t)reps, sizeof(double), cmp);
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
+  difftest_sort(times, (size_t)reps);
   printf("ours: %.3f s per image (%dx%d, processing 768, %d steps, ensemble 1), peak RSS %.2f GiB\n",
-         times[reps / 2], size, size, steps, (double)ru.ru_maxrss / (1 << 20));
+         times[reps / 2], size, size, steps, difftest_rss_gib());
   printf("workspace used at peak: %.2f GiB\n", (double)scratch.peak_bytes / (1 << 30));
   nn_ctx_free(&ctx);
   nn_arena_free(&scratch);

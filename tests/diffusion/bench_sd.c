@@ -8,36 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 
+#include "difftest.h"
 #include "img2img.h"
 #include "sd_lora.h"
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* CPU seconds of the process (all threads): on a shared machine the work, where the wall time
- * also counts the waits for a core. */
-static double cpu_now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double rss_gib(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_maxrss / (1 << 20);
-}
 
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
@@ -46,33 +20,24 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *root = argv[1];
-  nn_device dev = strcmp(argv[2], "cuda") == 0 ? NN_CUDA : NN_CPU;
+  nn_device dev;
   int R = atoi(argv[3]), steps = atoi(argv[4]), i2i = atoi(argv[5]);
   float strength = (float)atof(argv[6]);
   if (steps < 2) steps = 2;
-  if (dev == NN_CUDA) {
-    if (!nn_cuda_available()) {
-      printf("no GPU: skipped\n");
-      return 77;
-    }
-    nn_cuda_select(0);
-  }
+  if (difftest_bench_device(argv[2], &dev)) return 77;
   char desc[256];
   printf("device: %s\n", nn_device_describe(dev, desc, sizeof desc));
   cmds_error err = {0};
   sd_models M;
-  double t0 = now();
+  double t0 = difftest_now();
   if (sd_models_load(&M, root, dev, &err) || sd_models_set_prompt(&M, "a photo of a bagel", "", &err)) {
     fprintf(stderr, "bench_sd: %s\n", err.msg);
     return 1;
   }
-  printf("load + prompt: %.2f s\n", now() - t0);
+  printf("load + prompt: %.2f s\n", difftest_now() - t0);
   float *img = malloc((size_t)R * R * 3 * sizeof(float)), *out = malloc((size_t)R * R * 3 * sizeof(float));
   unsigned s = 1;
-  for (size_t i = 0; i < (size_t)R * R * 3; i++) {
-    s = s * 1103515245u + 12345u;
-    img[i] = (float)((s >> 8) & 0xffff) / 32767.5f - 1.0f;
-  }
+  for (size_t i = 0; i < (size_t)R * R * 3; i++) img[i] = (float)difftest_lcg_u16(&s) / 32767.5f - 1.0f;
   sd_lora_opts o = sd_lora_opts_default();
   size_t need = sd_lora_trainer_workspace_bytes(&M, R);
   size_t need_i = sd_img2img_workspace_bytes(&M, R, R, 7.5f);
@@ -86,30 +51,30 @@ int main(int argc, char **argv) {
   printf("workspace: %.2f GiB, training tape %.2f GiB\n", (double)need / (1 << 30),
          (double)unet_tape_bytes(&M.unet, 1, R / M.vae_scale, R / M.vae_scale, M.S) / (1 << 30));
   sd_lora_trainer *T = NULL;
-  t0 = now();
+  t0 = difftest_now();
   if (sd_lora_trainer_new(&T, &M, &ctx, &o, img, 1, R, &err)) {
     fprintf(stderr, "bench_sd: %s\n", err.msg);
     return 1;
   }
-  printf("trainer (LoRA rank %d, VAE posterior of the image): %.2f s\n", o.rank, now() - t0);
+  printf("trainer (LoRA rank %d, VAE posterior of the image): %.2f s\n", o.rank, difftest_now() - t0);
   double *times = calloc((size_t)steps, sizeof(double)), *cpus = calloc((size_t)steps, sizeof(double));
   for (int i = 0; i < steps; i++) {
-    double t = now(), c = cpu_now(), loss = 0;
+    double t = difftest_now(), c = difftest_cpu_now(), loss = 0;
     if (sd_lora_trainer_step(T, NULL, &loss, &err)) {
       fprintf(stderr, "bench_sd: %s\n", err.msg);
       return 1;
     }
     if (nn_ctx_sync(&ctx, &err)) return 1;
-    times[i] = now() - t;
-    cpus[i] = cpu_now() - c;
+    times[i] = difftest_now() - t;
+    cpus[i] = difftest_cpu_now() - c;
     printf("  step %d: %.3f s (cpu %.3f s), loss %.4f\n", i + 1, times[i], cpus[i], loss);
   }
-  qsort(times + 1, (size_t)(steps - 1), sizeof(double), cmp);
-  qsort(cpus + 1, (size_t)(steps - 1), sizeof(double), cmp);
+  difftest_sort(times + 1, (size_t)(steps - 1));
+  difftest_sort(cpus + 1, (size_t)(steps - 1));
   printf("ours: %.3f cpu-s per training step (median; min wall %.3f s, min cpu %.3f s)\n", cpus[1 + (steps - 2) / 2],
          times[1], cpus[1]);
   printf("ours: %.3f s per training step (%dx%d, rank %d, batch 1), peak RSS %.2f GiB, scratch peak %.2f GiB\n",
-         times[1 + (steps - 2) / 2], R, R, o.rank, rss_gib(), (double)scratch.peak_bytes / (1 << 30));
+         times[1 + (steps - 2) / 2], R, R, o.rank, difftest_rss_gib(), (double)scratch.peak_bytes / (1 << 30));
   sd_lora_trainer_free(T);
   if (i2i < 1) goto done;
   sd_img2img_opts io = sd_img2img_opts_default();
@@ -118,15 +83,15 @@ int main(int argc, char **argv) {
   int warm = dev == NN_CUDA;
   double ti = 0;
   for (int r = 0; r <= warm; r++) {
-    double t = now();
+    double t = difftest_now();
     if (sd_img2img(&M, &ctx, img, R, R, &io, out, &err)) {
       fprintf(stderr, "bench_sd: %s\n", err.msg);
       return 1;
     }
-    ti = now() - t;
+    ti = difftest_now() - t;
   }
   printf("ours: %.3f s per image (img2img %dx%d, %d DDIM steps x strength %.2f, guidance %.1f, LoRA), peak RSS %.2f GiB\n",
-         ti, R, R, i2i, (double)strength, (double)io.guidance, rss_gib());
+         ti, R, R, i2i, (double)strength, (double)io.guidance, difftest_rss_gib());
 done:
   nn_ctx_free(&ctx);
   nn_arena_free(&scratch);

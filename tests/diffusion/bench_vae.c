@@ -11,15 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "difftest.h"
 #include "vae.h"
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int fail(const cmds_error *err) {
   fprintf(stderr, "bench_vae: %s\n", err->msg);
@@ -31,24 +25,21 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s CKPT_ROOT cpu|cuda SIZE REPS\n", argv[0]);
     return 2;
   }
-  nn_device dev = strcmp(argv[2], "cuda") == 0 ? NN_CUDA : NN_CPU;
+  nn_device dev;
   int64_t S = atoll(argv[3]);
   int reps = atoi(argv[4]);
   if (S < 8 || reps < 0) {
     fprintf(stderr, "bench_vae: SIZE >= 8 and REPS >= 0 expected\n");
     return 2;
   }
-  if (dev == NN_CUDA && nn_cuda_select(0) < 0) {
-    printf("bench_vae: no GPU: skipped\n");
-    return 77;
-  }
+  if (difftest_bench_device(argv[2], &dev)) return 77;
   cmds_error err = {0};
   char desc[256];
   printf("device: %s\n", nn_device_describe(dev, desc, sizeof desc));
-  double t0 = now();
+  double t0 = difftest_now();
   vae_model m;
   if (vae_load(&m, argv[1], "vae", dev, &err)) return fail(&err);
-  printf("load: %.2f s, %lld parameters\n", now() - t0, (long long)m.n_params);
+  printf("load: %.2f s, %lld parameters\n", difftest_now() - t0, (long long)m.n_params);
   int64_t h, w, f = vae_scale_factor(&m);
   vae_latent_size(&m, S, S, &h, &w);
   size_t ws = vae_workspace_bytes(&m, 1, S, S);
@@ -75,11 +66,11 @@ int main(int argc, char **argv) {
   if (nn_tensor_copy(&x, &hv, &err)) return fail(&err);
   double te = 1e30, td = 1e30;
   for (int r = 0; r < reps + 1; r++) { /* the first run warms up */
-    double a = now();
+    double a = difftest_now();
     if (vae_encode_mean_scaled(&m, &ctx, &lat, &x, &err) || nn_ctx_sync(&ctx, &err)) return fail(&err);
-    double b = now();
+    double b = difftest_now();
     if (vae_decode_scaled(&m, &ctx, &y, &lat, &err) || nn_ctx_sync(&ctx, &err)) return fail(&err);
-    double c = now();
+    double c = difftest_now();
     if (r > 0) {
       te = fmin(te, b - a);
       td = fmin(td, c - b);

@@ -17,6 +17,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+from fixturelib import clip_vocab, write_clip_tokenizer  # noqa: E402
+
 FULL = dict(unet_channels=(320, 640, 1280, 1280), unet_heads=(5, 10, 20, 20), unet_layers=2, unet_groups=32,
             vae_channels=(128, 256, 512, 512), vae_layers=2, vae_groups=32,
             text_width=1024, text_ffn=4096, text_layers=23, text_heads=16, text_proj=512)
@@ -27,24 +30,7 @@ TINY = dict(unet_channels=(32, 64, 64, 64), unet_heads=(2, 4, 4, 4), unet_layers
 
 def _tokenizer(folder):
     """Byte-level symbols (with and without </w>), no merges, plus the two special tokens."""
-    os.makedirs(folder, exist_ok=True)
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    syms = [chr(c) for c in cs]
-    vocab = {s: i for i, s in enumerate(syms)}
-    vocab.update({s + "</w>": i + 256 for i, s in enumerate(syms)})
-    vocab["<|startoftext|>"] = 49406
-    vocab["<|endoftext|>"] = 49407
-    with open(os.path.join(folder, "vocab.json"), "w") as f:
-        json.dump(vocab, f, ensure_ascii=False)
-    with open(os.path.join(folder, "merges.txt"), "w") as f:
-        f.write("#version: 0.2\n")
+    write_clip_tokenizer(folder, clip_vocab(special_ids=(49406, 49407)))
     with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
         json.dump({"model_max_length": 77, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
                    "pad_token": "!", "unk_token": "<|endoftext|>", "do_lower_case": True,

@@ -15,27 +15,14 @@
 #include <string.h>
 
 #include "check.h"
+#include "difftest.h"
 #include "jsonread.h"
 #include "marigold.h"
 #include "npy.h"
 
 static const char *dir;
 
-static int load(npy_array *a, const char *name) {
-  char p[1024];
-  snprintf(p, sizeof(p), "%s/%s", dir, name);
-  return npy_load(p, a);
-}
-
-/* the largest |got - want| over n values */
-static double max_abs(const float *got, const npy_array *want, int64_t n, int64_t *where) {
-  double worst = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = fabs((double)got[i] - npy_get(want, i));
-    if (!(d <= worst)) { worst = isnan(d) ? INFINITY : d; *where = i; } /* NaN stays the worst */
-  }
-  return worst;
-}
+static int load(npy_array *a, const char *name) { return difftest_load(dir, name, a); }
 
 static void test_resize(void) {
   static const int sz[][4] = {{45, 70, 41, 64}, {45, 70, 30, 48}, {45, 70, 61, 96}, {33, 17, 10, 7},
@@ -52,7 +39,7 @@ static void test_resize(void) {
     float *y = malloc(sizeof(float) * (size_t)out.count);
     marigold_resize_bilinear_aa(in.data, C, sz[i][0], sz[i][1], y, sz[i][2], sz[i][3]);
     int64_t at = 0;
-    double d = max_abs(y, &out, out.count, &at);
+    double d = difftest_max_abs(y, &out, out.count, &at);
     /* float32 sums of a few weighted taps in torch's order: rounding only */
     CHECK(d <= 1e-6, "antialiased bilinear %dx%d -> %dx%d: max |diff| %.3g at %lld", sz[i][0], sz[i][1], sz[i][2],
           sz[i][3], d, (long long)at);
@@ -60,11 +47,6 @@ static void test_resize(void) {
     npy_free(&in);
     npy_free(&out);
   }
-}
-
-/* NaN in every output value before a run: a value the run does not write fails the checks. */
-static void poison(float *out, int64_t n) {
-  for (int64_t i = 0; i < n; i++) out[i] = NAN;
 }
 
 /* Runs every case of cases.json with m and ctx (on the model's device) against diffusers'
@@ -103,12 +85,12 @@ static void run_cases(marigold_model *m, nn_ctx *ctx, const npy_array *img, cons
     CHECK(rc == 0 && plan.ensemble * m->latent_channels * plan.h * plan.w == lat.count,
           "%s: latent shape: plan (%d,%d,%d,%d) vs fixture %lld values", name, plan.ensemble, m->latent_channels,
           plan.h, plan.w, (long long)lat.count);
-    poison(out, n);
+    difftest_poison(out, n);
     rc = marigold_normals(m, ctx, img->data, H, W, &o, out, &err);
     CHECK(rc == 0, "%s%s: %s", name, tag, err.msg);
     if (!rc) {
       int64_t at = 0;
-      double d = max_abs(out, &ref, ref.count, &at);
+      double d = difftest_max_abs(out, &ref, ref.count, &at);
       /* unit normals; the networks agree with diffusers to ~1e-6 relative (on the GPU too: the
        * same fp32 arithmetic, another summation order) */
       CHECK(d <= 1e-4, "%s%s: max |ours - diffusers| %.3g at pixel %lld channel %lld (ours %.6f, theirs %.6f)", name,
@@ -129,11 +111,11 @@ static void run_cases(marigold_model *m, nn_ctx *ctx, const npy_array *img, cons
     }
     if (!rc && E > 2) { /* members through the UNet two at a time: the same result */
       o.batch = 2;
-      poison(out, n);
+      difftest_poison(out, n);
       rc = marigold_normals(m, ctx, img->data, H, W, &o, out, &err);
       CHECK(rc == 0, "%s batch 2%s: %s", name, tag, err.msg);
       int64_t at = 0;
-      double d = rc ? 1 : max_abs(out, &ref, ref.count, &at);
+      double d = rc ? 1 : difftest_max_abs(out, &ref, ref.count, &at);
       CHECK(d <= 1e-4, "%s%s, 2 members per UNet batch: max |diff| %.3g", name, tag, d);
     }
     npy_free(&lat);
@@ -197,11 +179,9 @@ static int test_cuda(const char *root) {
     cmds_jv_get_str(&cases->items[c], "cases.json", "name", 1, NULL, &name, &err);
     CHECK(kg[c] && kc[c], "%s: both runs", name);
     if (kg[c] && kc[c]) {
-      npy_array cpu = {0};
-      cpu.data = kc[c], cpu.count = n;
-      snprintf(cpu.dtype, sizeof cpu.dtype, "f4");
+      npy_array cpu = difftest_f32_array(kc[c], n);
       int64_t at = 0;
-      double d = max_abs(kg[c], &cpu, n, &at);
+      double d = difftest_max_abs(kg[c], &cpu, n, &at);
       printf("CUDA vs CPU %s: max |diff| %.3g (bound %.0e)\n", name, d, CUDA_VS_CPU_ATOL);
       CHECK(d <= CUDA_VS_CPU_ATOL, "%s: GPU vs CPU max |diff| %.3g at pixel %lld channel %lld (%.6f vs %.6f)", name, d,
             (long long)(at / 3), (long long)(at % 3), (double)kg[c][at], (double)kc[c][at]);
@@ -216,16 +196,14 @@ static int test_cuda(const char *root) {
     o.seed = 11;
     float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n),
           *c = malloc(sizeof(float) * (size_t)n);
-    poison(a, n), poison(b, n), poison(c, n);
+    difftest_poison(a, n), difftest_poison(b, n), difftest_poison(c, n);
     CHECK(marigold_normals(&mg, &cg, img.data, H, W, &o, a, &err) == 0, "seeded [cuda]: %s", err.msg);
     CHECK(marigold_normals(&mg, &cg, img.data, H, W, &o, b, &err) == 0, "seeded [cuda]: %s", err.msg);
     CHECK(!memcmp(a, b, sizeof(float) * (size_t)n), "same seed on the GPU, different normals");
     CHECK(marigold_normals(&mc, &cc, img.data, H, W, &o, c, &err) == 0, "seeded: %s", err.msg);
-    npy_array cpu = {0};
-    cpu.data = c, cpu.count = n;
-    snprintf(cpu.dtype, sizeof cpu.dtype, "f4");
+    npy_array cpu = difftest_f32_array(c, n);
     int64_t at = 0;
-    double d = max_abs(a, &cpu, n, &at);
+    double d = difftest_max_abs(a, &cpu, n, &at);
     printf("CUDA vs CPU seeded (seed 11, 2 steps): max |diff| %.3g (bound %.0e)\n", d, CUDA_VS_CPU_ATOL);
     CHECK(d <= CUDA_VS_CPU_ATOL, "seeded: GPU vs CPU max |diff| %.3g at %lld", d, (long long)at);
     /* a context on the CPU for the model on the GPU is refused, naming both */
@@ -243,21 +221,11 @@ static int test_cuda(const char *root) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--cuda") != 0)) {
-    fprintf(stderr, "usage: test_marigold FIXTURE_DIR [--cuda]\n");
-    return 2;
-  }
-  dir = argv[1];
+  int cuda = 0, rc = difftest_args(argc, argv, &dir, &cuda);
+  if (rc >= 0) return rc;
   char root[1024], why[512];
   snprintf(root, sizeof(root), "%s/ckpt", dir);
-  if (argc == 3) {
-    if (!nn_cuda_available()) {
-      printf("no GPU: skipped\n");
-      return 77;
-    }
-    nn_cuda_select(0);
-    return test_cuda(root);
-  }
+  if (cuda) return test_cuda(root);
   test_resize();
 
   /* weights present / absent */
@@ -268,7 +236,7 @@ int main(int argc, char **argv) {
 
   cmds_error err = {0};
   marigold_model m;
-  int rc = marigold_load(&m, root, NN_CPU, &err);
+  rc = marigold_load(&m, root, NN_CPU, &err);
   CHECK(rc == 0, "load: %s", err.msg);
   if (rc) return CHECK_DONE();
   CHECK(m.default_steps == 4 && m.default_res == 64 && m.use_full_z_range == 1 && m.vae_scale == 4 &&
@@ -280,7 +248,7 @@ int main(int argc, char **argv) {
           (long long)m.emb_D, (long long)emb.count);
     int64_t at = 0;
     if (m.emb_S * m.emb_D == emb.count) {
-      double d = max_abs(m.empty_emb, &emb, emb.count, &at);
+      double d = difftest_max_abs(m.empty_emb, &emb, emb.count, &at);
       CHECK(d <= 1e-5, "empty-prompt embedding: max |diff| %.3g at %lld", d, (long long)at);
     }
     npy_free(&emb);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "difftest.h"
 #include "img2img.h"
 #include "jsonread.h"
 #include "npy.h"
@@ -26,34 +27,12 @@
 
 static const char *dir;
 
-static int load(npy_array *a, const char *name) {
-  char p[1024];
-  snprintf(p, sizeof(p), "%s/%s", dir, name);
-  return npy_load(p, a);
-}
+static int load(npy_array *a, const char *name) { return difftest_load(dir, name, a); }
 
-/* max |got - want| / (max |want|) over n values */
-static double rel_err(const float *got, const npy_array *want, int64_t n, int64_t *where) {
-  double worst = 0, scale = 0;
-  for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(npy_get(want, i)));
-  for (int64_t i = 0; i < n; i++) {
-    double d = fabs((double)got[i] - npy_get(want, i));
-    if (!(d <= worst)) { worst = isnan(d) ? INFINITY : d; *where = i; } /* NaN stays the worst */
-  }
-  return worst / (scale > 0 ? scale : 1);
-}
-
-/* NaN in every output value before a run: a value the run does not write fails the checks. */
-static void poison(float *y, int64_t n) {
-  for (int64_t i = 0; i < n; i++) y[i] = NAN;
-}
-
-/* rel_err against another float image (as an f4 array). */
+/* difftest_rel_err against another float image. */
 static double rel_err_f(const float *got, float *want, int64_t n, int64_t *where) {
-  npy_array w = {0};
-  snprintf(w.dtype, sizeof w.dtype, "f4");
-  w.data = want, w.count = n, w.itemsize = sizeof(float);
-  return rel_err(got, &w, n, where);
+  npy_array w = difftest_f32_array(want, n);
+  return difftest_rel_err(got, &w, n, where);
 }
 
 static void test_layout(const char *root) {
@@ -127,12 +106,12 @@ static void run_case(sd_models *M, const cmds_jv *c, const npy_array *img, int H
   size_t ws = sd_img2img_workspace_bytes(M, H, W, o.guidance);
   if (nn_arena_init(&s, dev, ws, &err) || nn_ctx_init(&ctx, dev, &s, NULL, 0, &err)) { CHECK(0, "%s", err.msg); return; }
   float *y = malloc(sizeof(float) * (size_t)(H * W * 3));
-  poison(y, (int64_t)H * W * 3);
+  difftest_poison(y, (int64_t)H * W * 3);
   rc = sd_img2img(M, &ctx, img->data, H, W, &o, y, &err);
   CHECK(rc == 0, "%s%s: %s", name, tag, err.msg);
   if (!rc) {
     int64_t at = 0;
-    double e = rel_err(y, &want, want.count, &at);
+    double e = difftest_rel_err(y, &want, want.count, &at);
     printf("img2img %-12s%s strength %.2f steps %lld guidance %.1f: max |diff| / max |ref| = %.3g (scratch peak %zu of %zu)\n",
            name, tag, strength, (long long)steps, guidance, e, s.peak_bytes, ws);
     CHECK(e <= 1e-4, "img2img %s%s: relative error %.3g at %lld (got %g want %g)", name, tag, e, (long long)at,
@@ -144,7 +123,7 @@ static void run_case(sd_models *M, const cmds_jv *c, const npy_array *img, int H
       CHECK(sd_img2img(M, &ctx, img->data, H, W, &o, y0, &err) == 0, "%s", err.msg);
       npy_array ours = want;
       ours.data = y0;
-      double e0 = rel_err(y, &ours, want.count, &at);
+      double e0 = difftest_rel_err(y, &ours, want.count, &at);
       CHECK(e0 > 1e-2, "%s%s: the LoRA changes the image by only %.3g", name, tag, e0);
       free(y0);
     }
@@ -237,7 +216,7 @@ static int test_cuda(const char *root) {
     }
     float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n),
           *c = malloc(sizeof(float) * (size_t)n);
-    poison(a, n), poison(b, n), poison(c, n);
+    difftest_poison(a, n), difftest_poison(b, n), difftest_poison(c, n);
     CHECK(sd_img2img(&Mg, &cg, img.data, (int)H, (int)W, &o, a, &err) == 0, "seeded [cuda]: %s", err.msg);
     CHECK(sd_img2img(&Mg, &cg, img.data, (int)H, (int)W, &o, b, &err) == 0, "seeded [cuda]: %s", err.msg);
     CHECK(!memcmp(a, b, sizeof(float) * (size_t)n), "seeded img2img is deterministic on the GPU");
@@ -263,26 +242,16 @@ static int test_cuda(const char *root) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--cuda") != 0)) {
-    fprintf(stderr, "usage: test_sd_img2img FIXTURE_DIR [--cuda]\n");
-    return 2;
-  }
-  dir = argv[1];
+  int cuda = 0, rc = difftest_args(argc, argv, &dir, &cuda);
+  if (rc >= 0) return rc;
   char root[1024];
   snprintf(root, sizeof(root), "%s/ckpt", dir);
-  if (argc == 3) {
-    if (!nn_cuda_available()) {
-      printf("no GPU: skipped\n");
-      return 77;
-    }
-    nn_cuda_select(0);
-    return test_cuda(root);
-  }
+  if (cuda) return test_cuda(root);
   test_layout(root);
 
   sd_models M;
   cmds_error err = {0};
-  int rc = sd_models_load(&M, root, NN_CPU, &err);
+  rc = sd_models_load(&M, root, NN_CPU, &err);
   CHECK(rc == 0, "load: %s", err.msg);
   if (rc) return CHECK_DONE();
   CHECK(M.vae_scale == 4 && M.vae.latent_channels == 4 && M.sched.prediction == DDIM_PRED_V, "f %d C %lld pred %d",
@@ -318,7 +287,7 @@ int main(int argc, char **argv) {
   if (!rc && !load(&pe, "prompt_emb.npy")) {
     int64_t at = 0;
     CHECK(M.S == pe.shape[0] && M.hidden == pe.shape[1], "prompt embedding (%lld, %lld)", (long long)M.S, (long long)M.hidden);
-    double e = rel_err(M.prompt_emb, &pe, pe.count, &at);
+    double e = difftest_rel_err(M.prompt_emb, &pe, pe.count, &at);
     CHECK(e <= 1e-5, "prompt embedding vs transformers: %.3g", e);
     npy_free(&pe);
   }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "difftest.h"
 #include "jsonread.h"
 #include "npy.h"
 #include "safetensors.h"
@@ -526,19 +527,8 @@ static void compare_runs(const train_result *g, const train_result *c) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--cuda") != 0)) {
-    fprintf(stderr, "usage: test_sd_lora FIXTURE_DIR [--cuda]\n");
-    return 2;
-  }
-  dir = argv[1];
-  int cuda = argc == 3;
-  if (cuda) {
-    if (!nn_cuda_available()) {
-      printf("no GPU: skipped\n");
-      return 77;
-    }
-    nn_cuda_select(0);
-  }
+  int cuda = 0, rc = difftest_args(argc, argv, &dir, &cuda);
+  if (rc >= 0) return rc;
   snprintf(tmpdir, sizeof tmpdir, "/tmp/test_sd_lora.%d", (int)getpid());
   char cmd[600], root[1100];
   snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", tmpdir, tmpdir);
@@ -546,7 +536,7 @@ int main(int argc, char **argv) {
   snprintf(root, sizeof root, "%s/ckpt", dir);
   sd_models M;
   cmds_error err = {0};
-  int rc = sd_models_load(&M, root, cuda ? NN_CUDA : NN_CPU, &err);
+  rc = sd_models_load(&M, root, cuda ? NN_CUDA : NN_CPU, &err);
   CHECK(rc == 0, "load on %s: %s", cuda ? "the GPU" : "the CPU", err.msg);
   if (rc) return CHECK_DONE();
   if (cuda) { /* every check on the GPU, then its reference run against the CPU trainer's */

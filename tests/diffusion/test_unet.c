@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "difftest.h"
 #include "npy.h"
 #include "nn/tensor.h"
 #include "unet.h"
@@ -161,17 +162,9 @@ static void check_bad(const char *name, const char *from, const char *to, const 
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--cuda") != 0)) {
-    fprintf(stderr, "usage: %s FIXTURE_DIR [--cuda]\n", argv[0]);
-    return 2;
-  }
-  g_root = argv[1];
-  if (argc == 3) { /* the same checks with the model and every activation on the GPU */
-    if (!nn_cuda_available()) {
-      printf("no GPU: skipped\n");
-      return 77;
-    }
-    nn_cuda_select(0);
+  int cuda = 0, rc = difftest_args(argc, argv, &g_root, &cuda);
+  if (rc >= 0) return rc;
+  if (cuda) { /* the same checks with the model and every activation on the GPU */
     g_dev = NN_CUDA;
     check_forward("unet_a", "a", 999, "a_t999");
     check_forward("unet_a_fp16", "a", 999, "a_fp16_t999");
@@ -232,7 +225,7 @@ int main(int argc, char **argv) {
             (const char *const[]){"unexpected up_blocks.1.attentions.0.norm.weight", NULL});
 
   /* a missing folder names the path */
-  int rc = unet_load(&m, g_root, "no_such_unet", NN_CPU, &err);
+  rc = unet_load(&m, g_root, "no_such_unet", NN_CPU, &err);
   CHECK(rc == CMDS_EINPUT && strstr(err.msg, "no_such_unet"), "missing folder: %s", err.msg);
   return CHECK_DONE();
 }

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "difftest.h"
 #include "npy.h"
 #include "nn/tensor.h"
 #include "safetensors.h"
@@ -88,15 +89,10 @@ static int set_from_st(nn_tensor *dst, const cmds_st_file *f, const char *name) 
   return nn_tensor_copy(dst, &hv, &err);
 }
 
-/* max |got - want| / max |want| */
+/* max |got - want| / max |want| (difftest_rel_err on two float arrays) */
 static double rel_err(const float *got, const float *want, int64_t n, int64_t *worst) {
-  double scale = 0, e = 0;
-  for (int64_t i = 0; i < n; i++) scale = fabs(want[i]) > scale ? fabs(want[i]) : scale;
-  for (int64_t i = 0; i < n; i++) {
-    double d = fabs((double)got[i] - want[i]);
-    if (!(d <= e)) e = d, *worst = i;
-  }
-  return scale > 0 ? e / scale : e;
+  npy_array w = difftest_f32_array((float *)want, n);
+  return difftest_rel_err(got, &w, n, worst);
 }
 
 /* Compares every adapter's gradients with the fixture (float64 autograd) times `factor`:
@@ -366,17 +362,9 @@ static void run_case(const char *c, int rank, float alpha, nn_device dev, run_re
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--cuda") != 0)) {
-    fprintf(stderr, "usage: %s FIXTURE_DIR [--cuda]\n", argv[0]);
-    return 2;
-  }
-  g_root = argv[1];
-  if (argc == 3) {
-    if (!nn_cuda_available()) {
-      printf("no GPU: skipped\n");
-      return 77;
-    }
-    nn_cuda_select(0);
+  int cuda = 0, rc = difftest_args(argc, argv, &g_root, &cuda);
+  if (rc >= 0) return rc;
+  if (cuda) {
     const char *cs[2] = {"a", "b"};
     float al[2] = {4, 8};
     for (int k = 0; k < 2; k++) {

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "difftest.h"
 #include "nn/tensor.h"
 #include "npy.h"
 #include "safetensors.h"
@@ -362,19 +363,8 @@ static void run_both(const char *root, const char *in, const char *ref) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--cuda") != 0)) {
-    fprintf(stderr, "usage: %s FIXTURE_DIR [--cuda]\n", argv[0]);
-    return 2;
-  }
-  fix = argv[1];
-  int cuda = argc == 3;
-  if (cuda) {
-    if (!nn_cuda_available()) {
-      printf("no GPU: skipped\n");
-      return 77;
-    }
-    nn_cuda_select(0);
-  }
+  int cuda = 0, rc = difftest_args(argc, argv, &fix, &cuda);
+  if (rc >= 0) return rc;
   const char *td = getenv("TMPDIR");
   snprintf(tmp, sizeof tmp, "%s/cmds_test_vae_XXXXXX", td && *td ? td : "/tmp");
   if (!mkdtemp(tmp)) {

@@ -16,12 +16,9 @@ set -uo pipefail
 bin=$1 ckpt=$2 work=$3
 shift 3
 mp=("$@")
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CMDS_PROGRESS=off
-rm -rf "$work"
-mkdir -p "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
-num() { grep -o "\"$2\": [-0-9.e+a-z]*" "$1" | head -1 | awk '{print $2}'; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
 est() { "${mp[@]}" "$@"; }
 
 "$bin/cmds-synth" --format mvtec3d --out "$work/data/mvtec3d" --seed 3 --size 64 --categories bagel \
@@ -104,5 +101,4 @@ ok "score ran with l1 = l2 = 0.1" '[ $? -eq 0 ] && [ -f "$work/run/maps/mvtec3d/
 ok "score: E stream available" 'grep -q "\"est_available\": true" "$work/run/maps/mvtec3d/bagel/k2/default/score.record.json"'
 "$bin/check_estimate" fc-est "$work/b/mvtec3d/bagel.features.h5" "$(f b)" "$work/run/maps/mvtec3d/bagel/k2/default/streams.h5"
 ok "score: the streams record the estimate's identity" '[ $? -eq 0 ]'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

@@ -13,12 +13,9 @@ set -uo pipefail
 bin=$1 ckpt=$2 work=$3
 shift 3
 mp=("$@")
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CMDS_PROGRESS=off
-rm -rf "$work"
-mkdir -p "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
-num() { grep -o "\"$2\": [-0-9.e+a-z]*" "$1" | head -1 | awk '{print $2}'; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
 f() { echo "$work/$1/mvtec3d/bagel.h5"; }
 rec() { echo "$work/$1/mvtec3d/bagel.estimate.json"; }
 est() { local n=$1 d=$2; shift 2; "${mp[@]}" -n "$n" "$bin/cmds-estimate" --cache "$work/$d" "${M[@]}" "$@"; }
@@ -74,5 +71,4 @@ add k2 2 "test aug E"
 est 2 k2 >/dev/null
 ok "a copy from before cmds-augment ran again is not resumed" '[ $? -eq 0 ] && grep -q "\"resumed\": false" "$(rec k2)" && [ "$(num "$(rec k2)" images_computed)" = 2 ]'
 "$bin/aug_tool" state "$(f k2)" complete >/dev/null; ok "and the new group is complete" '[ $? -eq 0 ]'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

@@ -11,9 +11,9 @@ set -uo pipefail
 bin=$1 fx=$2 work=$3
 shift 3
 mp=("$@")
-rm -rf "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
 W=(--dataset mvtec3d --weights "$fx/features/vit16.safetensors" --heads 2)
 for d in est none part; do mkdir -p "$work/$d/mvtec3d"; done
 "${mp[@]}" -n 2 "$bin/test_sc_est" "$fx/cache/h5py_zstd.h5" "$work/est/mvtec3d/bagel.h5"
@@ -37,5 +37,4 @@ ok "no normals_est: no E modality" '[ $? -eq 0 ]'
 
 msg=$("${mp[@]}" -n 2 "$bin/cmds-features" --cache "$work/part" "${W[@]}" 2>&1); rc=$?
 ok "incomplete normals_est refused" '[ $rc -ne 0 ] && grep -q "normals_est is incomplete (rerun cmds-estimate" <<<"$msg"'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

@@ -31,6 +31,17 @@ datasets:
 shots: [1, 4]
 EOS
 }
+# A GPU stage planned for Slurm (--no-submit): the base spec run under $work/$1 with the blocks
+# $3 (printf format), planned; stage $2's job gets a GPU and its sbatch is valid bash. Sets s
+# (the plan's submit.sh) for the caller's checks of the chain's order.
+slurm_gpu_stage() {
+  { base | sed "s|run: .*|run: $work/$1/run|"; printf "$3"; } > "$work/$1.yaml"
+  "$bin/cmds-run" "$work/$1.yaml" --slurm --no-submit --slurm-dir "$src/slurm" >"$work/$1.out" 2>&1
+  ok $? "$2 chain: $(tail -3 "$work/$1.out")"
+  s=$work/$1/run/slurm/submit.sh
+  grep -q "cmds-t-$2 .*--gpus-per-task=1 .*$2.sbatch" "$s"; ok $? "$2 job gets GPUs"
+  bash -n "$work/$1/run/slurm/$2.sbatch"; ok $? "$2.sbatch is valid bash"
+}
 
 base > "$work/good.yaml"
 "$bin/cmds-run" "$work/good.yaml" --dry-run >"$work/good.out" 2>&1
@@ -79,12 +90,8 @@ bad est_key "estimate: unknown key 'stepz'"
 bad est_src "estimate.source: expected dataset or cache, got 'web'"
 "$bin/cmds-run" "$work/good.yaml" --stage estimate >"$work/est_stage.out" 2>&1
 [ $? -ne 0 ] && grep -q "has no estimate: {marigold: DIR} block" "$work/est_stage.out"; ok $? "--stage estimate without a block: $(cat "$work/est_stage.out")"
-{ base | sed "s|run: .*|run: $work/estslurm/run|"; printf 'estimate: {marigold: /m}\n'; } > "$work/est_slurm.yaml"
-"$bin/cmds-run" "$work/est_slurm.yaml" --slurm --no-submit --slurm-dir "$src/slurm" >"$work/est_slurm.out" 2>&1; ok $? "estimate chain: $(tail -3 "$work/est_slurm.out")"
-s=$work/estslurm/run/slurm/submit.sh
-grep -q "cmds-t-estimate .*--gpus-per-task=1 .*estimate.sbatch" "$s"; ok $? "estimate job gets GPUs"
+slurm_gpu_stage estslurm estimate 'estimate: {marigold: /m}\n'
 [ "$(grep -n '^# ' "$s" | grep -A1 '# prep' | tail -1 | grep -c '# estimate')" = 1 ]; ok $? "chain: prep then estimate"
-bash -n "$work/estslurm/run/slurm/estimate.sbatch"; ok $? "estimate.sbatch is valid bash"
 rm -rf "$work/estslurm"
 
 # The augment stage: its block, its place between prep and estimate, its errors.
@@ -109,13 +116,9 @@ bad aug_nosd "augment: 'sd' is required"
 bad aug_config "augment.steps: the augment stage's keys go in the spec's augment: block"
 "$bin/cmds-run" "$work/good.yaml" --stage augment >"$work/aug_stage.out" 2>&1
 [ $? -ne 0 ] && grep -q "has no augment: {sd: DIR} block" "$work/aug_stage.out"; ok $? "--stage augment without a block: $(cat "$work/aug_stage.out")"
-{ base | sed "s|run: .*|run: $work/augslurm/run|"; printf 'augment: {sd: /sd}\nestimate: {marigold: /m}\n'; } > "$work/aug_slurm.yaml"
-"$bin/cmds-run" "$work/aug_slurm.yaml" --slurm --no-submit --slurm-dir "$src/slurm" >"$work/aug_slurm.out" 2>&1; ok $? "augment chain: $(tail -3 "$work/aug_slurm.out")"
-s=$work/augslurm/run/slurm/submit.sh
-grep -q "cmds-t-augment .*--gpus-per-task=1 .*augment.sbatch" "$s"; ok $? "augment job gets GPUs"
+slurm_gpu_stage augslurm augment 'augment: {sd: /sd}\nestimate: {marigold: /m}\n'
 [ "$(grep '^# ' "$s" | grep -A1 '# prep' | tail -1 | grep -c '# augment')" = 1 ] && [ "$(grep '^# ' "$s" | grep -A1 '# augment' | tail -1 | grep -c '# estimate')" = 1 ]
 ok $? "chain: prep, augment, estimate"
-bash -n "$work/augslurm/run/slurm/augment.sbatch"; ok $? "augment.sbatch is valid bash"
 rm -rf "$work/augslurm"
 
 # Env expansion with a default, and names.

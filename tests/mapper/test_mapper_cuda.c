@@ -17,59 +17,15 @@
 #include "nn.h"
 #include "rng.h"
 
-static nn_arena host, dev, host_scratch, dev_scratch;
-static nn_ctx cpu, gpu;
+#include "cuda_pair.h"
 
-static void die_on(int rc, const cmds_error *err) {
-  if (rc) {
-    fprintf(stderr, "%s\n", err->msg);
-    exit(1);
-  }
-}
-
-static nn_tensor host_random(cmds_rng *r, int ndim, const int64_t *shape, int binary) {
-  cmds_error err = {0};
-  nn_tensor t;
-  die_on(nn_tensor_alloc(&t, &host, NN_F32, ndim, shape, &err), &err);
+/* N(0, 1) values, or 0 / 1 with probability 1/2 when binary, from r. */
+static nn_tensor host_draw(cmds_rng *r, int ndim, const int64_t *shape, int binary) {
+  nn_tensor t = host_empty(ndim, shape);
   float *p = t.data;
   for (int64_t i = 0; i < nn_tensor_numel(&t); i++)
     p[i] = binary ? (cmds_rng_uniform(r) < 0.5 ? 1.0f : 0.0f) : (float)cmds_rng_normal(r);
   return t;
-}
-
-static nn_tensor to_dev(const nn_tensor *h, int copy) {
-  cmds_error err = {0};
-  nn_tensor d;
-  die_on(nn_tensor_alloc(&d, &dev, NN_F32, h->ndim, h->shape, &err), &err);
-  if (copy) {
-    die_on(nn_tensor_copy(&d, h, &err), &err);
-  } else {
-    size_t mark = nn_arena_mark(&host);
-    nn_tensor nan;
-    die_on(nn_tensor_alloc(&nan, &host, NN_F32, h->ndim, h->shape, &err), &err);
-    for (int64_t i = 0; i < nn_tensor_numel(&nan); i++) ((float *)nan.data)[i] = NAN;
-    die_on(nn_tensor_copy(&d, &nan, &err), &err);
-    nn_arena_rewind(&host, mark);
-  }
-  return d;
-}
-
-static double rel_err(const nn_tensor *d, const nn_tensor *ref) {
-  cmds_error err = {0};
-  size_t mark = nn_arena_mark(&host);
-  nn_tensor back;
-  die_on(nn_tensor_alloc(&back, &host, NN_F32, ref->ndim, ref->shape, &err), &err);
-  die_on(nn_ctx_sync(&gpu, &err), &err);
-  die_on(nn_tensor_copy(&back, d, &err), &err);
-  const float *a = back.data, *b = ref->data;
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < nn_tensor_numel(ref); i++) {
-    double e = (double)a[i] - b[i];
-    num += e * e;
-    den += (double)b[i] * b[i];
-  }
-  nn_arena_rewind(&host, mark);
-  return isfinite(num) ? sqrt(num) / (sqrt(den) + 1e-30) : INFINITY;
 }
 
 static const float LW[3] = {1.2f, 1.0f, 0.8f};
@@ -92,11 +48,11 @@ static void run(const char *name, mapper_kind kind, int64_t H, int64_t W) {
   die_on(mapper_copy(&mg, &mc, &err), &err);
   cmds_rng r;
   cmds_rng_seed(&r, cmds_hash_str(name));
-  nn_tensor x = host_random(&r, 4, s4, 0), t = host_random(&r, 4, s4, 0), mask = host_random(&r, 3, s3, 1),
-            xe = host_random(&r, 4, s4, 0), te = host_random(&r, 4, s4, 0), p = host_random(&r, 4, s4, 0),
-            dp = host_random(&r, 4, s4, 0);
-  nn_tensor xg = to_dev(&x, 1), tg = to_dev(&t, 1), mg_ = to_dev(&mask, 1), xeg = to_dev(&xe, 1),
-            teg = to_dev(&te, 1), pg = to_dev(&p, 0), dpg = to_dev(&dp, 0);
+  nn_tensor x = host_draw(&r, 4, s4, 0), t = host_draw(&r, 4, s4, 0), mask = host_draw(&r, 3, s3, 1),
+            xe = host_draw(&r, 4, s4, 0), te = host_draw(&r, 4, s4, 0), p = host_draw(&r, 4, s4, 0),
+            dp = host_draw(&r, 4, s4, 0);
+  nn_tensor xg = to_dev(&x, 0), tg = to_dev(&t, 0), mg_ = to_dev(&mask, 0), xeg = to_dev(&xe, 0),
+            teg = to_dev(&te, 0), pg = to_dev(&p, 1), dpg = to_dev(&dp, 1);
   double msum = 0;
   for (int64_t i = 0; i < nn_tensor_numel(&mask); i++) msum += ((float *)mask.data)[i];
   mapper_tape *tc = mapper_tape_new(&c, B, H, W, NN_CPU, &err), *tg_ = mapper_tape_new(&c, B, H, W, NN_CUDA, &err);
@@ -155,7 +111,7 @@ static void run(const char *name, mapper_kind kind, int64_t H, int64_t W) {
   int64_t G = 7, n = B * 3 * G * G * 64;
   uint16_t *rows = malloc((size_t)n * sizeof *rows);
   for (int64_t i = 0; i < n; i++) rows[i] = nn_f32_to_f16((float)cmds_rng_normal(&r));
-  nn_tensor xin = host_random(&r, 4, s4, 0), xing = to_dev(&xin, 0);
+  nn_tensor xin = host_draw(&r, 4, s4, 0), xing = to_dev(&xin, 1);
   die_on(mapper_input_from_f16(&cpu, &xin, rows, B, 3, G, 64, &err), &err);
   die_on(mapper_input_from_f16(&gpu, &xing, rows, B, 3, G, 64, &err), &err);
   e = rel_err(&xing, &xin);
@@ -170,29 +126,18 @@ static void run(const char *name, mapper_kind kind, int64_t H, int64_t W) {
 }
 
 int main(void) {
-  if (!nn_cuda_available()) {
-    printf("no CUDA device (or a build without CUDA): skipped\n");
-    return 77;
-  }
-  cmds_error err = {0};
-  nn_cuda_select(0);
   mapper_config c;
   mapper_config_default(&c, 64, 3);
   c.sel_hidden = 32;
   c.ca_groups = 4;
   size_t sb = mapper_scratch_bytes(&c, 2, 33, 33);
-  die_on(nn_arena_init(&host, NN_CPU, (size_t)256 << 20, &err), &err);
-  die_on(nn_arena_init(&dev, NN_CUDA, (size_t)256 << 20, &err), &err);
-  die_on(nn_arena_init(&host_scratch, NN_CPU, sb, &err), &err);
-  die_on(nn_arena_init(&dev_scratch, NN_CUDA, sb, &err), &err);
-  die_on(nn_ctx_init(&cpu, NN_CPU, &host_scratch, NULL, 0, &err), &err);
-  die_on(nn_ctx_init(&gpu, NN_CUDA, &dev_scratch, NULL, 0, &err), &err);
+  int rc = cuda_pair_setup((size_t)256 << 20, sb);
+  if (rc) return rc;
   run("cmds_28x28", MAPPER_CMDS, 28, 28);
   run("cmds_20x33", MAPPER_CMDS, 20, 33);
   run("mlp_28x28", MAPPER_MLP, 28, 28);
   printf("scratch peak: host %zu of %zu, device %zu of %zu bytes\n", host_scratch.peak_bytes, sb,
          dev_scratch.peak_bytes, sb);
-  nn_ctx_free(&cpu), nn_ctx_free(&gpu);
-  nn_arena_free(&host), nn_arena_free(&dev), nn_arena_free(&host_scratch), nn_arena_free(&dev_scratch);
+  cuda_pair_release();
   return CHECK_DONE();
 }

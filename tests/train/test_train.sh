@@ -26,14 +26,13 @@ shift 3
 mp=("$@")
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CMDS_PROGRESS=off
 cache=$work/cache
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh" # ok, num, test_end
 pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
-finish() { echo "$pass passed, $fail failed"; [ $fail -eq 0 ]; }
 # A small mapper (288 input channels: 3 blocks x width 96; coordinate attention 8 wide), 16 x 16.
 S=(--set mapper.resolution=16 --set mapper.ca_reduction=36 --set mapper.sel_hidden=16 --set train.noise_sigma=0)
 train() { "${mp[@]}" "$@"; }
 model() { echo "$1/models/mvtec3d/$2/k$3/$4"; }
-num() { grep -o "\"$2\": [-0-9.e+]*" "$1" | head -1 | awk '{print $2}'; }
 
 if [ "$mode" = setup ]; then
   rm -rf "$work"
@@ -50,7 +49,7 @@ if [ "$mode" = setup ]; then
   ok "feature cache with normals_est" '[ $? -eq 0 ]'
   "${mp[@]}" -n 1 "$bin/train_fc_variant" "$cache/mvtec3d/bagel.features.h5" "$work/cache_nonormals/mvtec3d/bagel.features.h5" --drop normals
   ok "feature cache without normals" '[ $? -eq 0 ]'
-  finish; exit
+  test_end; exit
 fi
 
 run=$work/$mode
@@ -226,4 +225,4 @@ noise_online)
   ;;
 *) echo "unknown mode $mode"; exit 2 ;;
 esac
-finish
+test_end

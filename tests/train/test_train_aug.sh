@@ -18,12 +18,9 @@ set -uo pipefail
 bin=$1 aug=$2 work=$3
 shift 3
 mp=("$@")
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CMDS_PROGRESS=off
-rm -rf "$work"
-mkdir -p "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
-num() { grep -o "\"$2\": [-0-9.e+]*" "$1" | head -1 | awk '{print $2}'; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
 model() { echo "$1/models/mvtec3d/bagel/k$2/default"; }
 S=(--dataset mvtec3d --category bagel --random-backbone 0 --set mapper.resolution=16 --set mapper.ca_reduction=36
    --set mapper.sel_hidden=16 --set train.steps=4 --set train.noise_sigma=0.05)
@@ -88,5 +85,4 @@ out=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$aug/plain" --run "$work/p" --s
 ok "it is reused for train.augmented=1 ($out)" '[ $? -eq 0 ] && grep -q "up to date, skipped" <<<"$out" && cmp -s "$pm" "$work/old.safetensors"'
 msg=$("${mp[@]}" -n 1 "$bin/cmds-train" --cache "$aug/plain" --run "$work/p" --shots 2 "${S[@]}" --set train.augmented=0 2>&1)
 ok "and is another configuration for train.augmented=0 ($msg)" '[ $? -ne 0 ] && grep -q "trained with another configuration" <<<"$msg"'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

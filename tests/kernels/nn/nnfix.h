@@ -1,6 +1,7 @@
-/* nnfix: loads the nn fixture cases written by tests/fixtures/gen_nn.py
+/* nnfix: loads the nn fixture cases written by tests/fixtures/gen_nn*.py
  * (<dir>/<case>__<array>.npy) as CPU f32 tensors, and compares tensors with a stated
- * tolerance. Shared by the nn unit tests. */
+ * tolerance. Shared by the nn unit tests (CPU path), with their harness: the context and
+ * output arena, NaN-filled outputs, expected success / refusal, and main's setup. */
 #ifndef CMDS_TESTS_NNFIX_H
 #define CMDS_TESTS_NNFIX_H
 
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "cmds_error.h"
 #include "npy.h"
 #include "tensor.h"
 
@@ -75,6 +77,68 @@ static double nnfix_compare(const char *what, const float *got, const float *wan
   CHECK(bad == 0, "%s: %lld of %lld values off by more than %.1e relative; worst [%lld] got %.9g want %.9g",
         what, (long long)bad, (long long)n, rtol, (long long)wi, n ? got[wi] : 0.0, n ? want[wi] : 0.0);
   return worst;
+}
+
+/* --- the CPU op tests' harness (static inline: not every test uses every helper) --- */
+static nn_ctx nnfix_ctx;      /* the ops' context (CPU, fp32) */
+static nn_arena nnfix_out;    /* outputs, reset per case */
+static nn_arena nnfix_scratch_;
+
+/* An output tensor filled with v (exits on failure). */
+static inline nn_tensor nnfix_out_fill(int ndim, const int64_t *shape, float v) {
+  cmds_error err = {0};
+  nn_tensor t;
+  if (nn_tensor_alloc(&t, &nnfix_out, NN_F32, ndim, shape, &err)) {
+    fprintf(stderr, "%s\n", err.msg);
+    exit(1);
+  }
+  float *p = t.data;
+  for (int64_t i = 0; i < nn_tensor_numel(&t); i++) p[i] = v;
+  return t;
+}
+
+/* An output tensor of NaN: a value the op does not write fails the comparison. */
+static inline nn_tensor nnfix_out_like(int ndim, const int64_t *shape) { return nnfix_out_fill(ndim, shape, NAN); }
+
+static inline void nnfix_expect_ok(int rc, const cmds_error *err, const char *what) {
+  CHECK(rc == 0, "%s failed: %s", what, err->msg);
+}
+
+/* The call is refused as bad input with a message containing needle. */
+static inline void nnfix_expect_fail(int rc, const cmds_error *err, const char *needle, const char *what) {
+  CHECK(rc == CMDS_EINPUT && strstr(err->msg, needle), "%s: rc %d, message '%s' (expected to contain '%s')", what,
+        rc, err->msg, needle);
+}
+
+/* End of a case: the fixture arrays released, the outputs dropped. */
+static inline void nnfix_done_case(void) {
+  nnfix_release();
+  nn_arena_reset(&nnfix_out);
+}
+
+/* main's setup for `PROG FIXTURE_DIR`: the fixture folder, the tuning knobs at their defaults
+ * (CMDS_NN_CONV_BAND_FLOATS unset: tests set it where they mean to), a CPU context with
+ * scratch_bytes of scratch, 16 MiB of outputs. Returns -1 to go on, else the exit code. */
+static inline int nnfix_setup(int argc, char **argv, size_t scratch_bytes) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s FIXTURE_DIR\n", argv[0]);
+    return 2;
+  }
+  nnfix_dir_ = argv[1];
+  unsetenv("CMDS_NN_CONV_BAND_FLOATS");
+  cmds_error err = {0};
+  if (nn_arena_init(&nnfix_scratch_, NN_CPU, scratch_bytes, &err) || nn_arena_init(&nnfix_out, NN_CPU, 16 << 20, &err) ||
+      nn_ctx_init(&nnfix_ctx, NN_CPU, &nnfix_scratch_, NULL, 0, &err)) {
+    fprintf(stderr, "%s\n", err.msg);
+    return 1;
+  }
+  return -1;
+}
+
+static inline void nnfix_teardown(void) {
+  nn_ctx_free(&nnfix_ctx);
+  nn_arena_free(&nnfix_scratch_);
+  nn_arena_free(&nnfix_out);
 }
 
 #endif

@@ -16,65 +16,34 @@
 #include "nn.h"
 #include "nnfix.h"
 
-static nn_ctx ctx;
-static nn_arena out_arena; /* outputs, reset per case */
-
 #define PRIOR 0.5f /* what parameter gradients hold before the call */
 
-static nn_tensor out_fill(int ndim, const int64_t *shape, float v) {
-  cmds_error err = {0};
-  nn_tensor t;
-  if (nn_tensor_alloc(&t, &out_arena, NN_F32, ndim, shape, &err)) {
-    fprintf(stderr, "%s\n", err.msg);
-    exit(1);
-  }
-  float *p = t.data;
-  for (int64_t i = 0; i < nn_tensor_numel(&t); i++) p[i] = v;
-  return t;
-}
-
-static nn_tensor out_like(int ndim, const int64_t *shape) { return out_fill(ndim, shape, NAN); }
-
 static nn_tensor copy_of(const nn_tensor *src) {
-  nn_tensor t = out_like(src->ndim, src->shape);
+  nn_tensor t = nnfix_out_like(src->ndim, src->shape);
   memcpy(t.data, src->data, nn_tensor_bytes(src));
   return t;
-}
-
-static void expect_ok(int rc, const cmds_error *err, const char *what) {
-  CHECK(rc == 0, "%s failed: %s", what, err->msg);
-}
-
-static void expect_fail(int rc, const cmds_error *err, const char *needle, const char *what) {
-  CHECK(rc == CMDS_EINPUT && strstr(err->msg, needle), "%s: rc %d, message '%s' (expected to contain '%s')", what,
-        rc, err->msg, needle);
 }
 
 /* A parameter gradient that started at PRIOR must equal PRIOR + want. */
 static void compare_accum(const char *what, const nn_tensor *got, const nn_tensor *want, double rtol) {
   int64_t n = nn_tensor_numel(want);
-  nn_tensor w2 = out_like(want->ndim, want->shape);
+  nn_tensor w2 = nnfix_out_like(want->ndim, want->shape);
   float *d = w2.data;
   const float *s = want->data;
   for (int64_t i = 0; i < n; i++) d[i] = s[i] + PRIOR;
   nnfix_compare(what, got->data, w2.data, n, rtol);
 }
 
-static void done_case(void) {
-  nnfix_release();
-  nn_arena_reset(&out_arena);
-}
-
 /* Runs before a call: notes the scratch level and resets the high-water mark. */
 static size_t scratch_before(void) {
-  ctx.scratch->peak_bytes = ctx.scratch->used_bytes;
-  return ctx.scratch->used_bytes;
+  nnfix_ctx.scratch->peak_bytes = nnfix_ctx.scratch->used_bytes;
+  return nnfix_ctx.scratch->used_bytes;
 }
 
 static void scratch_after(const char *what, size_t before, size_t announced) {
-  CHECK(ctx.scratch->used_bytes == before, "%s: scratch not handed back", what);
-  CHECK(ctx.scratch->peak_bytes - before <= announced + 256, "%s: used %zu bytes of scratch, %zu announced", what,
-        ctx.scratch->peak_bytes - before, announced);
+  CHECK(nnfix_ctx.scratch->used_bytes == before, "%s: scratch not handed back", what);
+  CHECK(nnfix_ctx.scratch->peak_bytes - before <= announced + 256, "%s: used %zu bytes of scratch, %zu announced", what,
+        nnfix_ctx.scratch->peak_bytes - before, announced);
 }
 
 static void test_linear(void) {
@@ -84,29 +53,29 @@ static void test_linear(void) {
     nn_tensor x = nnfix_load(cases[i], "x"), w = nnfix_load(cases[i], "w"), dy = nnfix_load(cases[i], "dy");
     nn_tensor wdx = nnfix_load(cases[i], "dx"), wdw = nnfix_load(cases[i], "dw");
     nn_tensor wdb = i == 0 ? nnfix_load(cases[i], "db") : (nn_tensor){0};
-    nn_tensor dx = out_like(x.ndim, x.shape), dw = out_fill(2, w.shape, PRIOR);
-    nn_tensor db = out_fill(1, &w.shape[0], PRIOR);
-    expect_ok(nn_linear_backward(&ctx, &dx, &dw, i == 0 ? &db : NULL, &dy, &x, &w, &err), &err, cases[i]);
+    nn_tensor dx = nnfix_out_like(x.ndim, x.shape), dw = nnfix_out_fill(2, w.shape, PRIOR);
+    nn_tensor db = nnfix_out_fill(1, &w.shape[0], PRIOR);
+    nnfix_expect_ok(nn_linear_backward(&nnfix_ctx, &dx, &dw, i == 0 ? &db : NULL, &dy, &x, &w, &err), &err, cases[i]);
     nnfix_compare(cases[i], dx.data, wdx.data, nn_tensor_numel(&wdx), 1e-4);
     compare_accum(cases[i], &dw, &wdw, 1e-4);
     if (i == 0) compare_accum(cases[i], &db, &wdb, 1e-5);
     /* only dx wanted (a frozen layer), then only dW */
-    nn_tensor dx2 = out_like(x.ndim, x.shape), dw2 = out_fill(2, w.shape, PRIOR);
-    expect_ok(nn_linear_backward(&ctx, &dx2, NULL, NULL, &dy, &x, &w, &err), &err, "linear dx only");
+    nn_tensor dx2 = nnfix_out_like(x.ndim, x.shape), dw2 = nnfix_out_fill(2, w.shape, PRIOR);
+    nnfix_expect_ok(nn_linear_backward(&nnfix_ctx, &dx2, NULL, NULL, &dy, &x, &w, &err), &err, "linear dx only");
     nnfix_compare("linear dx only", dx2.data, wdx.data, nn_tensor_numel(&wdx), 1e-4);
-    expect_ok(nn_linear_backward(&ctx, NULL, &dw2, NULL, &dy, &x, &w, &err), &err, "linear dW only");
+    nnfix_expect_ok(nn_linear_backward(&nnfix_ctx, NULL, &dw2, NULL, &dy, &x, &w, &err), &err, "linear dW only");
     compare_accum("linear dW only", &dw2, &wdw, 1e-4);
     if (i == 0) {
-      expect_fail(nn_linear_backward(&ctx, &dx, &dw, NULL, &x, &x, &w, &err), &err,
-                  "dy has shape (2, 5, 12), (2, 5, 7) expected", "linear dy shape");
-      expect_fail(nn_linear_backward(&ctx, &dx, &db, NULL, &dy, &x, &w, &err), &err,
-                  "dW has shape (7), (7, 12) expected", "linear dW shape");
+      nnfix_expect_fail(nn_linear_backward(&nnfix_ctx, &dx, &dw, NULL, &x, &x, &w, &err), &err,
+                        "dy has shape (2, 5, 12), (2, 5, 7) expected", "linear dy shape");
+      nnfix_expect_fail(nn_linear_backward(&nnfix_ctx, &dx, &db, NULL, &dy, &x, &w, &err), &err,
+                        "dW has shape (7), (7, 12) expected", "linear dW shape");
       nn_tensor dxa = dy;
       dxa.shape[2] = 12;
-      expect_fail(nn_linear_backward(&ctx, &dxa, NULL, NULL, &dy, &x, &w, &err), &err, "must not alias",
-                  "linear dx aliasing dy");
+      nnfix_expect_fail(nn_linear_backward(&nnfix_ctx, &dxa, NULL, NULL, &dy, &x, &w, &err), &err, "must not alias",
+                        "linear dx aliasing dy");
     }
-    done_case();
+    nnfix_done_case();
   }
 }
 
@@ -121,53 +90,55 @@ static void test_layernorm(void) {
     nn_tensor wdb = affine ? nnfix_load(cases[i], "dbeta") : (nn_tensor){0};
     float eps = (float)nnfix_scalar(cases[i], "eps");
     int64_t C = x.shape[x.ndim - 1], rows = nn_tensor_numel(&x) / C;
-    nn_tensor dx = out_like(x.ndim, x.shape), dg = out_fill(1, &C, PRIOR), dbt = out_fill(1, &C, PRIOR);
+    nn_tensor dx = nnfix_out_like(x.ndim, x.shape), dg = nnfix_out_fill(1, &C, PRIOR),
+              dbt = nnfix_out_fill(1, &C, PRIOR);
     size_t before = scratch_before();
-    expect_ok(nn_layernorm_backward(&ctx, &dx, affine ? &dg : NULL, affine ? &dbt : NULL, &dy, &x,
-                                    affine ? &gamma : NULL, eps, &err), &err, cases[i]);
+    nnfix_expect_ok(nn_layernorm_backward(&nnfix_ctx, &dx, affine ? &dg : NULL, affine ? &dbt : NULL, &dy, &x,
+                                          affine ? &gamma : NULL, eps, &err),
+                    &err, cases[i]);
     scratch_after(cases[i], before, nn_layernorm_backward_scratch_bytes(rows, C));
     nnfix_compare(cases[i], dx.data, wdx.data, nn_tensor_numel(&wdx), 1e-4);
     if (affine) {
       compare_accum("layernorm dgamma", &dg, &wdg, 1e-4);
       compare_accum("layernorm dbeta", &dbt, &wdb, 1e-5);
       /* dx may alias dy */
-      nn_tensor dy2 = copy_of(&dy), dg2 = out_fill(1, &C, PRIOR), db2 = out_fill(1, &C, PRIOR);
-      expect_ok(nn_layernorm_backward(&ctx, &dy2, &dg2, &db2, &dy2, &x, &gamma, eps, &err), &err,
-                "layernorm dx = dy");
+      nn_tensor dy2 = copy_of(&dy), dg2 = nnfix_out_fill(1, &C, PRIOR), db2 = nnfix_out_fill(1, &C, PRIOR);
+      nnfix_expect_ok(nn_layernorm_backward(&nnfix_ctx, &dy2, &dg2, &db2, &dy2, &x, &gamma, eps, &err), &err,
+                      "layernorm dx = dy");
       nnfix_compare("layernorm dx = dy", dy2.data, wdx.data, nn_tensor_numel(&wdx), 1e-4);
       compare_accum("layernorm dgamma (dx = dy)", &dg2, &wdg, 1e-4);
-      expect_fail(nn_layernorm_backward(&ctx, &dx, &dg, NULL, &dy, &x, &gamma, eps, &err), &err,
-                  "all given or all NULL", "layernorm dbeta missing");
+      nnfix_expect_fail(nn_layernorm_backward(&nnfix_ctx, &dx, &dg, NULL, &dy, &x, &gamma, eps, &err), &err,
+                        "all given or all NULL", "layernorm dbeta missing");
       nn_tensor g3 = gamma;
       g3.shape[0] = C - 1;
-      expect_fail(nn_layernorm_backward(&ctx, &dx, &dg, &dbt, &dy, &x, &g3, eps, &err), &err,
-                  "gamma has shape (39), (40) expected", "layernorm gamma shape");
+      nnfix_expect_fail(nn_layernorm_backward(&nnfix_ctx, &dx, &dg, &dbt, &dy, &x, &g3, eps, &err), &err,
+                        "gamma has shape (39), (40) expected", "layernorm gamma shape");
     }
-    done_case();
+    nnfix_done_case();
   }
 }
 
 static void test_gates(void) {
   cmds_error err = {0};
   nn_tensor x = nnfix_load("silu", "x"), dy = nnfix_load("silu", "dy"), want = nnfix_load("silu", "dx");
-  nn_tensor dx = out_like(1, x.shape);
-  expect_ok(nn_silu_backward(&ctx, &dx, &dy, &x, &err), &err, "silu");
+  nn_tensor dx = nnfix_out_like(1, x.shape);
+  nnfix_expect_ok(nn_silu_backward(&nnfix_ctx, &dx, &dy, &x, &err), &err, "silu");
   nnfix_compare("silu", dx.data, want.data, nn_tensor_numel(&want), 1e-5);
   nn_tensor dy2 = copy_of(&dy);
-  expect_ok(nn_silu_backward(&ctx, &dy2, &dy2, &x, &err), &err, "silu dx = dy");
+  nnfix_expect_ok(nn_silu_backward(&nnfix_ctx, &dy2, &dy2, &x, &err), &err, "silu dx = dy");
   nnfix_compare("silu dx = dy", dy2.data, want.data, nn_tensor_numel(&want), 1e-5);
-  done_case();
+  nnfix_done_case();
 
   x = nnfix_load("geglu", "x");
   dy = nnfix_load("geglu", "dy");
   want = nnfix_load("geglu", "dx");
-  dx = out_like(3, x.shape);
-  expect_ok(nn_geglu_backward(&ctx, &dx, &dy, &x, &err), &err, "geglu");
+  dx = nnfix_out_like(3, x.shape);
+  nnfix_expect_ok(nn_geglu_backward(&nnfix_ctx, &dx, &dy, &x, &err), &err, "geglu");
   nnfix_compare("geglu", dx.data, want.data, nn_tensor_numel(&want), 1e-5);
-  expect_fail(nn_geglu_backward(&ctx, &dx, &x, &x, &err), &err, "dy has shape (2, 5, 48), (2, 5, 24) expected",
-              "geglu dy shape");
-  expect_fail(nn_geglu_backward(&ctx, &x, &dy, &x, &err), &err, "must not alias", "geglu dx aliasing x");
-  done_case();
+  nnfix_expect_fail(nn_geglu_backward(&nnfix_ctx, &dx, &x, &x, &err), &err,
+                    "dy has shape (2, 5, 48), (2, 5, 24) expected", "geglu dy shape");
+  nnfix_expect_fail(nn_geglu_backward(&nnfix_ctx, &x, &dy, &x, &err), &err, "must not alias", "geglu dx aliasing x");
+  nnfix_done_case();
 }
 
 static void test_attention(void) {
@@ -180,10 +151,10 @@ static void test_attention(void) {
     nn_tensor wdk = nnfix_load(cases[i], "dk"), wdv = nnfix_load(cases[i], "dv");
     int64_t heads = (int64_t)nnfix_scalar(cases[i], "heads");
     int causal = (int)nnfix_scalar(cases[i], "causal");
-    nn_tensor dq = out_like(3, q.shape), dk = out_like(3, k.shape), dv = out_like(3, k.shape);
+    nn_tensor dq = nnfix_out_like(3, q.shape), dk = nnfix_out_like(3, k.shape), dv = nnfix_out_like(3, k.shape);
     size_t before = scratch_before();
-    expect_ok(nn_attention_ex_backward(&ctx, &dq, &dk, &dv, &dout, &q, &k, &v, heads, causal, &err), &err,
-              cases[i]);
+    nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, &dq, &dk, &dv, &dout, &q, &k, &v, heads, causal, &err), &err,
+                    cases[i]);
     scratch_after(cases[i], before,
                   nn_attention_ex_backward_scratch_bytes(q.shape[0], q.shape[1], k.shape[1], q.shape[2], heads));
     char what[96];
@@ -195,43 +166,44 @@ static void test_attention(void) {
     nnfix_compare(what, dv.data, wdv.data, nn_tensor_numel(&wdv), 1e-4);
     if (i == 0) {
       /* each output alone: the others NULL */
-      nn_tensor dk2 = out_like(3, k.shape), dv2 = out_like(3, k.shape), dq2 = out_like(3, q.shape);
-      expect_ok(nn_attention_ex_backward(&ctx, NULL, NULL, &dv2, &dout, &q, &k, &v, heads, causal, &err), &err,
-                "attention dv only");
+      nn_tensor dk2 = nnfix_out_like(3, k.shape), dv2 = nnfix_out_like(3, k.shape), dq2 = nnfix_out_like(3, q.shape);
+      nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, NULL, NULL, &dv2, &dout, &q, &k, &v, heads, causal, &err),
+                      &err, "attention dv only");
       nnfix_compare("attention dv only", dv2.data, wdv.data, nn_tensor_numel(&wdv), 1e-4);
-      expect_ok(nn_attention_ex_backward(&ctx, NULL, &dk2, NULL, &dout, &q, &k, &v, heads, causal, &err), &err,
-                "attention dk only");
+      nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, NULL, &dk2, NULL, &dout, &q, &k, &v, heads, causal, &err),
+                      &err, "attention dk only");
       nnfix_compare("attention dk only", dk2.data, wdk.data, nn_tensor_numel(&wdk), 1e-4);
-      expect_ok(nn_attention_ex_backward(&ctx, &dq2, NULL, NULL, &dout, &q, &k, &v, heads, causal, &err), &err,
-                "attention dq only");
+      nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, &dq2, NULL, NULL, &dout, &q, &k, &v, heads, causal, &err),
+                      &err, "attention dq only");
       nnfix_compare("attention dq only", dq2.data, wdq.data, nn_tensor_numel(&wdq), 1e-4);
-      expect_fail(nn_attention_ex_backward(&ctx, &dq, &dk, &dv, &dout, &q, &k, &v, heads, 1, &err), &err,
-                  "causal attention needs as many keys as queries", "attention causal N != M");
-      expect_fail(nn_attention_ex_backward(&ctx, &dq, &dk, &dv, &dout, &q, &k, &v, 3, 0, &err), &err,
-                  "3 heads do not divide width 128", "attention heads");
-      expect_fail(nn_attention_ex_backward(&ctx, &dq, &dv, &dv, &dout, &q, &k, &v, heads, 0, &err), &err,
-                  "must be distinct", "attention dk = dv");
-      expect_fail(nn_attention_ex_backward(&ctx, &dq, &dk, &dv, &dq, &q, &k, &v, heads, 0, &err), &err,
-                  "must not alias", "attention dq aliasing dout");
-      expect_fail(nn_attention_ex_backward(&ctx, &dq, &dk, &dv, &dk, &q, &k, &v, heads, 0, &err), &err,
-                  "dout has shape (2, 7, 128), (2, 13, 128) expected", "attention dout shape");
+      nnfix_expect_fail(nn_attention_ex_backward(&nnfix_ctx, &dq, &dk, &dv, &dout, &q, &k, &v, heads, 1, &err), &err,
+                        "causal attention needs as many keys as queries", "attention causal N != M");
+      nnfix_expect_fail(nn_attention_ex_backward(&nnfix_ctx, &dq, &dk, &dv, &dout, &q, &k, &v, 3, 0, &err), &err,
+                        "3 heads do not divide width 128", "attention heads");
+      nnfix_expect_fail(nn_attention_ex_backward(&nnfix_ctx, &dq, &dv, &dv, &dout, &q, &k, &v, heads, 0, &err), &err,
+                        "must be distinct", "attention dk = dv");
+      nnfix_expect_fail(nn_attention_ex_backward(&nnfix_ctx, &dq, &dk, &dv, &dq, &q, &k, &v, heads, 0, &err), &err,
+                        "must not alias", "attention dq aliasing dout");
+      nnfix_expect_fail(nn_attention_ex_backward(&nnfix_ctx, &dq, &dk, &dv, &dk, &q, &k, &v, heads, 0, &err), &err,
+                        "dout has shape (2, 7, 128), (2, 13, 128) expected", "attention dout shape");
     }
     /* the fast path: the forward's o and log-sum-exp kept; default tiles, then small ones so
        the fixtures' few rows span several query and key tiles (causal: partly masked tiles) */
     {
       int64_t ls[3] = {q.shape[0], heads, q.shape[1]};
-      nn_tensor o = out_like(3, q.shape), lse = out_like(3, ls), o2 = out_like(3, q.shape);
-      expect_ok(nn_attention_ex_forward_lse(&ctx, &o, &lse, &q, &k, &v, heads, causal, &err), &err, cases[i]);
-      expect_ok(nn_attention_ex_forward(&ctx, &o2, &q, &k, &v, heads, causal, &err), &err, cases[i]);
+      nn_tensor o = nnfix_out_like(3, q.shape), lse = nnfix_out_like(3, ls), o2 = nnfix_out_like(3, q.shape);
+      nnfix_expect_ok(nn_attention_ex_forward_lse(&nnfix_ctx, &o, &lse, &q, &k, &v, heads, causal, &err), &err,
+                      cases[i]);
+      nnfix_expect_ok(nn_attention_ex_forward(&nnfix_ctx, &o2, &q, &k, &v, heads, causal, &err), &err, cases[i]);
       CHECK(!memcmp(o.data, o2.data, nn_tensor_bytes(&o)), "%s: the forward's o changes with lse", cases[i]);
       const char *tiles[] = {NULL, "3x5", "1x2", "2x64"};
       for (int t = 0; t < 4; t++) {
         if (tiles[t]) setenv("CMDS_NN_ATTNB_TILE", tiles[t], 1);
-        nn_tensor dq4 = out_like(3, q.shape), dk4 = out_like(3, k.shape), dv4 = out_like(3, k.shape);
+        nn_tensor dq4 = nnfix_out_like(3, q.shape), dk4 = nnfix_out_like(3, k.shape), dv4 = nnfix_out_like(3, k.shape);
         size_t before4 = scratch_before();
-        expect_ok(nn_attention_ex_backward_lse(&ctx, &dq4, &dk4, &dv4, &dout, &q, &k, &v, &o, &lse, heads, causal,
-                                               &err),
-                  &err, cases[i]);
+        nnfix_expect_ok(nn_attention_ex_backward_lse(&nnfix_ctx, &dq4, &dk4, &dv4, &dout, &q, &k, &v, &o, &lse, heads,
+                                                     causal, &err),
+                        &err, cases[i]);
         scratch_after(cases[i], before4,
                       nn_attention_ex_backward_scratch_bytes(q.shape[0], q.shape[1], k.shape[1], q.shape[2], heads));
         snprintf(what, sizeof what, "%s lse tiles %s dq", cases[i], tiles[t] ? tiles[t] : "default");
@@ -241,41 +213,42 @@ static void test_attention(void) {
         snprintf(what, sizeof what, "%s lse tiles %s dv", cases[i], tiles[t] ? tiles[t] : "default");
         nnfix_compare(what, dv4.data, wdv.data, nn_tensor_numel(&wdv), 1e-4);
         if (i == 0 && t == 1) { /* each output alone */
-          nn_tensor dq5 = out_like(3, q.shape), dk5 = out_like(3, k.shape), dv5 = out_like(3, k.shape);
-          expect_ok(nn_attention_ex_backward_lse(&ctx, NULL, NULL, &dv5, &dout, &q, &k, &v, &o, &lse, heads, causal,
-                                                 &err),
-                    &err, "attention lse dv only");
+          nn_tensor dq5 = nnfix_out_like(3, q.shape), dk5 = nnfix_out_like(3, k.shape),
+                    dv5 = nnfix_out_like(3, k.shape);
+          nnfix_expect_ok(nn_attention_ex_backward_lse(&nnfix_ctx, NULL, NULL, &dv5, &dout, &q, &k, &v, &o, &lse, heads,
+                                                       causal, &err),
+                          &err, "attention lse dv only");
           nnfix_compare("attention lse dv only", dv5.data, wdv.data, nn_tensor_numel(&wdv), 1e-4);
-          expect_ok(nn_attention_ex_backward_lse(&ctx, NULL, &dk5, NULL, &dout, &q, &k, &v, &o, &lse, heads, causal,
-                                                 &err),
-                    &err, "attention lse dk only");
+          nnfix_expect_ok(nn_attention_ex_backward_lse(&nnfix_ctx, NULL, &dk5, NULL, &dout, &q, &k, &v, &o, &lse, heads,
+                                                       causal, &err),
+                          &err, "attention lse dk only");
           nnfix_compare("attention lse dk only", dk5.data, wdk.data, nn_tensor_numel(&wdk), 1e-4);
-          expect_ok(nn_attention_ex_backward_lse(&ctx, &dq5, NULL, NULL, &dout, &q, &k, &v, &o, &lse, heads, causal,
-                                                 &err),
-                    &err, "attention lse dq only");
+          nnfix_expect_ok(nn_attention_ex_backward_lse(&nnfix_ctx, &dq5, NULL, NULL, &dout, &q, &k, &v, &o, &lse, heads,
+                                                       causal, &err),
+                          &err, "attention lse dq only");
           nnfix_compare("attention lse dq only", dq5.data, wdq.data, nn_tensor_numel(&wdq), 1e-4);
-          expect_fail(nn_attention_ex_backward_lse(&ctx, &dq5, &dk5, &dv5, &dout, &q, &k, &v, NULL, &lse, heads,
-                                                   causal, &err),
-                      &err, "lse needs the forward's output o", "attention lse without o");
-          expect_fail(nn_attention_ex_backward_lse(&ctx, &dq5, &dk5, &dv5, &dout, &q, &k, &v, &o, &o, heads, causal,
-                                                   &err),
-                      &err, "lse has shape", "attention lse shape");
-          expect_fail(nn_attention_ex_forward_lse(&ctx, &o2, &o, &q, &k, &v, heads, causal, &err), &err,
-                      "lse has shape", "attention forward lse shape");
+          nnfix_expect_fail(nn_attention_ex_backward_lse(&nnfix_ctx, &dq5, &dk5, &dv5, &dout, &q, &k, &v, NULL, &lse,
+                                                         heads, causal, &err),
+                            &err, "lse needs the forward's output o", "attention lse without o");
+          nnfix_expect_fail(nn_attention_ex_backward_lse(&nnfix_ctx, &dq5, &dk5, &dv5, &dout, &q, &k, &v, &o, &o, heads,
+                                                         causal, &err),
+                            &err, "lse has shape", "attention lse shape");
+          nnfix_expect_fail(nn_attention_ex_forward_lse(&nnfix_ctx, &o2, &o, &q, &k, &v, heads, causal, &err), &err,
+                            "lse has shape", "attention forward lse shape");
         }
       }
       unsetenv("CMDS_NN_ATTNB_TILE");
     }
     if (causal) { /* the mask matters: the unmasked gradients differ */
-      nn_tensor dq3 = out_like(3, q.shape);
-      expect_ok(nn_attention_ex_backward(&ctx, &dq3, NULL, NULL, &dout, &q, &k, &v, heads, 0, &err), &err,
-                "causal case unmasked");
+      nn_tensor dq3 = nnfix_out_like(3, q.shape);
+      nnfix_expect_ok(nn_attention_ex_backward(&nnfix_ctx, &dq3, NULL, NULL, &dout, &q, &k, &v, heads, 0, &err), &err,
+                      "causal case unmasked");
       const float *a = dq3.data, *b = wdq.data;
       double diff = 0;
       for (int64_t j = 0; j < nn_tensor_numel(&wdq); j++) diff += fabs((double)a[j] - b[j]);
       CHECK(diff > 1.0, "causal case: the unmasked gradient equals the masked one (diff %g)", diff);
     }
-    done_case();
+    nnfix_done_case();
   }
 }
 
@@ -296,37 +269,41 @@ static void test_conv(void) {
       int s = (int)nnfix_scalar(cases[i], "stride"), pt = (int)nnfix_scalar(cases[i], "pt");
       int pb = (int)nnfix_scalar(cases[i], "pb"), pl = (int)nnfix_scalar(cases[i], "pl");
       int pr = (int)nnfix_scalar(cases[i], "pr");
-      nn_tensor dx = out_like(4, x.shape), dw = out_fill(4, w.shape, PRIOR), db = out_fill(1, w.shape, PRIOR);
+      nn_tensor dx = nnfix_out_like(4, x.shape), dw = nnfix_out_fill(4, w.shape, PRIOR),
+                db = nnfix_out_fill(1, w.shape, PRIOR);
       size_t before = scratch_before();
-      expect_ok(nn_conv2d_ex_backward(&ctx, &dx, &dw, has_bias[i] ? &db : NULL, &dy, &x, &w, s, pt, pb, pl, pr, &err),
-                &err, what);
+      nnfix_expect_ok(
+          nn_conv2d_ex_backward(&nnfix_ctx, &dx, &dw, has_bias[i] ? &db : NULL, &dy, &x, &w, s, pt, pb, pl, pr, &err),
+          &err, what);
       scratch_after(what, before, nn_conv2d_ex_backward_scratch_bytes(&x, &w, s, pt, pb, pl, pr));
       nnfix_compare(what, dx.data, wdx.data, nn_tensor_numel(&wdx), 1e-4);
       compare_accum(what, &dw, &wdw, 1e-4);
       if (has_bias[i]) compare_accum(what, &db, &wdb, 1e-5);
       /* frozen weights: only dx (the LoRA fine-tune's case), no columns built */
-      nn_tensor dx2 = out_like(4, x.shape);
-      expect_ok(nn_conv2d_ex_backward(&ctx, &dx2, NULL, NULL, &dy, &x, &w, s, pt, pb, pl, pr, &err), &err, what);
+      nn_tensor dx2 = nnfix_out_like(4, x.shape);
+      nnfix_expect_ok(nn_conv2d_ex_backward(&nnfix_ctx, &dx2, NULL, NULL, &dy, &x, &w, s, pt, pb, pl, pr, &err), &err,
+                      what);
       nnfix_compare(what, dx2.data, wdx.data, nn_tensor_numel(&wdx), 1e-4);
       if (i == 1 && !pass) {
-        expect_fail(nn_conv2d_ex_backward(&ctx, &dx, &dw, NULL, &dy, &x, &w, 1, pt, pb, pl, pr, &err), &err,
-                    "dy has shape (2, 4, 4, 5), (2, 4, 8, 10) expected", "conv_ex dy geometry");
-        expect_fail(nn_conv2d_ex_backward(&ctx, &dx, &dw, NULL, &dy, &x, &w, 0, pt, pb, pl, pr, &err), &err,
-                    "stride 0", "conv_ex stride 0");
-        expect_fail(nn_conv2d_ex_backward(&ctx, &dy, &dw, NULL, &dy, &x, &w, s, pt, pb, pl, pr, &err), &err,
-                    "dx has shape (2, 4, 4, 5), (2, 3, 9, 11) expected", "conv_ex dx shape");
+        nnfix_expect_fail(nn_conv2d_ex_backward(&nnfix_ctx, &dx, &dw, NULL, &dy, &x, &w, 1, pt, pb, pl, pr, &err), &err,
+                          "dy has shape (2, 4, 4, 5), (2, 4, 8, 10) expected", "conv_ex dy geometry");
+        nnfix_expect_fail(nn_conv2d_ex_backward(&nnfix_ctx, &dx, &dw, NULL, &dy, &x, &w, 0, pt, pb, pl, pr, &err), &err,
+                          "stride 0", "conv_ex stride 0");
+        nnfix_expect_fail(nn_conv2d_ex_backward(&nnfix_ctx, &dy, &dw, NULL, &dy, &x, &w, s, pt, pb, pl, pr, &err), &err,
+                          "dx has shape (2, 4, 4, 5), (2, 3, 9, 11) expected", "conv_ex dx shape");
         nn_tensor rect = w;
         rect.shape[3] = 1;
-        expect_fail(nn_conv2d_ex_backward(&ctx, &dx, NULL, NULL, &dy, &x, &rect, s, pt, pb, pl, pr, &err), &err,
-                    "square kernel", "conv_ex non-square kernel");
+        nnfix_expect_fail(nn_conv2d_ex_backward(&nnfix_ctx, &dx, NULL, NULL, &dy, &x, &rect, s, pt, pb, pl, pr, &err),
+                          &err, "square kernel", "conv_ex non-square kernel");
       }
       if (i == 0 && !pass) { /* same geometry through the mapper's stride-1 entry point */
-        nn_tensor dx3 = out_like(4, x.shape), dw3 = out_fill(4, w.shape, PRIOR);
-        expect_ok(nn_conv2d_backward(&ctx, &dx3, &dw3, NULL, &dy, &x, &w, &err), &err, "nn_conv2d_backward k3");
+        nn_tensor dx3 = nnfix_out_like(4, x.shape), dw3 = nnfix_out_fill(4, w.shape, PRIOR);
+        nnfix_expect_ok(nn_conv2d_backward(&nnfix_ctx, &dx3, &dw3, NULL, &dy, &x, &w, &err), &err,
+                        "nn_conv2d_backward k3");
         nnfix_compare("nn_conv2d_backward k3", dx3.data, wdx.data, nn_tensor_numel(&wdx), 1e-4);
         compare_accum("nn_conv2d_backward k3", &dw3, &wdw, 1e-4);
       }
-      done_case();
+      nnfix_done_case();
     }
   }
   unsetenv("CMDS_NN_CONV_BAND_FLOATS");
@@ -334,55 +311,55 @@ static void test_conv(void) {
 
 static void test_glue(void) {
   cmds_error err = {0};
-  nn_tensor x = nnfix_load("sum_hw", "x"), want = nnfix_load("sum_hw", "y"), y = out_like(2, want.shape);
-  expect_ok(nn_sum_hw_forward(&ctx, &y, &x, &err), &err, "sum_hw");
+  nn_tensor x = nnfix_load("sum_hw", "x"), want = nnfix_load("sum_hw", "y"), y = nnfix_out_like(2, want.shape);
+  nnfix_expect_ok(nn_sum_hw_forward(&nnfix_ctx, &y, &x, &err), &err, "sum_hw");
   nnfix_compare("sum_hw", y.data, want.data, nn_tensor_numel(&want), 1e-5);
-  expect_fail(nn_sum_hw_forward(&ctx, &x, &x, &err), &err, "y has shape (2, 3, 5, 7), (2, 3) expected",
-              "sum_hw y shape");
-  done_case();
+  nnfix_expect_fail(nn_sum_hw_forward(&nnfix_ctx, &x, &x, &err), &err, "y has shape (2, 3, 5, 7), (2, 3) expected",
+                    "sum_hw y shape");
+  nnfix_done_case();
 
   x = nnfix_load("split", "x");
   nn_tensor wa = nnfix_load("split", "a"), wb = nnfix_load("split", "b");
-  nn_tensor a = out_like(4, wa.shape), b = out_like(4, wb.shape);
-  expect_ok(nn_split_channels_forward(&ctx, &a, &b, &x, &err), &err, "split");
+  nn_tensor a = nnfix_out_like(4, wa.shape), b = nnfix_out_like(4, wb.shape);
+  nnfix_expect_ok(nn_split_channels_forward(&nnfix_ctx, &a, &b, &x, &err), &err, "split");
   nnfix_compare("split a", a.data, wa.data, nn_tensor_numel(&wa), 0.0);
   nnfix_compare("split b", b.data, wb.data, nn_tensor_numel(&wb), 0.0);
-  nn_tensor a2 = out_like(4, wa.shape), b2 = out_like(4, wb.shape);
-  expect_ok(nn_split_channels_forward(&ctx, &a2, NULL, &x, &err), &err, "split a only");
+  nn_tensor a2 = nnfix_out_like(4, wa.shape), b2 = nnfix_out_like(4, wb.shape);
+  nnfix_expect_ok(nn_split_channels_forward(&nnfix_ctx, &a2, NULL, &x, &err), &err, "split a only");
   nnfix_compare("split a only", a2.data, wa.data, nn_tensor_numel(&wa), 0.0);
-  expect_ok(nn_split_channels_forward(&ctx, NULL, &b2, &x, &err), &err, "split b only");
+  nnfix_expect_ok(nn_split_channels_forward(&nnfix_ctx, NULL, &b2, &x, &err), &err, "split b only");
   nnfix_compare("split b only", b2.data, wb.data, nn_tensor_numel(&wb), 0.0);
-  expect_fail(nn_split_channels_forward(&ctx, NULL, NULL, &x, &err), &err, "both NULL", "split nothing");
+  nnfix_expect_fail(nn_split_channels_forward(&nnfix_ctx, NULL, NULL, &x, &err), &err, "both NULL", "split nothing");
   nn_tensor bbad = b;
   bbad.shape[1] = 3;
-  expect_fail(nn_split_channels_forward(&ctx, &a, &bbad, &x, &err), &err, "b has shape (2, 3, 4, 3), (2, 4, 4, 3) expected",
-              "split b channels");
-  done_case();
+  nnfix_expect_fail(nn_split_channels_forward(&nnfix_ctx, &a, &bbad, &x, &err), &err,
+                    "b has shape (2, 3, 4, 3), (2, 4, 4, 3) expected", "split b channels");
+  nnfix_done_case();
 
   {
     nn_tensor p = nnfix_load("mse", "p"), t = nnfix_load("mse", "t"), wdp = nnfix_load("mse", "dp");
     double wl = nnfix_scalar("mse", "loss"), loss = -1.0;
-    nn_tensor dp = out_like(4, p.shape);
-    expect_ok(nn_mse_forward(&ctx, &loss, &dp, &p, &t, &err), &err, "mse");
+    nn_tensor dp = nnfix_out_like(4, p.shape);
+    nnfix_expect_ok(nn_mse_forward(&nnfix_ctx, &loss, &dp, &p, &t, &err), &err, "mse");
     CHECK(fabs(loss - wl) <= 1e-6 * fabs(wl), "mse: loss %.12g, want %.12g", loss, wl);
     nnfix_compare("mse dp", dp.data, wdp.data, nn_tensor_numel(&wdp), 1e-5);
     double l2 = -1.0;
-    expect_ok(nn_mse_forward(&ctx, &l2, NULL, &p, &t, &err), &err, "mse without dp");
+    nnfix_expect_ok(nn_mse_forward(&nnfix_ctx, &l2, NULL, &p, &t, &err), &err, "mse without dp");
     CHECK(l2 == loss, "mse without dp: %.17g vs %.17g", l2, loss);
     nn_tensor pc = copy_of(&p);
-    expect_ok(nn_mse_forward(&ctx, &l2, &pc, &pc, &t, &err), &err, "mse dp = p");
+    nnfix_expect_ok(nn_mse_forward(&nnfix_ctx, &l2, &pc, &pc, &t, &err), &err, "mse dp = p");
     nnfix_compare("mse dp = p", pc.data, wdp.data, nn_tensor_numel(&wdp), 1e-5);
     nn_tensor tb = t;
     tb.shape[3] = 4;
-    expect_fail(nn_mse_forward(&ctx, &l2, NULL, &p, &tb, &err), &err, "t has shape (2, 4, 6, 4), (2, 4, 6, 5) expected",
-                "mse t shape");
-    done_case();
+    nnfix_expect_fail(nn_mse_forward(&nnfix_ctx, &l2, NULL, &p, &tb, &err), &err,
+                      "t has shape (2, 4, 6, 4), (2, 4, 6, 5) expected", "mse t shape");
+    nnfix_done_case();
   }
   x = nnfix_load("sumsq", "x");
   double ws = nnfix_scalar("sumsq", "s"), s = -1.0;
-  expect_ok(nn_sumsq_forward(&ctx, &s, &x, &err), &err, "sumsq");
+  nnfix_expect_ok(nn_sumsq_forward(&nnfix_ctx, &s, &x, &err), &err, "sumsq");
   CHECK(fabs(s - ws) <= 1e-9 * ws, "sumsq: %.12g, want %.12g", s, ws);
-  done_case();
+  nnfix_done_case();
 }
 
 static void test_adamw(void) {
@@ -391,7 +368,7 @@ static void test_adamw(void) {
     cmds_error err = {0};
     const char *c = cases[i];
     nn_tensor p0 = nnfix_load(c, "p0"), p = copy_of(&p0);
-    nn_tensor m = out_fill(p.ndim, p.shape, 0.0f), v = out_fill(p.ndim, p.shape, 0.0f);
+    nn_tensor m = nnfix_out_fill(p.ndim, p.shape, 0.0f), v = nnfix_out_fill(p.ndim, p.shape, 0.0f);
     float lr = (float)nnfix_scalar(c, "lr"), b1 = (float)nnfix_scalar(c, "beta1"), b2 = (float)nnfix_scalar(c, "beta2");
     float eps = (float)nnfix_scalar(c, "eps"), wd = (float)nnfix_scalar(c, "wd");
     for (int step = 1; step <= 3; step++) {
@@ -400,7 +377,7 @@ static void test_adamw(void) {
       snprintf(pn, sizeof pn, "p%d", step);
       nn_tensor g = nnfix_load(c, gn), want = nnfix_load(c, pn);
       nn_tensor g0 = copy_of(&g);
-      expect_ok(nn_adamw_update(&ctx, &p, &g, &m, &v, lr, b1, b2, eps, wd, step, &err), &err, c);
+      nnfix_expect_ok(nn_adamw_update(&nnfix_ctx, &p, &g, &m, &v, lr, b1, b2, eps, wd, step, &err), &err, c);
       snprintf(what, sizeof what, "%s step %d", c, step);
       nnfix_compare(what, p.data, want.data, nn_tensor_numel(&want), 1e-6);
       CHECK(!memcmp(g0.data, g.data, nn_tensor_bytes(&g)), "%s: the gradient was modified", what);
@@ -409,33 +386,22 @@ static void test_adamw(void) {
     nnfix_compare("adamw m", m.data, wm.data, nn_tensor_numel(&wm), 1e-6);
     nnfix_compare("adamw v", v.data, wv.data, nn_tensor_numel(&wv), 1e-6);
     if (i == 0) {
-      expect_fail(nn_adamw_update(&ctx, &p, &p0, &m, &v, lr, b1, b2, eps, wd, 0, &err), &err, "the first step is 1",
-                  "adamw step 0");
-      expect_fail(nn_adamw_update(&ctx, &p, &p0, &m, &v, lr, 1.0f, b2, eps, wd, 1, &err), &err, "betas must be in",
-                  "adamw beta1 = 1");
+      nnfix_expect_fail(nn_adamw_update(&nnfix_ctx, &p, &p0, &m, &v, lr, b1, b2, eps, wd, 0, &err), &err,
+                        "the first step is 1", "adamw step 0");
+      nnfix_expect_fail(nn_adamw_update(&nnfix_ctx, &p, &p0, &m, &v, lr, 1.0f, b2, eps, wd, 1, &err), &err,
+                        "betas must be in", "adamw beta1 = 1");
       nn_tensor vb = v;
       vb.shape[0] = 1;
-      expect_fail(nn_adamw_update(&ctx, &p, &p0, &m, &vb, lr, b1, b2, eps, wd, 1, &err), &err,
-                  "v has shape (1, 7), (6, 7) expected", "adamw v shape");
+      nnfix_expect_fail(nn_adamw_update(&nnfix_ctx, &p, &p0, &m, &vb, lr, b1, b2, eps, wd, 1, &err), &err,
+                        "v has shape (1, 7), (6, 7) expected", "adamw v shape");
     }
-    done_case();
+    nnfix_done_case();
   }
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s <tests/fixtures/nn_backward2>\n", argv[0]);
-    return 2;
-  }
-  nnfix_dir_ = argv[1];
-  unsetenv("CMDS_NN_CONV_BAND_FLOATS");
-  cmds_error err = {0};
-  static nn_arena scratch;
-  if (nn_arena_init(&scratch, NN_CPU, 32 << 20, &err) || nn_arena_init(&out_arena, NN_CPU, 16 << 20, &err) ||
-      nn_ctx_init(&ctx, NN_CPU, &scratch, NULL, 0, &err)) {
-    fprintf(stderr, "%s\n", err.msg);
-    return 1;
-  }
+  int rc = nnfix_setup(argc, argv, 32 << 20);
+  if (rc >= 0) return rc;
   test_linear();
   test_layernorm();
   test_gates();
@@ -451,8 +417,6 @@ int main(int argc, char **argv) {
   test_conv();
   test_glue();
   test_adamw();
-  nn_ctx_free(&ctx);
-  nn_arena_free(&scratch);
-  nn_arena_free(&out_arena);
+  nnfix_teardown();
   return CHECK_DONE();
 }

@@ -203,23 +203,10 @@ static void test_adamw(void) {
 }
 
 int main(void) {
-  if (!nn_cuda_available()) {
-    printf("no CUDA backend or no GPU: skipped\n");
-    return 77;
-  }
   unsetenv("CMDS_NN_CONV_BAND_FLOATS");
   unsetenv("CMDS_NN_ATTN_SCORE_FLOATS");
-  cmds_error err = {0};
-  int rc = nn_arena_init(&host, NN_CPU, (size_t)1 << 30, &err);
-  if (!rc) rc = nn_arena_init(&host_scratch, NN_CPU, (size_t)256 << 20, &err);
-  if (!rc) rc = nn_arena_init(&dev, NN_CUDA, (size_t)1 << 30, &err);
-  if (!rc) rc = nn_arena_init(&dev_scratch, NN_CUDA, (size_t)256 << 20, &err);
-  if (!rc) rc = nn_ctx_init(&cpu, NN_CPU, &host_scratch, NULL, 0, &err);
-  if (!rc) rc = nn_ctx_init(&gpu, NN_CUDA, &dev_scratch, NULL, 0, &err);
-  if (rc) {
-    fprintf(stderr, "setup: %s\n", err.msg);
-    return 1;
-  }
+  int rc = cuda_pair_setup((size_t)1 << 30, (size_t)256 << 20);
+  if (rc) return rc;
   double t0 = cmds_now();
   test_linear();
   test_layernorm();
@@ -229,11 +216,6 @@ int main(void) {
   test_glue();
   test_adamw();
   printf("all training ops compared in %.1f s\n", cmds_now() - t0);
-  nn_ctx_free(&cpu);
-  nn_ctx_free(&gpu);
-  nn_arena_free(&host);
-  nn_arena_free(&host_scratch);
-  nn_arena_free(&dev);
-  nn_arena_free(&dev_scratch);
+  cuda_pair_release();
   return CHECK_DONE();
 }

@@ -251,21 +251,11 @@ static void test_diffusion_elementwise(void) {
 }
 
 int main(void) {
-  if (!nn_cuda_available()) {
-    printf("no CUDA backend or no GPU: skipped\n");
-    return 77;
-  }
+  int rc = cuda_pair_setup((size_t)1 << 30, (size_t)256 << 20);
+  if (rc) return rc;
   cmds_error err = {0};
-  int rc = nn_arena_init(&host, NN_CPU, (size_t)1 << 30, &err);
-  if (!rc) rc = nn_arena_init(&host_scratch, NN_CPU, (size_t)256 << 20, &err);
-  if (!rc) rc = nn_arena_init(&dev, NN_CUDA, (size_t)1 << 30, &err);
-  if (!rc) rc = nn_arena_init(&dev_scratch, NN_CUDA, (size_t)256 << 20, &err);
-  if (!rc) rc = nn_ctx_init(&cpu, NN_CPU, &host_scratch, NULL, 0, &err);
-  if (!rc) rc = nn_ctx_init(&gpu, NN_CUDA, &dev_scratch, NULL, 0, &err);
-  if (!rc) rc = nn_ctx_init(&gpu_tf32, NN_CUDA, &dev_scratch, NULL, 1, &err);
-  if (rc) {
+  if (nn_ctx_init(&gpu_tf32, NN_CUDA, &dev_scratch, NULL, 1, &err)) {
     fprintf(stderr, "setup: %s\n", err.msg);
-
     return 1;
   }
   double t0 = cmds_now();
@@ -280,12 +270,7 @@ int main(void) {
   test_diffusion_attention();
   test_diffusion_elementwise();
   printf("all ops compared in %.1f s\n", cmds_now() - t0);
-  nn_ctx_free(&cpu);
-  nn_ctx_free(&gpu);
   nn_ctx_free(&gpu_tf32);
-  nn_arena_free(&host);
-  nn_arena_free(&host_scratch);
-  nn_arena_free(&dev);
-  nn_arena_free(&dev_scratch);
+  cuda_pair_release();
   return CHECK_DONE();
 }

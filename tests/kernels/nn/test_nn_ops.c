@@ -9,34 +9,16 @@
 #include "nn.h"
 #include "nnfix.h"
 
-static nn_ctx ctx;
-static nn_arena out_arena; /* outputs, reset per case */
-
-static nn_tensor out_like(int ndim, const int64_t *shape) {
-  cmds_error err = {0};
-  nn_tensor t;
-  if (nn_tensor_alloc(&t, &out_arena, NN_F32, ndim, shape, &err)) {
-    fprintf(stderr, "%s\n", err.msg);
-    exit(1);
-  }
-  return t;
-}
-
-static void expect_ok(int rc, const cmds_error *err, const char *what) {
-  CHECK(rc == 0, "%s failed: %s", what, err->msg);
-}
-
 static void test_linear(void) {
   cmds_error err = {0};
   const char *cases[] = {"linear_bias", "linear_nobias"};
   for (int i = 0; i < 2; i++) {
     nn_tensor x = nnfix_load(cases[i], "x"), w = nnfix_load(cases[i], "w"), want = nnfix_load(cases[i], "y");
     nn_tensor b = i == 0 ? nnfix_load(cases[i], "b") : (nn_tensor){0};
-    nn_tensor y = out_like(want.ndim, want.shape);
-    expect_ok(nn_linear_forward(&ctx, &y, &x, &w, i == 0 ? &b : NULL, &err), &err, cases[i]);
+    nn_tensor y = nnfix_out_like(want.ndim, want.shape);
+    nnfix_expect_ok(nn_linear_forward(&nnfix_ctx, &y, &x, &w, i == 0 ? &b : NULL, &err), &err, cases[i]);
     nnfix_compare(cases[i], y.data, want.data, nn_tensor_numel(&want), 1e-4);
-    nnfix_release();
-    nn_arena_reset(&out_arena);
+    nnfix_done_case();
   }
 }
 
@@ -46,13 +28,12 @@ static void test_conv(void) {
   for (int i = 0; i < 3; i++) {
     nn_tensor x = nnfix_load(cases[i], "x"), w = nnfix_load(cases[i], "w"), want = nnfix_load(cases[i], "y");
     nn_tensor b = i < 2 ? nnfix_load(cases[i], "b") : (nn_tensor){0};
-    nn_tensor y = out_like(4, want.shape);
-    size_t before = ctx.scratch->used_bytes;
-    expect_ok(nn_conv2d_forward(&ctx, &y, &x, &w, i < 2 ? &b : NULL, &err), &err, cases[i]);
-    CHECK(ctx.scratch->used_bytes == before, "%s: scratch not handed back", cases[i]);
+    nn_tensor y = nnfix_out_like(4, want.shape);
+    size_t before = nnfix_ctx.scratch->used_bytes;
+    nnfix_expect_ok(nn_conv2d_forward(&nnfix_ctx, &y, &x, &w, i < 2 ? &b : NULL, &err), &err, cases[i]);
+    CHECK(nnfix_ctx.scratch->used_bytes == before, "%s: scratch not handed back", cases[i]);
     nnfix_compare(cases[i], y.data, want.data, nn_tensor_numel(&want), 1e-4);
-    nnfix_release();
-    nn_arena_reset(&out_arena);
+    nnfix_done_case();
   }
 }
 
@@ -63,51 +44,50 @@ static void test_norms(void) {
     nn_tensor x = nnfix_load(ln[i], "x"), want = nnfix_load(ln[i], "y");
     nn_tensor g = i == 0 ? nnfix_load(ln[i], "gamma") : (nn_tensor){0};
     nn_tensor b = i == 0 ? nnfix_load(ln[i], "beta") : (nn_tensor){0};
-    nn_tensor y = out_like(want.ndim, want.shape);
+    nn_tensor y = nnfix_out_like(want.ndim, want.shape);
     float eps = (float)nnfix_scalar(ln[i], "eps");
-    expect_ok(nn_layernorm_forward(&ctx, &y, &x, i == 0 ? &g : NULL, i == 0 ? &b : NULL, eps, &err), &err, ln[i]);
+    nnfix_expect_ok(nn_layernorm_forward(&nnfix_ctx, &y, &x, i == 0 ? &g : NULL, i == 0 ? &b : NULL, eps, &err), &err,
+                    ln[i]);
     nnfix_compare(ln[i], y.data, want.data, nn_tensor_numel(&want), 1e-5);
-    nnfix_release();
-    nn_arena_reset(&out_arena);
+    nnfix_done_case();
   }
   const char *gn[] = {"groupnorm_affine", "groupnorm_plain"};
   for (int i = 0; i < 2; i++) {
     nn_tensor x = nnfix_load(gn[i], "x"), want = nnfix_load(gn[i], "y");
     nn_tensor g = i == 0 ? nnfix_load(gn[i], "gamma") : (nn_tensor){0};
     nn_tensor b = i == 0 ? nnfix_load(gn[i], "beta") : (nn_tensor){0};
-    nn_tensor y = out_like(4, want.shape);
+    nn_tensor y = nnfix_out_like(4, want.shape);
     int64_t groups = (int64_t)nnfix_scalar(gn[i], "groups");
     float eps = (float)nnfix_scalar(gn[i], "eps");
-    expect_ok(nn_groupnorm_forward(&ctx, &y, &x, groups, i == 0 ? &g : NULL, i == 0 ? &b : NULL, eps, &err),
-              &err, gn[i]);
+    nnfix_expect_ok(nn_groupnorm_forward(&nnfix_ctx, &y, &x, groups, i == 0 ? &g : NULL, i == 0 ? &b : NULL, eps, &err),
+                    &err, gn[i]);
     nnfix_compare(gn[i], y.data, want.data, nn_tensor_numel(&want), 1e-5);
     /* groups that do not divide the channels are refused */
-    int rc = nn_groupnorm_forward(&ctx, &y, &x, 5, NULL, NULL, eps, &err);
+    int rc = nn_groupnorm_forward(&nnfix_ctx, &y, &x, 5, NULL, NULL, eps, &err);
     CHECK(rc == CMDS_EINPUT && strstr(err.msg, "do not divide"), "groupnorm 5 groups: %d %s", rc, err.msg);
-    nnfix_release();
-    nn_arena_reset(&out_arena);
+    nnfix_done_case();
   }
 }
 
 static void test_activations(void) {
   cmds_error err = {0};
   nn_tensor x = nnfix_load("gelu", "x"), want = nnfix_load("gelu", "y");
-  nn_tensor y = out_like(x.ndim, x.shape);
-  expect_ok(nn_gelu_forward(&ctx, &y, &x, &err), &err, "gelu");
+  nn_tensor y = nnfix_out_like(x.ndim, x.shape);
+  nnfix_expect_ok(nn_gelu_forward(&nnfix_ctx, &y, &x, &err), &err, "gelu");
   nnfix_compare("gelu", y.data, want.data, nn_tensor_numel(&want), 1e-5);
-  expect_ok(nn_gelu_forward(&ctx, &x, &x, &err), &err, "gelu in place");
+  nnfix_expect_ok(nn_gelu_forward(&nnfix_ctx, &x, &x, &err), &err, "gelu in place");
   nnfix_compare("gelu in place", x.data, want.data, nn_tensor_numel(&want), 1e-5);
   nnfix_release();
 
   x = nnfix_load("softmax", "x");
   want = nnfix_load("softmax", "y");
-  y = out_like(x.ndim, x.shape);
-  expect_ok(nn_softmax_forward(&ctx, &y, &x, &err), &err, "softmax");
+  y = nnfix_out_like(x.ndim, x.shape);
+  nnfix_expect_ok(nn_softmax_forward(&nnfix_ctx, &y, &x, &err), &err, "softmax");
   nnfix_compare("softmax", y.data, want.data, nn_tensor_numel(&want), 1e-5);
-  expect_ok(nn_softmax_forward(&ctx, &x, &x, &err), &err, "softmax in place");
+  nnfix_expect_ok(nn_softmax_forward(&nnfix_ctx, &x, &x, &err), &err, "softmax in place");
   nnfix_compare("softmax in place", x.data, want.data, nn_tensor_numel(&want), 1e-5);
   nnfix_release();
-  nn_arena_reset(&out_arena);
+  nn_arena_reset(&nnfix_out);
 }
 
 static void test_attention(void) {
@@ -115,12 +95,11 @@ static void test_attention(void) {
   const char *cases[] = {"attention_small", "attention_vitlike"};
   for (int i = 0; i < 2; i++) {
     nn_tensor q = nnfix_load(cases[i], "q"), k = nnfix_load(cases[i], "k"), v = nnfix_load(cases[i], "v");
-    nn_tensor want = nnfix_load(cases[i], "o"), o = out_like(3, want.shape);
+    nn_tensor want = nnfix_load(cases[i], "o"), o = nnfix_out_like(3, want.shape);
     int64_t heads = (int64_t)nnfix_scalar(cases[i], "heads");
-    expect_ok(nn_attention_forward(&ctx, &o, &q, &k, &v, heads, &err), &err, cases[i]);
+    nnfix_expect_ok(nn_attention_forward(&nnfix_ctx, &o, &q, &k, &v, heads, &err), &err, cases[i]);
     nnfix_compare(cases[i], o.data, want.data, nn_tensor_numel(&want), 1e-4);
-    nnfix_release();
-    nn_arena_reset(&out_arena);
+    nnfix_done_case();
   }
 }
 
@@ -131,11 +110,11 @@ static void test_resize(void) {
     for (int i = 0; i < 4; i++) {
       char c[64];
       snprintf(c, sizeof c, "resize_%s_%s", modes[m], names[i]);
-      nn_tensor x = nnfix_load(c, "x"), want = nnfix_load(c, "y"), y = out_like(4, want.shape);
-      expect_ok(nn_resize_forward(&ctx, &y, &x, m ? NN_RESIZE_BICUBIC : NN_RESIZE_BILINEAR, &err), &err, c);
+      nn_tensor x = nnfix_load(c, "x"), want = nnfix_load(c, "y"), y = nnfix_out_like(4, want.shape);
+      nnfix_expect_ok(nn_resize_forward(&nnfix_ctx, &y, &x, m ? NN_RESIZE_BICUBIC : NN_RESIZE_BILINEAR, &err), &err, c);
       nnfix_compare(c, y.data, want.data, nn_tensor_numel(&want), 1e-5);
       nnfix_release();
-      nn_arena_reset(&out_arena);
+      nn_arena_reset(&nnfix_out);
     }
 }
 
@@ -143,12 +122,11 @@ static void test_blur(void) {
   cmds_error err = {0};
   const char *cases[] = {"blur_s1_5", "blur_s4", "blur_s0_3", "blur_s6_multi_reflect"};
   for (int i = 0; i < 4; i++) {
-    nn_tensor x = nnfix_load(cases[i], "x"), want = nnfix_load(cases[i], "y"), y = out_like(4, want.shape);
+    nn_tensor x = nnfix_load(cases[i], "x"), want = nnfix_load(cases[i], "y"), y = nnfix_out_like(4, want.shape);
     float sigma = (float)nnfix_scalar(cases[i], "sigma");
-    expect_ok(nn_blur_forward(&ctx, &y, &x, sigma, &err), &err, cases[i]);
+    nnfix_expect_ok(nn_blur_forward(&nnfix_ctx, &y, &x, sigma, &err), &err, cases[i]);
     nnfix_compare(cases[i], y.data, want.data, nn_tensor_numel(&want), 1e-5);
-    nnfix_release();
-    nn_arena_reset(&out_arena);
+    nnfix_done_case();
   }
   double taps[2 * NN_BLUR_MAX_RADIUS + 1];
   int r;
@@ -159,8 +137,8 @@ static void test_blur(void) {
 static void test_cosine(void) {
   cmds_error err = {0};
   nn_tensor a = nnfix_load("cosine", "a"), b = nnfix_load("cosine", "b"), want = nnfix_load("cosine", "d");
-  nn_tensor d = out_like(3, want.shape);
-  expect_ok(nn_cosine_distance_forward(&ctx, &d, &a, &b, &err), &err, "cosine");
+  nn_tensor d = nnfix_out_like(3, want.shape);
+  nnfix_expect_ok(nn_cosine_distance_forward(&nnfix_ctx, &d, &a, &b, &err), &err, "cosine");
   /* distances are in [0, 2]: compare absolutely at 1e-6 (near-parallel pairs cancel) */
   float *g = d.data, *w = want.data;
   int bad = 0;
@@ -168,7 +146,7 @@ static void test_cosine(void) {
   CHECK(bad == 0, "cosine: %d values off by more than 1e-6", bad);
   CHECK_CLOSE(g[1 * 6 + 2], 1.0, 1e-7, 0, "zero vector gives distance 1");
   nnfix_release();
-  nn_arena_reset(&out_arena);
+  nn_arena_reset(&nnfix_out);
 }
 
 static void test_tensor_layer(void) {
@@ -190,13 +168,13 @@ static void test_tensor_layer(void) {
   nn_tensor x = nn_tensor_view(buf, NN_F32, NN_CPU, 2, 8, -1, -1);
   nn_tensor w = nn_tensor_view(buf, NN_F32, NN_CPU, 3, 7, -1, -1);
   nn_tensor y = nn_tensor_view(buf, NN_F32, NN_CPU, 2, 3, -1, -1);
-  int rc = nn_linear_forward(&ctx, &y, &x, &w, NULL, &err);
+  int rc = nn_linear_forward(&nnfix_ctx, &y, &x, &w, NULL, &err);
   CHECK(rc == CMDS_EINPUT && strstr(err.msg, "W has shape (3, 7), (3, 8) expected"), "linear shape: %s", err.msg);
   nn_tensor h = nn_tensor_view(buf, NN_F16, NN_CPU, 2, 8, -1, -1);
-  rc = nn_gelu_forward(&ctx, &h, &h, &err);
+  rc = nn_gelu_forward(&nnfix_ctx, &h, &h, &err);
   CHECK(rc == CMDS_EINPUT && strstr(err.msg, "f16, f32 expected"), "dtype check: %s", err.msg);
   nn_tensor gpu = nn_tensor_view(buf, NN_F32, NN_CUDA, 16, -1, -1, -1);
-  rc = nn_gelu_forward(&ctx, &gpu, &gpu, &err);
+  rc = nn_gelu_forward(&nnfix_ctx, &gpu, &gpu, &err);
   CHECK(rc == CMDS_EINPUT && strstr(err.msg, "is on cuda, the context runs on cpu"), "device check: %s", err.msg);
 
   /* half-precision storage against PyTorch's conversions */
@@ -216,18 +194,8 @@ static void test_tensor_layer(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s <tests/fixtures/nn>\n", argv[0]);
-    return 2;
-  }
-  nnfix_dir_ = argv[1];
-  cmds_error err = {0};
-  static nn_arena scratch;
-  if (nn_arena_init(&scratch, NN_CPU, 16 << 20, &err) || nn_arena_init(&out_arena, NN_CPU, 16 << 20, &err) ||
-      nn_ctx_init(&ctx, NN_CPU, &scratch, NULL, 0, &err)) {
-    fprintf(stderr, "%s\n", err.msg);
-    return 1;
-  }
+  int rc = nnfix_setup(argc, argv, 16 << 20);
+  if (rc >= 0) return rc;
   test_linear();
   test_conv();
   test_norms();
@@ -237,8 +205,6 @@ int main(int argc, char **argv) {
   test_blur();
   test_cosine();
   test_tensor_layer();
-  nn_ctx_free(&ctx);
-  nn_arena_free(&scratch);
-  nn_arena_free(&out_arena);
+  nnfix_teardown();
   return CHECK_DONE();
 }
