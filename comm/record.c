@@ -10,11 +10,9 @@
 
 #include "fsutil.h"
 
-#ifndef CMDS_CODE_VERSION
-#define CMDS_CODE_VERSION "unknown"
-#endif
+extern const char cmds_code_version_text[]; /* generated at build time: cmake/CmdsVersion.cmake */
 
-const char *cmds_code_version(void) { return CMDS_CODE_VERSION; }
+const char *cmds_code_version(void) { return cmds_code_version_text; }
 
 void cmds_record_begin(cmds_record *r, const char *stage, int argc, char **argv,
                        const cmds_mpi *mpi) {
