@@ -9,7 +9,8 @@
 #     clock would) get another id: measured again (the mtime rule kept the stale result);
 #   - a result recording no id (written before the attribute) is measured once, then kept;
 #   - maps without maps_id (other tools, older cmds-score): the mtime rule; a result that
-#     records an id is measured again when its maps are replaced by a file without one.
+#     records an id is measured again when its maps are replaced by a file without one;
+#   - an unusable maps_id is refused naming the file; another tool's id works the same way.
 #   test_maps_id.sh BIN_DIR PLUGIN_DIR FIXTURES WORK MPIEXEC...
 set -uo pipefail
 bin=$1 plugin=$2 fx=$3 work=$4
@@ -84,5 +85,20 @@ ok "maps without id, newer than the result: measured again" 'grep -q "measured a
 cp "$fx/metrics/ties_levels.h5" "$maps"; past "$maps"
 metrics "$maps" "$R" >"$work/m7.log" 2>&1
 ok "maps replaced by a file without id: measured again" 'grep -q "measured again: maps changed" "$work/m7.log" && grep -q "\"maps_id\": null," "$R"'
+
+# an unusable maps_id is bad input: refused, naming the file and the attribute
+cp "$fx/metrics/ties_levels.h5" "$O/bad.h5" && tool set-attr "$O/bad.h5" maps_id 'has "quotes"'
+msg=$(metrics "$O/bad.h5" "$O/bad.json" 2>&1); rc=$?
+ok "a bad maps_id is refused, file and attribute named" '[ $rc -ne 0 ] && grep -q "bad.h5: attribute maps_id: expected" <<<"$msg" && [ ! -e "$O/bad.json" ]'
+# another tool's id works as well: a result is kept while the id stays, measured when it changes
+tool set-attr "$O/maps.h5" maps_id "other-tool:1"; past "$O/maps.h5"
+metrics "$O/maps.h5" "$O/r.json" >"$work/o4.log" 2>&1
+ok "another tool's id: measured (the result recorded none)" 'grep -q "measured again: result older than maps_id" "$work/o4.log" && grep -q "\"maps_id\": \"other-tool:1\"" "$O/r.json"'
+future "$O/maps.h5"
+metrics "$O/maps.h5" "$O/r.json" >"$work/o5.log" 2>&1
+ok "another tool's id, unchanged, newer file: kept" 'grep -q "complete, skipped" "$work/o5.log"'
+tool set-attr "$O/maps.h5" maps_id "other-tool:2"; past "$O/maps.h5"
+metrics "$O/maps.h5" "$O/r.json" >"$work/o6.log" 2>&1
+ok "another tool's id changed, older file: measured again" 'grep -q "measured again: maps changed" "$work/o6.log"'
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
