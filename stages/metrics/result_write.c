@@ -216,12 +216,16 @@ static int not_older(const char *a, const char *b) {
          (sa.st_mtim.tv_sec == sb.st_mtim.tv_sec && sa.st_mtim.tv_nsec >= sb.st_mtim.tv_nsec);
 }
 
-/* The result's recorded maps_id into id ("" when none: null, or a result older than the key). */
+/* The result's recorded maps_id into id ("" when none: null, or a result older than the key).
+ * Only the top-level key, at the writer's indent of 2 (a label may be called maps_id too; it
+ * sits at indent 4 inside "labels"). */
 static void result_maps_id(const char *head, char *id, size_t cap) {
+  static const char key[] = "\n  \"maps_id\": ";
   id[0] = 0;
-  const char *p = strstr(head, "\"maps_id\": \"");
+  const char *p = strstr(head, key);
   if (!p) return;
-  p += strlen("\"maps_id\": \"");
+  p += strlen(key);
+  if (*p++ != '"') return; /* null */
   const char *q = strchr(p, '"');
   if (q && (size_t)(q - p) < cap) snprintf(id, cap, "%.*s", (int)(q - p), p);
 }

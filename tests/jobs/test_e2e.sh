@@ -2,7 +2,7 @@
 # cmds-run end to end on a tiny variant of jobs/demo.yaml (MVTec 3D-AD layout, one category,
 # k = 1 and 2: two trained models, the random stand-in backbone, 28 x 28 mappers, 30 steps):
 #  a. run A with -n 1, run B with -n 4 (fresh run directories on the same caches): identical
-#     metrics JSON (except the maps path; the maps' content hash included);
+#     metrics JSON (except the maps path; the maps' content hash and maps_id included);
 #  b. run A is killed with SIGKILL twice: during train (once the first model is finished,
 #     while the second trains: its stage, told by cmds-run's death, checkpoints it; the second
 #     task is held after its step 5 until its stage is told to stop, CMDS_TEST_HOLD_AT_STEP in

@@ -27,8 +27,8 @@ tool caches "$fx" "$C" mvtec3d bagel || exit 1
 mkdir -p "$work/run/models/mvtec3d/bagel/k1/default"
 cp "$fx/score/e2e_mapper.safetensors" "$work/run/models/mvtec3d/bagel/k1/default/mapper.safetensors"
 score() { "${mp[@]}" -n 2 "$bin/cmds-score" --cache "$C" --run "$work/run" --dataset mvtec3d --category bagel --shots 1 "$@"; }
-metrics() { "${mp[@]}" -n 2 "$bin/cmds-metrics" --maps "$1" --out "$2"; }
-json_id() { sed -n 's/^ *"maps_id": "\(.*\)",$/\1/p' "$1"; }
+metrics() { "${mp[@]}" -n 2 "$bin/cmds-metrics" --maps "$1" --out "$2" --label maps_id=a-label; } # a label named like the key
+json_id() { sed -n 's/^  "maps_id": "\(.*\)",$/\1/p' "$1" | head -1; } # the top-level key (2 spaces)
 hash_of() { grep -o '"content_hash": "[0-9a-f]*"' "$1"; }
 D=$work/run/maps/mvtec3d/bagel/k1/default
 maps=$D/maps.default.h5
@@ -64,7 +64,7 @@ metrics "$maps" "$R" >"$work/m4.log" 2>&1
 ok "then kept" 'grep -q "complete, skipped" "$work/m4.log"'
 
 # a result written before maps_id existed (no key): measured once more, then kept
-sed -i '/"maps_id":/d' "$R"; future "$R"
+sed -i '/^  "maps_id":/d' "$R"; future "$R"
 metrics "$maps" "$R" >"$work/m5.log" 2>&1
 ok "a result recording no id is measured again" 'grep -q "measured again: result older than maps_id" "$work/m5.log" && [ "$(json_id "$R")" = "$id2" ]'
 metrics "$maps" "$R" >"$work/m6.log" 2>&1
