@@ -60,9 +60,9 @@ static void read_opt_str(hid_t f, const char *name, char *buf, size_t cap) {
   if (H5Aexists(f, name) > 0 && cmds_h5_attr_read_str(f, name, buf, cap, "", &e)) buf[0] = 0;
 }
 
-/* The maps_id attribute of an open file into id: 1 read, 0 absent, CMDS_EINPUT-coded failure
- * (err filled) when it is not a short printable string (it is copied into result JSON and
- * compared as text). */
+/* The maps_id attribute of an open file into id: 1 read, 0 absent, -1 (err filled, CMDS_EINPUT)
+ * when it is not a short printable string (it is copied into result JSON and compared as
+ * text). */
 static int read_maps_id(hid_t f, const char *path, char *id, size_t cap, cmds_error *err) {
   id[0] = 0;
   if (H5Aexists(f, "maps_id") <= 0) return 0;
