@@ -10,8 +10,9 @@
  * r in group r % G); group g computes results g, g + G, ... with all of its ranks, each
  * reading a contiguous block of the images. One big result therefore uses every rank,
  * many small ones run side by side (--groups caps G). The numbers never depend on R or G (integer and
- * fixed-point reductions, see metrics_compute.h). A result whose JSON is already
- * complete is skipped unless --force. */
+ * fixed-point reductions, see metrics_compute.h). A result that is complete and current
+ * (it records the maps' maps_id; for maps without one: not older than them) is skipped
+ * unless --force (metrics_result_status in result_write.h). */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +46,8 @@ static void usage(FILE *f) {
           "                         (the M3DM/CFM approximation with N thresholds)\n"
           "  --label KEY=VALUE      written into the JSON and CSV (method, setting, dataset,\n"
           "                         category, shot are CSV columns); repeatable\n"
-          "  --force                recompute results whose JSON is already complete\n"
+          "  --force                recompute results that are complete and current (the\n"
+          "                         maps' maps_id recorded; maps without one: by mtime)\n"
           "  --batch-pixels P       pixels read at once per rank (default 16777216)\n"
           "  --groups G             results computed side by side (default min(results,\n"
           "                         ranks)); 1 = every rank on each result in turn\n"
@@ -197,7 +199,7 @@ static void args_free(metrics_args *a) {
 }
 
 /* One result by the ranks of `grp`: compute, write (group rank 0), stage record. */
-static int run_job(const cmds_mpi *grp, const metrics_args *a, const metrics_job *job, int argc,
+static int run_job(const cmds_mpi *grp, const metrics_args *a, const metrics_job *job, int why, int argc,
                    char **argv, cmds_error *err) {
   cmds_record rec;
   cmds_record_begin(&rec, "metrics", argc, argv, grp);
@@ -219,6 +221,7 @@ static int run_job(const cmds_mpi *grp, const metrics_args *a, const metrics_job
     rc = cmds_mpi_agree(grp, err, rc);
   }
   cmds_json_kv_str(&rec.json, "curve", a->curve);
+  cmds_json_kv_str(&rec.json, "measured_because", metrics_status_word(why));
   if (!rc) metrics_result_record(&rec.json, job, &res);
   else cmds_json_kv_str(&rec.json, "error", err->msg);
   char status[64];
@@ -249,15 +252,21 @@ int main(int argc, char **argv) {
     args_free(&a);
     return cmds_mpi_finalize(&mpi, rc);
   }
-  /* resume: rank 0 decides which results are already complete, before anyone writes */
+  /* resume: rank 0 decides which results are current, before anyone writes; pending[i] is
+   * why result i is measured (METRICS_CURRENT = 0: skipped), see metrics_result_status */
   unsigned char *pending = cmds_xmalloc((size_t)a.n_jobs);
   for (int i = 0; i < a.n_jobs; i++)
-    pending[i] = a.force || mpi.rank != 0 || !metrics_result_complete(a.jobs[i].out, a.curve, a.jobs[i].maps);
+    pending[i] = (unsigned char)(mpi.rank != 0 ? 0
+                                 : a.force    ? METRICS_FORCED
+                                              : metrics_result_status(a.jobs[i].out, a.curve, a.jobs[i].maps));
   MPI_CHECK(MPI_Bcast(pending, a.n_jobs, MPI_UNSIGNED_CHAR, 0, mpi.comm));
   int n_pending = 0;
   for (int i = 0; i < a.n_jobs; i++) {
-    n_pending += pending[i];
-    if (!pending[i] && mpi.rank == 0) printf("%s: complete, skipped (--force recomputes)\n", a.jobs[i].out);
+    n_pending += pending[i] != METRICS_CURRENT;
+    if (mpi.rank != 0) continue;
+    if (pending[i] == METRICS_CURRENT) printf("%s: complete, skipped (--force recomputes)\n", a.jobs[i].out);
+    else if (pending[i] != METRICS_NO_RESULT && pending[i] != METRICS_FORCED)
+      printf("%s: measured again: %s\n", a.jobs[i].out, metrics_status_word(pending[i]));
   }
   int groups = n_pending < mpi.size ? n_pending : mpi.size;
   if (a.groups > 0 && a.groups < groups) groups = a.groups;
@@ -269,10 +278,10 @@ int main(int argc, char **argv) {
     MPI_CHECK(MPI_Comm_rank(grp.comm, &grp.rank));
     MPI_CHECK(MPI_Comm_size(grp.comm, &grp.size));
     for (int i = 0, k = 0; i < a.n_jobs; i++) {
-      if (!pending[i]) continue;
+      if (pending[i] == METRICS_CURRENT) continue;
       if (k++ % groups != color) continue;
       cmds_error e = {0};
-      int jrc = run_job(&grp, &a, &a.jobs[i], argc, argv, &e);
+      int jrc = run_job(&grp, &a, &a.jobs[i], pending[i], argc, argv, &e);
       if (jrc && !worst) worst = jrc;
     }
     MPI_CHECK(MPI_Comm_free(&grp.comm));

@@ -60,6 +60,34 @@ static void read_opt_str(hid_t f, const char *name, char *buf, size_t cap) {
   if (H5Aexists(f, name) > 0 && cmds_h5_attr_read_str(f, name, buf, cap, "", &e)) buf[0] = 0;
 }
 
+/* The maps_id attribute of an open file into id: 1 read, 0 absent, -1 (err filled, CMDS_EINPUT)
+ * when it is not a short printable string (it is copied into result JSON and compared as
+ * text). */
+static int read_maps_id(hid_t f, const char *path, char *id, size_t cap, cmds_error *err) {
+  id[0] = 0;
+  if (H5Aexists(f, "maps_id") <= 0) return 0;
+  char buf[1024];
+  int ok = !cmds_h5_attr_read_str(f, "maps_id", buf, sizeof buf, path, err) && strlen(buf) > 0 && strlen(buf) < cap;
+  for (const char *p = buf; ok && *p; p++) ok = *p > 32 && *p < 127 && *p != '"' && *p != '\\';
+  if (!ok) {
+    CMDS_FAIL(err, CMDS_EINPUT, "%s: attribute maps_id: expected a string of 1 to %zu printable characters without "
+              "spaces, quotes or backslashes (the maps' content identity, schemas/maps_v1.md)", path, cap - 1);
+    return -1;
+  }
+  snprintf(id, cap, "%s", buf);
+  return 1;
+}
+
+int metrics_maps_id(const char *path, char *id, size_t cap) {
+  hid_t f;
+  cmds_error e = {0};
+  id[0] = 0;
+  if (cmds_h5_open_read(&f, path, MPI_COMM_SELF, NULL, 0, &e)) return -1;
+  int rc = read_maps_id(f, path, id, cap, &e);
+  H5Fclose(f);
+  return rc;
+}
+
 int metrics_input_open(metrics_input *in, const char *path, MPI_Comm comm, cmds_error *err) {
   memset(in, 0, sizeof *in);
   in->file = in->d_scores = in->d_masks = in->d_labels = H5I_INVALID_HID;
@@ -89,6 +117,10 @@ int metrics_input_open(metrics_input *in, const char *path, MPI_Comm comm, cmds_
   }
   read_opt_str(in->file, "dataset", in->dataset, sizeof in->dataset);
   read_opt_str(in->file, "category", in->category, sizeof in->category);
+  if (read_maps_id(in->file, path, in->maps_id, sizeof in->maps_id, err) < 0) {
+    close_ids(in);
+    return err->code;
+  }
 
   hsize_t ds[4], dm[4], dl[4], di[4];
   int nds = cmds_h5_dataset_shape(in->file, "scores", ds, 4);

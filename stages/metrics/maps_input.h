@@ -5,6 +5,8 @@
  *   /masks         1-byte  (N, H, W)  ground truth 0/1 (uint8, int8 or h5py bool)
  *   /labels        1-byte  (N)        1 anomalous image, 0 normal
  *   /image_scores  float32 (N)        optional; default: max of the image's map
+ *   @maps_id       string             optional content identity (cmds-score writes it);
+ *                                     a result records it, see result_write.h
  *
  * Every rank opens the file collectively and reads a contiguous block of images in
  * batches (independent reads), so no rank ever holds more than its block's table. */
@@ -21,6 +23,7 @@
 
 #define CMDS_MAPS_SCHEMA "cmds.maps"
 #define CMDS_MAPS_VERSION 1
+#define METRICS_MAPS_ID_MAX 128 /* maps_id: at most 127 printable characters, no '"' or '\\' */
 
 typedef struct metrics_input {
   char path[4096];
@@ -29,12 +32,18 @@ typedef struct metrics_input {
   int64_t n, h, w;
   int has_image_scores;
   char dataset[128], category[128]; /* optional root attributes, "" when absent */
+  char maps_id[METRICS_MAPS_ID_MAX]; /* optional root attribute, "" when absent */
 } metrics_input;
 
 /* Collective over comm. Checks the schema attributes when present (refuses another
  * name or version), dataset presence, types and shapes. */
 int metrics_input_open(metrics_input *in, const char *path, MPI_Comm comm, cmds_error *err);
 void metrics_input_close(metrics_input *in);
+
+/* Reads only the maps_id attribute (rank-local, for the resume decision): 1 with id filled, 0
+ * when the file has none, -1 when the file cannot be opened or the attribute is unusable (then
+ * metrics_input_open reports why). */
+int metrics_maps_id(const char *path, char *id, size_t cap);
 
 /* What one rank learned from its images [b, e). */
 typedef struct metrics_local {

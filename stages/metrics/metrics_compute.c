@@ -257,6 +257,7 @@ int metrics_compute(const cmds_mpi *mpi, const char *maps_path, const metrics_op
   res->n_pixels = in.n * in.h * in.w;
   snprintf(res->dataset, sizeof res->dataset, "%s", in.dataset);
   snprintf(res->category, sizeof res->category, "%s", in.category);
+  snprintf(res->maps_id, sizeof res->maps_id, "%s", in.maps_id);
 
   int64_t b, e;
   cmds_block_range(in.n, mpi->rank, mpi->size, &b, &e);

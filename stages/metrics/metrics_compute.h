@@ -37,6 +37,7 @@ typedef struct metrics_result {
   const char *i_auroc_why, *p_auroc_why, *aupro_why;
   int image_scores_from_file;
   char dataset[128], category[128];
+  char maps_id[128]; /* the maps file's maps_id attribute, "" when it has none */
   uint64_t content_hash;
   int n_curve;                 /* points of the plotted PRO curve */
   double *curve_fpr, *curve_pro;

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "fsutil.h"
+#include "maps_input.h"
 #include "record.h"
 
 const char *metrics_job_label(const metrics_job *job, const char *key) {
@@ -133,6 +134,11 @@ int metrics_result_write(const metrics_job *job, const char *curve, const metric
   cmds_json_kv_int(&j, "schema_version", CMDS_METRICS_RESULT_VERSION);
   cmds_json_kv_str(&j, "code_version", cmds_code_version());
   cmds_json_kv_str(&j, "maps", job->maps);
+  if (res->maps_id[0]) cmds_json_kv_str(&j, "maps_id", res->maps_id);
+  else {
+    cmds_json_key(&j, "maps_id");
+    cmds_json_null(&j);
+  }
   char hash[32];
   snprintf(hash, sizeof hash, "%016llx", (unsigned long long)res->content_hash);
   cmds_json_kv_str(&j, "content_hash", hash);
@@ -189,6 +195,7 @@ int metrics_result_write(const metrics_job *job, const char *curve, const metric
 
 void metrics_result_record(cmds_json *j, const metrics_job *job, const metrics_result *res) {
   cmds_json_kv_str(j, "maps", job->maps);
+  cmds_json_kv_str(j, "maps_id", res->maps_id);
   cmds_json_kv_str(j, "output", job->out);
   cmds_json_kv_int(j, "images", res->n_images);
   cmds_json_kv_int(j, "pixels", res->n_pixels);
@@ -209,10 +216,23 @@ static int not_older(const char *a, const char *b) {
          (sa.st_mtim.tv_sec == sb.st_mtim.tv_sec && sa.st_mtim.tv_nsec >= sb.st_mtim.tv_nsec);
 }
 
-int metrics_result_complete(const char *out_json, const char *curve, const char *maps) {
-  if (maps && !not_older(out_json, maps)) return 0;
+/* The result's recorded maps_id into id ("" when none: null, or a result older than the key).
+ * Only the top-level key, at the writer's indent of 2 (a label may be called maps_id too; it
+ * sits at indent 4 inside "labels"). */
+static void result_maps_id(const char *head, char *id, size_t cap) {
+  static const char key[] = "\n  \"maps_id\": ";
+  id[0] = 0;
+  const char *p = strstr(head, key);
+  if (!p) return;
+  p += strlen(key);
+  if (*p++ != '"') return; /* null */
+  const char *q = strchr(p, '"');
+  if (q && (size_t)(q - p) < cap) snprintf(id, cap, "%.*s", (int)(q - p), p);
+}
+
+int metrics_result_status(const char *out_json, const char *curve, const char *maps) {
   FILE *f = fopen(out_json, "rb");
-  if (!f) return 0;
+  if (!f) return METRICS_NO_RESULT;
   char head[8192];
   size_t n = fread(head, 1, sizeof head - 1, f);
   fclose(f);
@@ -221,6 +241,30 @@ int metrics_result_complete(const char *out_json, const char *curve, const char 
   snprintf(want, sizeof want, "\"curve\": \"%s\"", curve);
   char csv[4200];
   metrics_out_path(out_json, ".csv", csv, sizeof csv);
-  return strstr(head, "\"schema\": \"" CMDS_METRICS_RESULT_SCHEMA "\"") && strstr(head, want) &&
-         cmds_is_file(csv);
+  if (!strstr(head, "\"schema\": \"" CMDS_METRICS_RESULT_SCHEMA "\"") || !strstr(head, want) || !cmds_is_file(csv))
+    return METRICS_NO_RESULT;
+  if (!maps || !cmds_is_file(maps)) return METRICS_CURRENT; /* nothing to tell; measuring would fail */
+  char have[METRICS_MAPS_ID_MAX], now[METRICS_MAPS_ID_MAX];
+  result_maps_id(head, have, sizeof have);
+  int got = metrics_maps_id(maps, now, sizeof now);
+  if (got < 0) return METRICS_MAPS_UNREADABLE;
+  if (got == 1) return !have[0] ? METRICS_RESULT_NO_ID : strcmp(have, now) ? METRICS_MAPS_CHANGED : METRICS_CURRENT;
+  /* Maps without maps_id (written by another tool, or by cmds-score before the attribute
+   * existed): only the file times can tell, so the old rule stands: a result modified no earlier
+   * than the maps is current. A result that records an id was made from other maps. */
+  if (have[0]) return METRICS_MAPS_CHANGED;
+  return not_older(out_json, maps) ? METRICS_CURRENT : METRICS_MAPS_NEWER;
+}
+
+const char *metrics_status_word(int status) {
+  switch (status) {
+  case METRICS_CURRENT: return "complete";
+  case METRICS_NO_RESULT: return "no complete result";
+  case METRICS_FORCED: return "--force";
+  case METRICS_MAPS_CHANGED: return "maps changed (maps_id differs from the result's)";
+  case METRICS_RESULT_NO_ID: return "result older than maps_id (records none; measured once more)";
+  case METRICS_MAPS_NEWER: return "maps without maps_id modified after the result";
+  case METRICS_MAPS_UNREADABLE: return "maps file does not open";
+  }
+  return "?";
 }

@@ -34,9 +34,26 @@ int metrics_result_write(const metrics_job *job, const char *curve, const metric
                          cmds_error *err);
 /* Adds the result's counts and phase timings to a stage record's JSON. */
 void metrics_result_record(cmds_json *j, const metrics_job *job, const metrics_result *res);
-/* 1 if out_json holds a complete result of this curve (for resuming) made after the maps file
- * was last written (cmds-score rewrote the maps: the result is computed again; maps NULL or
- * absent: not checked). */
-int metrics_result_complete(const char *out_json, const char *curve, const char *maps);
+/* Why a result is (re)computed: METRICS_CURRENT (0) when out_json holds a complete result of
+ * this curve (JSON + CSV) for the maps as they are now, which is:
+ *   - maps with a `maps_id` (cmds-score's content identity): the result records the same id;
+ *     file times do not matter (maps copied with preserved times, rewritten within a second,
+ *     written on a node whose clock is off are all judged right);
+ *   - maps without one (any other tool, cmds-score before the attribute): the result is not
+ *     older than the maps file (mtime), and records no id either.
+ * A result that predates the attribute (no maps_id recorded) for maps that have one is
+ * measured once more. maps NULL: not checked. Rank-local. */
+enum {
+  METRICS_CURRENT = 0,
+  METRICS_NO_RESULT,      /* no complete result of this curve */
+  METRICS_FORCED,         /* --force */
+  METRICS_MAPS_CHANGED,   /* the maps' maps_id differs from the result's */
+  METRICS_RESULT_NO_ID,   /* the maps have a maps_id, the result records none */
+  METRICS_MAPS_NEWER,     /* maps without maps_id, modified after the result (mtime rule) */
+  METRICS_MAPS_UNREADABLE /* the maps file does not open (measuring reports why) */
+};
+int metrics_result_status(const char *out_json, const char *curve, const char *maps);
+/* Words for a status ("maps changed (maps_id differs)", ...), for logs and the record. */
+const char *metrics_status_word(int status);
 
 #endif

@@ -269,6 +269,78 @@ int score_maps_write_rows(hid_t file, int64_t row0, int64_t n, const float *scor
   return rc;
 }
 
+/* ------------------------------------------------------------------ maps_id */
+
+/* Two 64-bit lanes over 8-byte words (murmur3-style rounds, distinct constants), finished with
+ * murmur3's fmix64. Zero-padded tail; every field has a fixed length or is preceded by its
+ * length, so field boundaries cannot shift. */
+static uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+static uint64_t fmix64(uint64_t k) {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdull;
+  k ^= k >> 33;
+  k *= 0xc4ceb9fe1a85ec53ull;
+  return k ^ (k >> 33);
+}
+static void lanes_word(score_maps_hash *h, uint64_t w) {
+  h->a = rotl64(h->a ^ (w * 0x87c37b91114253d5ull), 31) * 0x4cf5ad432745937full;
+  h->b = rotl64(h->b ^ (w * 0x9e3779b97f4a7c15ull), 27) * 0xc2b2ae3d27d4eb4full + 0x52dce729ull;
+}
+static void lanes_bytes(score_maps_hash *h, const void *p, size_t n) {
+  const unsigned char *c = p;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, c + i, 8);
+    lanes_word(h, w);
+  }
+  if (i < n) {
+    uint64_t w = 0;
+    memcpy(&w, c + i, n - i);
+    lanes_word(h, w);
+  }
+}
+static void lanes_str(score_maps_hash *h, const char *s, size_t max) {
+  size_t n = strnlen(s, max);
+  lanes_word(h, (uint64_t)n);
+  lanes_bytes(h, s, n);
+}
+
+void score_maps_hash_init(score_maps_hash *h) { h->a = h->b = 0; }
+
+void score_maps_hash_rows(score_maps_hash *h, int64_t row0, int64_t n, int64_t size, const float *scores,
+                          const uint8_t *masks, const uint8_t *labels, const float *image_scores, const char *ids) {
+  size_t px = (size_t)(size * size);
+  for (int64_t i = 0; i < n; i++) {
+    score_maps_hash r = {0x6a09e667f3bcc908ull, 0xbb67ae8584caa73bull};
+    uint32_t is;
+    memcpy(&is, &image_scores[i], 4);
+    lanes_word(&r, (uint64_t)(row0 + i));
+    lanes_word(&r, (uint64_t)labels[i] | (uint64_t)is << 32);
+    lanes_str(&r, ids + (size_t)i * SCORE_ID_LEN, SCORE_ID_LEN);
+    lanes_bytes(&r, masks + (size_t)i * px, px);
+    lanes_bytes(&r, scores + (size_t)i * px, px * sizeof(float));
+    h->a ^= fmix64(r.a ^ r.b);
+    h->b ^= fmix64(r.b + rotl64(r.a, 17));
+  }
+}
+
+int score_maps_write_id(hid_t file, MPI_Comm comm, const score_maps_hash *h, const score_maps_info *m, char *id,
+                        size_t cap, cmds_error *err) {
+  uint64_t x[2] = {h->a, h->b}, all[2];
+  MPI_CHECK(MPI_Allreduce(x, all, 2, MPI_UINT64_T, MPI_BXOR, comm));
+  score_maps_hash f = {all[0], all[1]};
+  lanes_word(&f, (uint64_t)m->n);
+  lanes_word(&f, (uint64_t)m->size);
+  lanes_str(&f, m->dataset, sizeof m->dataset);
+  lanes_str(&f, m->category, sizeof m->category);
+  uint64_t a = fmix64(f.a ^ f.b), b = fmix64(f.b + rotl64(f.a, 17));
+  snprintf(id, cap, "hash128:%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
+  if (cmds_h5_attr_write_str(file, "maps_id", id))
+    return CMDS_FAIL(err, CMDS_EIO, "maps file: cannot write the maps_id attribute");
+  return CMDS_OK;
+}
+
 int score_maps_up_to_date(const char *path, const score_maps_info *want, int *other_setting) {
   *other_setting = 0;
   if (!cmds_is_file(path)) return 0;

@@ -89,6 +89,28 @@ int score_maps_create(cmds_h5file *f, const char *path, MPI_Comm comm, const sco
 /* Collective: writes rows [row0, row0 + n) (n may be 0). */
 int score_maps_write_rows(hid_t file, int64_t row0, int64_t n, const float *scores, const uint8_t *masks,
                           const uint8_t *labels, const float *image_scores, const char *ids, cmds_error *err);
+/* The maps file's content identity, root attribute `maps_id` = "hash128:<32 hex>"
+ * (schemas/maps_v1.md): a 128-bit hash of everything cmds-metrics reads from the file (every
+ * row's index, label, image score, sample id, mask and scores; the attributes dataset and
+ * category; N and S). cmds-metrics keeps a result exactly while its recorded maps_id equals
+ * the file's. Content-derived rather than drawn at random: rewriting identical maps (--force,
+ * another rank count, another setting that happens to give the same maps) keeps the results
+ * valid; any changed byte measures again, whatever the file times say. Not a cryptographic
+ * hash: it guards against accidents, not against someone forging maps.
+ * Rows hash independently and combine by XOR (each row's hash includes its index), so the id
+ * does not depend on how rows are spread over ranks. */
+typedef struct score_maps_hash {
+  uint64_t a, b;
+} score_maps_hash;
+void score_maps_hash_init(score_maps_hash *h);
+/* Adds rows [row0, row0 + n) (buffers as for score_maps_write_rows; ids SCORE_ID_LEN each). */
+void score_maps_hash_rows(score_maps_hash *h, int64_t row0, int64_t n, int64_t size, const float *scores,
+                          const uint8_t *masks, const uint8_t *labels, const float *image_scores, const char *ids);
+/* Collective: combines every rank's rows and writes the `maps_id` attribute (id receives it too). */
+int score_maps_write_id(hid_t file, MPI_Comm comm, const score_maps_hash *h, const score_maps_info *m, char *id,
+                        size_t cap, cmds_error *err);
+#define SCORE_MAPS_ID_LEN 48 /* "hash128:" + 32 hex + NUL, rounded up */
+
 /* 1 when path is a complete maps file with this setting key and streams identity (rank-local). */
 int score_maps_up_to_date(const char *path, const score_maps_info *want, int *same_name_other_setting);
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "feature_cache.h"
 #include "fsutil.h"
@@ -344,6 +345,22 @@ static int check_inputs(const score_env *env, const score_task *t, task_io *io, 
   return CMDS_OK;
 }
 
+/* Test hook (tests/jobs/test_e2e.sh): CMDS_TEST_HOLD_SCORE_TASK=TEXT holds each task whose label
+ * (dataset/category/k<k>/tag) contains TEXT right after its first round of streams rows is
+ * written, flushed and flagged done (one row per rank, kept in streams.h5.partial), until a stop
+ * is requested (a signal on any rank; at most 120 s, then it goes on). Rank 0 prints "held after
+ * streams round 1" first, so a test can kill cmds-run while this task is known to be running with
+ * finished rows and no maps, however loaded the machine. Collective (the stop test is an
+ * all-reduce). Only where the streams are computed (not when a complete streams.h5 is reused). */
+static void test_hold(const cmds_mpi *mpi, const char *label) {
+  const char *task = getenv("CMDS_TEST_HOLD_SCORE_TASK");
+  if (!task || !strstr(label, task)) return;
+  if (mpi->rank == 0)
+    fprintf(stderr, "[score] %s: held after streams round 1 until a stop is requested (CMDS_TEST_HOLD_SCORE_TASK)\n",
+            label);
+  for (int i = 0; i < 6000 && !cmds_stop_requested_any(mpi); i++) usleep(20000);
+}
+
 /* The mapper pass: rows not yet done, spread over ranks in contiguous blocks, one row per
  * rank per collective round. *status: 0 computed, 1 resumed, 2 reused. */
 static int run_streams(const score_env *env, const score_task *t, task_io *io, int *status, int64_t *forwards,
@@ -440,6 +457,7 @@ static int run_streams(const score_env *env, const score_task *t, task_io *io, i
       cmds_progress_step(&prog, 1);
       if (kill_after && *computed >= atoll(kill_after)) raise(SIGKILL);
     }
+    if (!rc && r0 == 0) test_hold(mpi, label);
   }
   if (!rc) cmds_progress_end(&prog);
   *forwards = p.forwards;
@@ -469,7 +487,8 @@ typedef struct rank_rows {
 } rank_rows;
 
 static int write_setting(const score_env *env, const task_io *io, const score_setting *s, const rank_rows *rr,
-                         const char *path, const score_maps_info *mi, cmds_error *err) {
+                         const char *path, const score_maps_info *mi, char *maps_id, size_t id_cap,
+                         cmds_error *err) {
   const cmds_mpi *mpi = env->mpi;
   int64_t R = io->want.resolution, S = io->want.eval_size, mine = rr->e - rr->b, most = 0;
   MPI_CHECK(MPI_Allreduce(&mine, &most, 1, MPI_INT64_T, MPI_MAX, mpi->comm));
@@ -481,6 +500,8 @@ static int write_setting(const score_env *env, const task_io *io, const score_se
   score_finisher fin;
   rc = score_finisher_init(&fin, (int)R, (int)S, err);
   int64_t cap = MAPS_ROUND_ROWS;
+  score_maps_hash hash;
+  score_maps_hash_init(&hash);
   float *psi = cmds_xmalloc(sizeof(float) * (size_t)(R * R));
   float *scores = cmds_xmalloc(sizeof(float) * (size_t)(cap * S * S));
   float *img = cmds_xmalloc(sizeof(float) * (size_t)cap);
@@ -499,6 +520,9 @@ static int write_setting(const score_env *env, const task_io *io, const score_se
     rc = cmds_mpi_agree(mpi, err, lrc);
     if (rc) break;
     size_t mo = (size_t)(r0 * S * S);
+    if (cnt)
+      score_maps_hash_rows(&hash, rr->b + r0, cnt, S, scores, rr->masks + mo, rr->labels + r0, img,
+                           rr->ids + (size_t)r0 * SCORE_ID_LEN);
     rc = cmds_mpi_agree(mpi, err,
                         score_maps_write_rows(out.id, rr->b + (cnt ? r0 : 0), cnt, scores, rr->masks + (cnt ? mo : 0),
                                               rr->labels + (cnt ? r0 : 0), img,
@@ -508,6 +532,7 @@ static int write_setting(const score_env *env, const task_io *io, const score_se
   free(scores);
   free(img);
   score_finisher_free(&fin);
+  if (!rc) rc = cmds_mpi_agree(mpi, err, score_maps_write_id(out.id, mpi->comm, &hash, mi, maps_id, id_cap, err));
   if (!rc) return cmds_mpi_agree(mpi, err, cmds_h5_commit(&out, err));
   cmds_h5_abandon(&out);
   return rc;
@@ -538,6 +563,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
   int *todo = cmds_xcalloc((size_t)ns, sizeof(int));
   score_maps_info *mi = cmds_xcalloc((size_t)ns, sizeof *mi);
   char (*paths)[4400] = cmds_xcalloc((size_t)ns, sizeof *paths);
+  char (*ids)[SCORE_MAPS_ID_LEN] = cmds_xcalloc((size_t)ns, sizeof *ids); /* maps_id of the maps written */
   char identity[2048];
   score_streams_identity(&io->want, identity, sizeof identity);
   for (int s = 0; s < ns && !rc; s++) {
@@ -602,7 +628,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
   cmds_progress_begin(&prog, mpi, "score", label, ns);
   for (int s = 0; s < ns && !rc; s++) {
     if (todo[s]) {
-      rc = write_setting(env, io, &t->settings[s], &rr, paths[s], &mi[s], err);
+      rc = write_setting(env, io, &t->settings[s], &rr, paths[s], &mi[s], ids[s], sizeof ids[s], err);
       if (rc) cmds_error_wrap(err, "setting '%s' (%s): ", t->settings[s].name, t->settings[s].origin);
       else res->maps_written++;
     } else {
@@ -658,6 +684,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
       cmds_json_kv_str(j, "origin", t->settings[s].origin);
       cmds_json_kv_str(j, "output", paths[s]);
       cmds_json_kv_str(j, "status", todo[s] ? "written" : "skipped");
+      if (todo[s]) cmds_json_kv_str(j, "maps_id", ids[s]);
       cmds_json_kv_num(j, "sigma_px", sp.sigma * (double)S / 224.0);
       cmds_json_key(j, "config");
       cmds_config_json(&t->settings[s].cfg, j, CMDS_KEY_SCORE);
@@ -678,6 +705,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
   free(todo);
   free(mi);
   free(paths);
+  free(ids);
   free(io);
   return rc;
 }

@@ -2,16 +2,19 @@
 # cmds-run end to end on a tiny variant of jobs/demo.yaml (MVTec 3D-AD layout, one category,
 # k = 1 and 2: two trained models, the random stand-in backbone, 28 x 28 mappers, 30 steps):
 #  a. run A with -n 1, run B with -n 4 (fresh run directories on the same caches): identical
-#     metrics JSON (except the maps path; the maps' content hash included);
+#     metrics JSON (except the maps path; the maps' content hash and maps_id included);
 #  b. run A is killed with SIGKILL twice: during train (once the first model is finished,
 #     while the second trains: its stage, told by cmds-run's death, checkpoints it; the second
 #     task is held after its step 5 until its stage is told to stop, CMDS_TEST_HOLD_AT_STEP in
 #     stages/train/trainer.c, so the kill always lands while it runs, however loaded the
-#     machine) and during score (once the first model's maps are written);
+#     machine) and during score (the k2 task is held after its first streams row,
+#     CMDS_TEST_HOLD_SCORE_TASK in stages/score/score_task.c, so the kill always lands with the
+#     k1 maps written, k2's finished row in streams.h5.partial and no k2 maps);
 #     each time the next cmds-run finishes the job, and
 #     - the stages done before the kill are skipped (state files and caches untouched),
 #     - the model / maps finished before the kill are not rewritten (mtime and content),
 #     - the interrupted model resumes from the checkpoint its stage wrote when cmds-run died,
+#     - the interrupted score task resumes its partial streams file (computes only the rest),
 #     - the results equal run B's (a killed and resumed run gives the uninterrupted results);
 #  c. a third cmds-run on A skips every stage and rewrites no file under A or the caches;
 #  and the manifest keeps each stage's first real cost (elapsed_s) when a later run only skips.
@@ -90,15 +93,10 @@ ck_json=$(ls "$models"/k2/default-*/ckpt.json 2>/dev/null)
 grep -q '"reason": *"signal"' "$ck_json" 2>/dev/null && grep -q '"step": *5,' "$ck_json"
 ok $? "the k2 checkpoint was not written on cmds-run's death at step 5: $(cat "$ck_json" 2>/dev/null)"
 snapshot "$work/cache" "$work/data" "$A/state" "$models" >"$work/b1.before"
-start_a "$work/a2.log"
-pid=$!
-# Kill again during score, once the first model's maps are written.
-i=0
-while [ $i -lt 3000 ] && ! compgen -G "$maps/k*/default-*/maps.*.h5" >/dev/null && kill -0 $pid 2>/dev/null; do sleep 0.05; i=$((i + 1)); done
-kill -KILL $pid 2>/dev/null
+# Kill again during score: the k2 task (scored after k1) is held after its first round of
+# streams rows until its stage is told to stop; cmds-run is killed once the hold is announced.
+run_a_kill_when 'grep -q "k2/.*held after streams round 1" "$work/a2.log"' a2 CMDS_TEST_HOLD_SCORE_TASK=/k2/
 at_kill=$(ls "$maps"/k*/default-*/maps.*.h5 2>/dev/null)
-wait $pid 2>/dev/null
-wait_stopped
 for st in synth prep features; do
   grep -q "\[cmds-run\] $st: done in an earlier run, skipped" "$work/a2.log"; ok $? "resumed run redid stage $st"
 done
@@ -111,19 +109,27 @@ ok $? "files finished before the kill were rewritten by the resumed run"
 grep -q "$(echo "$done_models" | head -1)" "$work/b1.after"; ok $? "finished model vanished"
 
 # ---- b2: killed during score ---------------------------------------------------------------
-# cmds-run was killed once the first model's maps existed; the score stage then gets SIGTERM
-# through mpiexec, which forwards it after a second or so: the second model (0.7 s here) may
-# finish before the stage stops, or stop with its finished rows in streams.h5.partial.
-# Either way what exists now must not be redone.
-[ -n "$at_kill" ]; ok $? "score had written no maps when cmds-run was killed"
+# cmds-run was killed while the k2 task was held: its stage, told to stop, ended k2 with its
+# finished row kept in streams.h5.partial. Nothing that exists now may be redone, and k2 must
+# resume from its partial streams file.
+grep -q "k2/.*held after streams round 1" "$work/a2.log"; ok $? "the k2 score task was never held: $(tail -5 "$work/a2.log")"
+[ "$(echo "$at_kill" | grep -c .)" = 1 ] && echo "$at_kill" | grep -q "/k1/"
+ok $? "expected the k1 maps written at the kill (and only them), got: $at_kill"
+[ -e "$(ls -d "$maps"/k2/default-*)/streams.h5.partial" ] && [ ! -e "$(ls -d "$maps"/k2/default-*)/streams.h5" ]
+ok $? "the interrupted k2 task left no partial streams file: $(ls "$maps"/k2/default-* 2>&1)"
 [ -s "$A/state/train.done" ] && [ ! -e "$A/state/score.done" ]; ok $? "state after the kill in score: $(ls "$A/state")"
-echo "score at the kill: $(echo "$at_kill" | grep -c .) of 2 maps; when its stage had stopped: $(ls "$maps"/k*/default-*/maps.*.h5 | wc -l)"
 snapshot "$work/cache" "$A/state" "$models" "$maps" | grep -v '\.record\.json ' >"$work/b2.before"
 run_a >"$work/a3.log" 2>&1; ok $? "resumed run failed: $(tail -20 "$work/a3.log")"
 for st in synth prep features train; do
   grep -q "\[cmds-run\] $st: done in an earlier run, skipped" "$work/a3.log"; ok $? "second resume redid stage $st"
 done
 snapshot "$work/cache" "$A/state" "$models" "$maps" | grep -v '\.record\.json ' >"$work/b2.after"
+grep -q "score mvtec3d/bagel/k1/.*: streams not needed .* 0 maps written, 1 up to date" "$work/a3.log"
+ok $? "the k1 score task was redone: $(grep '^score ' "$work/a3.log")"
+k2rec=$(ls "$maps"/k2/default-*/score.record.json)
+k2n=$(sed -n 's/.*"samples_computed": \([0-9]*\).*/\1/p' "$k2rec"); k2t=$(sed -n 's/.*"test_samples": \([0-9]*\).*/\1/p' "$k2rec")
+grep -q '"streams": "resumed"' "$k2rec" && [ -n "$k2n" ] && [ "$k2n" -ge 1 ] && [ "$k2n" -lt "$k2t" ]
+ok $? "the k2 score task did not resume its partial streams (computed $k2n of $k2t): $(grep '^score ' "$work/a3.log")"
 join -j1 "$work/b2.before" "$work/b2.after" | awk '$2 != $4 || $3 != $5 {print "  changed:", $1; bad = 1} END {exit bad}'
 ok $? "files finished before the kill in score were rewritten"
 grep -q "I-AUROC" "$work/a3.log"; ok $? "no table printed"

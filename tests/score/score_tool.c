@@ -8,6 +8,7 @@
  *   score_tool check-streams STREAMS.h5 FIXTURES TOL     the four maps vs the PyTorch ones
  *   score_tool check-maps MAPS.h5 FIXTURES SETTING TOL   a maps file vs the reference
  *   score_tool attr FILE.h5 NAME                         prints a root attribute (int or string)
+ *   score_tool set-attr FILE.h5 NAME VALUE               (re)writes a root string attribute
  *   score_tool shuffle-mapper IN OUT SEED
  *       a copy of a mapper file with the elements of every F32 tensor randomly permuted: same
  *       header, metadata and weight distribution, no learned structure (the negative control
@@ -253,6 +254,15 @@ static int attr(const char *path, const char *name, cmds_error *err) {
   return rc;
 }
 
+static int set_attr(const char *path, const char *name, const char *value, cmds_error *err) {
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  if (f < 0) return CMDS_FAIL(err, CMDS_EIO, "%s: cannot open for writing", path);
+  int bad = H5Aexists(f, name) > 0 && H5Adelete(f, name) < 0;
+  if (!bad) bad = cmds_h5_attr_write_str(f, name, value) != 0;
+  H5Fclose(f);
+  return bad ? CMDS_FAIL(err, CMDS_EIO, "%s: cannot write attribute %s", path, name) : CMDS_OK;
+}
+
 static int shuffle_mapper(const char *in, const char *out, uint64_t seed, cmds_error *err) {
   cmds_st_file f;
   int rc = cmds_st_open(&f, in, err);
@@ -299,6 +309,8 @@ int main(int argc, char **argv) {
     rc = shuffle_mapper(argv[2], argv[3], strtoull(argv[4], NULL, 10), &err);
   else if (!strcmp(c, "attr") && argc == 4)
     rc = attr(argv[2], argv[3], &err);
+  else if (!strcmp(c, "set-attr") && argc == 5)
+    rc = set_attr(argv[2], argv[3], argv[4], &err);
   else
     fprintf(stderr, "usage: see score_tool.c\n");
   if (rc && err.msg[0]) fprintf(stderr, "score_tool %s: %s\n", c, err.msg);

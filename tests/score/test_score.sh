@@ -4,7 +4,7 @@
 #     of three settings equal the numpy/torch/scipy reference at 1e-5;
 #   - a new setting rescores from streams.h5 without the mapper (record: 0 forwards) and
 #     equals a full run with that setting; a re-run skips; a tasks file and --settings work;
-#   - -n 1, -n 2, -n 4 give identical maps datasets and identical cmds-metrics JSON;
+#   - -n 1, -n 2, -n 4 give identical maps datasets, maps_id and cmds-metrics JSON;
 #   - a run killed after 2 samples resumes (record: resumed, fewer samples) and equals the
 #     uninterrupted run;
 #   - without normals_est the E stream must be off (l1 = l2 = 0 or streams=real);
@@ -31,9 +31,10 @@ model() { # RUN CATEGORY TAG [FILE]
 score() { "${mp[@]}" -n "$1" "$bin/cmds-score" --cache "$C" --run "${@:2}"; }
 M=maps/mvtec3d/bagel/k1/default
 recval() { grep -o "\"$2\": [^,}]*" "$1/$M/score.record.json" | head -1 | sed 's/.*: //; s/"//g'; }
-same() { # FILE_A FILE_B: every dataset of a maps file byte-identical
+same() { # FILE_A FILE_B: every dataset of a maps file byte-identical, and the same maps_id
   local d r=0
   for d in scores image_scores masks labels sample_id; do h5diff "$1" "$2" "/$d" "/$d" >/dev/null || r=1; done
+  [ -n "$(tool attr "$1" maps_id)" ] && [ "$(tool attr "$1" maps_id)" = "$(tool attr "$2" maps_id)" ] || r=1
   return $r
 }
 
@@ -52,6 +53,8 @@ for s in default add_real est nofg; do
   out=$(tool check-maps "$work/a/$M/maps.$s.h5" "$fx" "$s" 1e-5); rc=$?; echo "$out"
   ok "maps.$s.h5 equals the reference (1e-5)" '[ $rc -eq 0 ]'
 done
+ids=$(for s in default add_real est nofg; do tool attr "$work/a/$M/maps.$s.h5" maps_id; done | sort -u | grep -c '^hash128:')
+ok "four settings, four different maps_id (content identities)" '[ "$ids" = 4 ]'
 out=$(score 2 "$work/a" --dataset mvtec3d --category bagel --shots 1)
 ok "re-run skips" 'grep -q "0 maps written, 1 up to date" <<<"$out" && [ "$(recval "$work/a" mapper_forwards)" = 0 ]'
 # a full run with the new setting equals the rescored one
