@@ -1,5 +1,7 @@
-/* unet_internal: what unet.c (inference forward, LoRA) and unet_backward.c (training forward
- * with a tape, backward with per-unit recomputation) share. Not part of the public API.
+/* unet_internal: what unet.c (inference forward, LoRA) and the training path share: the tape
+ * (unet_tape.c: structure, sizes, profile report), the training forward that fills it
+ * (unet_train_forward.c) and the backward with per-unit recomputation (unet_backward.c). Not
+ * part of the public API.
  *
  * Every pass runs twice over the same code: a "dry" walk that only counts the bytes it would
  * take (scratch: peak of the stack; tape: the states it keeps), then the real pass; both
@@ -8,6 +10,7 @@
 #define CMDS_DIFFUSION_UNET_INTERNAL_H
 
 #include <string.h>
+#include <time.h>
 
 #include "jsonread.h"
 #include "unet.h"
@@ -146,6 +149,18 @@ static inline int u_alloc_like(ustate *S, nn_tensor *t, const nn_tensor *shape_o
 }
 static inline const nn_tensor *opt(const nn_tensor *b) { return b->data ? b : NULL; }
 
+/* Profile clock (CMDS_UNET_PROFILE): 0 when not profiling or dry; u_prof_add adds the time
+ * since t0 to a slot. */
+static inline double u_prof_now(const ustate *S) {
+  if (!S->prof || S->dry) return 0.0;
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+static inline void u_prof_add(ustate *S, unet_prof_slot slot, double t0) {
+  if (S->prof && !S->dry) S->prof[slot] += u_prof_now(S) - t0;
+}
+
 /* unet.c */
 int unet_i_linear(ustate *S, nn_tensor *y, const nn_tensor *x, const unet_proj *p); /* + LoRA */
 int unet_i_conv(ustate *S, nn_tensor *y, const nn_tensor *x, const unet_proj *p, int stride, int pad);
@@ -165,5 +180,24 @@ int unet_i_tblock(ustate *S, nn_tensor *x, const nn_tensor *enc, const unet_tran
 /* emb (B, T) = SiLU(time_embedding(sinusoid(t[b]))) */
 int unet_i_time_embedding(ustate *S, const unet_model *m, const double *t, nn_tensor *emb);
 void unet_i_level_sizes(const unet_config *c, int64_t h, int64_t w, int64_t *Hs, int64_t *Ws);
+
+/* unet_train_forward.c: the training forward on S (dry or real), filling S->tape (its states,
+ * units and kept internals) and out (B, out_channels, h, w). */
+int unet_i_train_forward(ustate *S, const unet_model *m, nn_tensor *out, const nn_tensor *x, const double *t);
+/* unet_backward.c: the backward on S (dry or real) from dout, reading S->tape; adds into the
+ * adapters' dA, dB. */
+int unet_i_backward(ustate *S, const unet_model *m, const nn_tensor *dout);
+
+/* unet_tape.c */
+/* Dry training forward and backward: scratch peak of each, tape bytes (any may be NULL). */
+void unet_i_dry_train(const unet_model *m, int64_t B, int64_t h, int64_t w, int64_t S_tokens, size_t *fwd, size_t *bwd,
+                      size_t *tape_bytes);
+/* 1 when h, w > 0 halve evenly at every level (divisible by 2^(n_blocks-1)). */
+int unet_i_halves_evenly(const unet_model *m, int64_t h, int64_t w);
+/* CMDS_ENOMEM naming op and the sizes unless ctx->scratch has `need` bytes free past its use. */
+int unet_i_scratch_room(nn_ctx *ctx, size_t need, const char *op, const nn_tensor *x, int64_t S, cmds_error *err);
+/* CMDS_UNET_PROFILE is set (and not "0"); the report of one pass's slots to stderr. */
+int unet_i_prof_wanted(void);
+void unet_i_prof_print(const double *p, int backward);
 
 #endif
