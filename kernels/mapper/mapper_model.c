@@ -94,6 +94,7 @@ static void spec_norm(mapper_pspec *s, int *n, const char *name, int64_t c) {
   snprintf(b->name, sizeof b->name, "%s.bias", name);
   w->ndim = b->ndim = 1;
   w->shape[0] = b->shape[0] = c;
+  w->fan_in = b->fan_in = 0; /* not drawn: ones and zeros */
   w->init = 1;
   b->init = 2;
 }
