@@ -16,11 +16,10 @@ set -uo pipefail
 bin=$1 plugin=$2 fx=$3 work=$4
 shift 4
 mp=("$@")
-export HDF5_PLUGIN_PATH=$plugin CMDS_PROGRESS=off
-rm -rf "$work"
-mkdir -p "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
+export HDF5_PLUGIN_PATH=$plugin
 tool() { "$bin/score_tool" "$@"; }
 C=$work/cache
 tool caches "$fx" "$C" mvtec3d bagel || exit 1
@@ -100,5 +99,4 @@ ok "another tool's id, unchanged, newer file: kept" 'grep -q "complete, skipped"
 tool set-attr "$O/maps.h5" maps_id "other-tool:2"; past "$O/maps.h5"
 metrics "$O/maps.h5" "$O/r.json" >"$work/o6.log" 2>&1
 ok "another tool's id changed, older file: measured again" 'grep -q "measured again: maps changed" "$work/o6.log"'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

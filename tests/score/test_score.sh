@@ -15,11 +15,10 @@ set -uo pipefail
 bin=$1 plugin=$2 fx=$3 work=$4
 shift 4
 mp=("$@")
-export HDF5_PLUGIN_PATH=$plugin CMDS_PROGRESS=off
-rm -rf "$work"
-mkdir -p "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
+export HDF5_PLUGIN_PATH=$plugin
 tool() { "$bin/score_tool" "$@"; }
 C=$work/cache
 tool caches "$fx" "$C" mvtec3d bagel || exit 1
@@ -143,5 +142,4 @@ msg=$(score 2 "$work/a" --dataset mvtec3d --category bagel --shots 1 --setting d
 ok "a name reused for another setting refused" '[ $rc -eq 2 ] && grep -q "exists with another setting" <<<"$msg"'
 msg=$(score 2 "$work/a" --dataset mvtec3d --category nothere --shots 1 2>&1); rc=$?
 ok "missing feature cache refused" '[ $rc -eq 2 ] && grep -q "nothere.features.h5" <<<"$msg"'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

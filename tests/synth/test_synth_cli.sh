@@ -5,9 +5,9 @@
 #   test_synth_cli.sh BIN_DIR CHECK_PROGRAM WORK_DIR
 set -uo pipefail
 bin=$1 check=$2 work=$3
-rm -rf "$work"; mkdir -p "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
 args=(--size 48 --train 2 --validation 1 --test-good 1 --test-per-defect 1)
 "$bin/cmds-synth" --format mvtec3d --out "$work/a" --seed 5 --categories bagel,rope "${args[@]}" >/dev/null
 "$bin/cmds-synth" --format mvtec3d --out "$work/b" --seed 5 --categories bagel,rope "${args[@]}" >/dev/null
@@ -42,5 +42,4 @@ for bad in "--format kinect --out $work/x" "--format mvtec3d --out $work/x --siz
   msg=$("$bin/cmds-synth" $bad 2>&1); rc=$?
   ok "bad args '$bad' rejected with a message" '[ $rc -ne 0 ] && [ -n "$msg" ]'
 done
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end
