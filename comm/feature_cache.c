@@ -238,7 +238,7 @@ int cmds_fc_extend(const char *path, const cmds_fc_info *want, int zstd_level, i
   if (!keep_aug) skip[nskip++] = "augmented";
   snprintf(tmp, sizeof tmp, "%s.extend", path);
   snprintf(partial, sizeof partial, "%s.partial", path);
-  rc = cmds_sc_copy_compact(path, tmp, skip, nskip, err);
+  rc = cmds_h5_copy_compact(path, tmp, skip, nskip, err);
   if (rc) return cmds_error_wrap(err, "extending the feature cache %s", path);
   hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
   if (f < 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot open the copy for writing", tmp);

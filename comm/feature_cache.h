@@ -75,7 +75,7 @@ int cmds_fc_same_base(const cmds_fc_info *a, const cmds_fc_info *b);
 /* One process (serial HDF5; rank 0 of the stage, nobody may have `path` open for writing).
  * When the complete file `path` exists, reads, has want's base identity (cmds_fc_same_base)
  * and both rgb and normals, writes `<path>.partial` for want from it: a compact copy
- * (cmds_sc_copy_compact: stored chunks, chunking and filters of the copied datasets as they
+ * (cmds_h5_copy_compact: stored chunks, chunking and filters of the copied datasets as they
  * are) keeping support/test rgb and normals, support/test normals_est when both have it with
  * the same normals_est_id, and the group augmented when in addition augmented_id and its row
  * count are unchanged; stale ones are left out. Then want's root attributes (normals_est_id,

@@ -75,6 +75,20 @@ int cmds_h5_dataset_shape(hid_t loc, const char *name, hsize_t *dims, int max);
 /* 1 if the link exists at loc. */
 int cmds_h5_exists(hid_t loc, const char *name);
 
+/* A compact copy of the HDF5 file `src` at `dst`, for the stages that change a cache through
+ * a private work copy (augment and estimate on sample caches, cmds_fc_extend on feature
+ * caches): every group, dataset and attribute of src except those named in skip[0..nskip) is
+ * copied (datasets with H5Ocopy: their stored chunks as they are, filters and chunking kept;
+ * the zstd filter is registered here) into a fresh file written as `<dst>.copy` and renamed to
+ * dst when complete. Unlike a byte copy, the result holds no space of objects removed from
+ * src earlier (HDF5 never gives back the space of a deleted group or a reallocated chunk), so
+ * replacing a group through such copies keeps the file size constant.
+ * skip: object paths relative to the root ("augmented", "support/normals_est") or attributes
+ * as "<group path>@<name>" ("@augmented_id" on the root, "augmented@normals_est_augmented_id").
+ * Hard links only (a soft or external link is an error). Errors name src or the copy.
+ * One process (serial HDF5 access); src must not be open for writing. */
+int cmds_h5_copy_compact(const char *src, const char *dst, const char *const *skip, int nskip, cmds_error *err);
+
 /* Turns HDF5's own error stack printing off (we report errors with context). */
 void cmds_h5_quiet(void);
 

@@ -4,10 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "h5io.h"
-#include "h5zstd.h"
 
 enum { D_RGB, D_XYZ, D_NORMALS, D_FG, D_GT, D_LABEL, D_DEFECT, D_ID, D_HW, D_PAD, D_PLANE, D_COUNT };
 
@@ -603,142 +601,6 @@ int cmds_sc_est_aug_prepare(hid_t file, const char *path, int zstd_level, cmds_e
   if (w) return CMDS_FAIL(err, CMDS_EIO, "%s: writing /augmented normals_est_augmented_id", path);
   if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) return CMDS_FAIL(err, CMDS_EIO, "%s: flush", path);
   return CMDS_OK;
-}
-
-/* ---- compact copies (augment, estimate) ---- */
-
-#if H5_VERSION_GE(1, 12, 0)
-typedef H5L_info2_t link_info;
-#define LINK_ITERATE H5Literate2
-#define VLEN_RECLAIM(t, s, b) H5Treclaim(t, s, H5P_DEFAULT, b)
-#else
-typedef H5L_info_t link_info;
-#define LINK_ITERATE H5Literate
-#define VLEN_RECLAIM(t, s, b) H5Dvlen_reclaim(t, s, H5P_DEFAULT, b)
-#endif
-
-typedef struct copy_ctx {
-  hid_t to;                 /* the destination group of the level being copied */
-  const char *path;         /* its path relative to the root ("" for the root) */
-  const char *const *skip;
-  int nskip;
-  const char *src;
-  cmds_error *err;
-  int rc;
-} copy_ctx;
-
-static int skipped(const copy_ctx *c, const char *full) {
-  for (int i = 0; i < c->nskip; i++)
-    if (!strcmp(c->skip[i], full)) return 1;
-  return 0;
-}
-
-/* 1 when some skip entry lies inside the group at `path` (so it is copied member by member). */
-static int skip_inside(const copy_ctx *c, const char *path) {
-  size_t n = strlen(path);
-  for (int i = 0; i < c->nskip; i++)
-    if (!strncmp(c->skip[i], path, n) && (c->skip[i][n] == '/' || c->skip[i][n] == '@')) return 1;
-  return 0;
-}
-
-/* One attribute, in its stored type (fixed or variable-length), unless skipped. */
-static herr_t copy_attr(hid_t loc, const char *name, const H5A_info_t *info, void *op) {
-  (void)info;
-  copy_ctx *c = op;
-  char full[1024];
-  snprintf(full, sizeof full, "%s@%s", c->path, name);
-  if (skipped(c, full)) return 0;
-  hid_t a = H5Aopen(loc, name, H5P_DEFAULT), type = a < 0 ? -1 : H5Aget_type(a), space = a < 0 ? -1 : H5Aget_space(a);
-  hssize_t np = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
-  size_t bytes = type < 0 || np < 0 ? 0 : H5Tget_size(type) * (size_t)(np ? np : 1);
-  void *buf = bytes ? cmds_xcalloc(bytes, 1) : NULL;
-  int ok = buf && H5Aread(a, type, buf) >= 0;
-  if (ok) {
-    hid_t b = H5Acreate2(c->to, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    ok = b >= 0 && H5Awrite(b, type, buf) >= 0;
-    if (b >= 0) H5Aclose(b);
-    if (H5Tdetect_class(type, H5T_VLEN) > 0 || H5Tis_variable_str(type) > 0) VLEN_RECLAIM(type, space, buf);
-  }
-  free(buf);
-  if (space >= 0) H5Sclose(space);
-  if (type >= 0) H5Tclose(type);
-  if (a >= 0) H5Aclose(a);
-  if (!ok) {
-    c->rc = CMDS_FAIL(c->err, CMDS_EIO, "%s: cannot copy the attribute %s", c->src, full);
-    return -1;
-  }
-  return 0;
-}
-
-static herr_t copy_link(hid_t group, const char *name, const link_info *info, void *op);
-
-/* The members and attributes of group `from` into `to` (path: from's path). */
-static int copy_group(copy_ctx *parent, hid_t from, hid_t to, const char *path) {
-  copy_ctx c = *parent;
-  c.to = to;
-  c.path = path;
-  c.rc = CMDS_OK;
-  hsize_t idx = 0;
-  if (H5Aiterate2(from, H5_INDEX_NAME, H5_ITER_INC, &idx, copy_attr, &c) < 0 && !c.rc)
-    c.rc = CMDS_FAIL(c.err, CMDS_EIO, "%s: cannot list the attributes of /%s", c.src, path);
-  idx = 0;
-  if (!c.rc && LINK_ITERATE(from, H5_INDEX_NAME, H5_ITER_INC, &idx, copy_link, &c) < 0 && !c.rc)
-    c.rc = CMDS_FAIL(c.err, CMDS_EIO, "%s: cannot list /%s", c.src, path);
-  return c.rc;
-}
-
-static herr_t copy_link(hid_t group, const char *name, const link_info *info, void *op) {
-  copy_ctx *c = op;
-  char full[1024];
-  snprintf(full, sizeof full, "%s%s%s", c->path, c->path[0] ? "/" : "", name);
-  if (skipped(c, full)) return 0;
-  if (info->type != H5L_TYPE_HARD) {
-    c->rc = CMDS_FAIL(c->err, CMDS_ESCHEMA, "%s: /%s is a soft or external link (a sample cache has none)", c->src, full);
-    return -1;
-  }
-  hid_t obj = H5Oopen(group, name, H5P_DEFAULT);
-  int is_group = obj >= 0 && H5Iget_type(obj) == H5I_GROUP;
-  if (obj < 0) {
-    c->rc = CMDS_FAIL(c->err, CMDS_EIO, "%s: cannot open /%s", c->src, full);
-    return -1;
-  }
-  if (is_group && skip_inside(c, full)) {
-    hid_t g = H5Gcreate2(c->to, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    c->rc = g < 0 ? CMDS_FAIL(c->err, CMDS_EIO, "%s: cannot create the group /%s in the copy", c->src, full)
-                  : copy_group(c, obj, g, full);
-    if (g >= 0) H5Gclose(g);
-  } else if (H5Ocopy(group, name, c->to, name, H5P_DEFAULT, H5P_DEFAULT) < 0) {
-    c->rc = CMDS_FAIL(c->err, CMDS_EIO, "%s: cannot copy /%s (disk full?)", c->src, full);
-  }
-  H5Oclose(obj);
-  return c->rc ? -1 : 0;
-}
-
-int cmds_sc_copy_compact(const char *src, const char *dst, const char *const *skip, int nskip, cmds_error *err) {
-  if (cmds_h5z_zstd_register() < 0) return CMDS_FAIL(err, CMDS_EINTERNAL, "cannot register the zstd HDF5 filter (32015)");
-  char tmp[4400];
-  snprintf(tmp, sizeof tmp, "%s.copy", dst);
-  hid_t in = H5Fopen(src, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (in < 0) return CMDS_FAIL(err, CMDS_EIO, "%s: cannot open for copying", src);
-  hid_t out = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  int rc = out < 0 ? CMDS_FAIL(err, CMDS_EIO, "%s: cannot create (is the cache folder writable?)", tmp) : CMDS_OK;
-  if (!rc) {
-    copy_ctx c = {.skip = skip, .nskip = nskip, .src = src, .err = err};
-    hid_t rin = H5Gopen2(in, "/", H5P_DEFAULT), rout = H5Gopen2(out, "/", H5P_DEFAULT);
-    rc = copy_group(&c, rin, rout, "");
-    H5Gclose(rin);
-    H5Gclose(rout);
-  }
-  H5Fclose(in);
-  if (out >= 0 && H5Fclose(out) < 0 && !rc) rc = CMDS_FAIL(err, CMDS_EIO, "%s: closing failed (disk full?)", tmp);
-  if (!rc) { /* the bytes on disk before the name */
-    FILE *f = fopen(tmp, "rb+");
-    if (!f || fsync(fileno(f)) != 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: flush failed", tmp);
-    if (f) fclose(f);
-  }
-  if (!rc && rename(tmp, dst) != 0) rc = CMDS_FAIL(err, CMDS_EIO, "%s: cannot rename to %s", tmp, dst);
-  if (rc) unlink(tmp);
-  return rc;
 }
 
 int cmds_sc_open_rw(hid_t *file, const char *path, MPI_Comm comm, cmds_error *err) {

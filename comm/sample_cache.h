@@ -164,18 +164,6 @@ int cmds_sc_est_aug_state(hid_t file, const char *path, cmds_sc_aug_est_state *s
  * normals_est_augmented_id. The root normals_est_* attributes stay cmds_sc_est_prepare's. */
 int cmds_sc_est_aug_prepare(hid_t file, const char *path, int zstd_level, cmds_error *err);
 
-/* A compact copy of the sample cache `src` at `dst`, for the stages that change a cache
- * through a private work copy (augment, estimate): every group, dataset and attribute of src
- * except those named in skip[0..nskip) is copied (datasets with H5Ocopy: their stored chunks
- * as they are, filters and chunking kept) into a fresh file written as `<dst>.copy` and
- * renamed to dst when complete. Unlike a byte copy, the result holds no space of objects
- * removed from src earlier (HDF5 never gives back the space of a deleted group or a
- * reallocated chunk), so replacing a group through such copies keeps the file size constant.
- * skip: object paths relative to the root ("augmented", "support/normals_est") or attributes
- * as "<group path>@<name>" ("@augmented_id" on the root, "augmented@normals_est_augmented_id").
- * One process (serial HDF5 access); src must not be open for writing. */
-int cmds_sc_copy_compact(const char *src, const char *dst, const char *const *skip, int nskip, cmds_error *err);
-
 /* Collective: opens an existing sample cache read-write over comm (checks the schema). */
 int cmds_sc_open_rw(hid_t *file, const char *path, MPI_Comm comm, cmds_error *err);
 

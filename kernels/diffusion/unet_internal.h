@@ -73,8 +73,7 @@ struct unet_tape {
 typedef enum {
   UP_F_TOTAL, UP_F_RESNET, UP_F_TRANSFORMER, UP_F_SAMPLER, UP_F_OTHER,
   UP_B_TOTAL, UP_B_HEAD, UP_B_RESNET, UP_B_TRANSFORMER, UP_B_SAMPLER,
-  UP_B_RECOMPUTE,  /* the forward work redone inside the backward's units */
-  UP_B_ATTN_FWD,   /* of which the attention op */
+  UP_B_RECOMPUTE,  /* the forward work redone inside the backward's units (the norms only) */
   UP_B_ATTN_BWD, UP_B_LINEAR_BWD, UP_B_CONV_BWD, UP_B_NORM_BWD, UP_B_ACT_BWD, UP_B_ADD,
   UP_N
 } unet_prof_slot;

@@ -18,11 +18,12 @@ int unet_i_prof_wanted(void) {
   return e && *e && strcmp(e, "0") != 0;
 }
 void unet_i_prof_print(const double *p, int backward) {
-  static const char *names[UP_N] = {
+  static const char *const names[] = {
       "forward", "  resnets", "  transformers", "  samplers", "  time emb, conv_in, head",
       "backward", "  head", "  resnets", "  transformers", "  samplers",
-      "  recompute (in the units)", "    of which attention", "  attention bwd", "  linear bwd (+LoRA)",
+      "  recompute (in the units)", "  attention bwd", "  linear bwd (+LoRA)",
       "  conv bwd (dx)", "  norm bwd", "  activation bwd", "  adds / copies"};
+  _Static_assert(sizeof names / sizeof names[0] == UP_N, "one name per profile slot (unet_prof_slot)");
   int lo = backward ? UP_B_TOTAL : UP_F_TOTAL, hi = backward ? UP_N : UP_B_TOTAL;
   fprintf(stderr, "unet profile (%s):", backward ? "backward" : "training forward");
   for (int i = lo; i < hi; i++) fprintf(stderr, "%s%s %.3f s", i == lo ? " " : ";", names[i], p[i]);

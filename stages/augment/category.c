@@ -490,7 +490,7 @@ static int generate_image(aug_env *env, cat_state *s, const char *category, int6
 static int publish(const aug_env *env, cat_state *s, const cmds_sample_batch *b, int64_t n, const char *aug_id,
                    cmds_error *err) {
   static const char *const old_group[] = {"augmented", "@augmented_id"};
-  int rc = cmds_sc_copy_compact(s->final, s->work, old_group, 2, err);
+  int rc = cmds_h5_copy_compact(s->final, s->work, old_group, 2, err);
   if (rc) return rc;
   hid_t f;
   rc = cmds_sc_open_rw(&f, s->work, MPI_COMM_SELF, err);

@@ -287,7 +287,7 @@ static int plan_category(const run_ctx *r, const char *final, const char *work, 
     int nskip = 3;
     if (r->a->force || !present || !complete) skip = est_all, nskip = (int)(sizeof est_all / sizeof est_all[0]);
     else if (aug_n == 0 || aug_state == CMDS_SC_AUG_EST_COMPLETE) nskip = 0;
-    rc = cmds_sc_copy_compact(final, work, skip, nskip, err);
+    rc = cmds_h5_copy_compact(final, work, skip, nskip, err);
   }
   return rc;
 }

@@ -92,78 +92,98 @@ static void test_table(void) {
   CHECK(!cmds_key_canon(CK_STEPS, "12345", out, 4, why, sizeof why) && strstr(why, "integer"), "too small a buffer refused");
 }
 
+/* Values each key type takes, with their canonical text (set under every stage's mask). */
+static const struct {
+  const char *kv, *canon;
+} accepted[] = {
+    /* enum */
+    {"mapper.kind=mlp", "mlp"},
+    {"score.fusion=3d", "3d"},
+    /* int */
+    {"train.steps=10", "10"},
+    {"train.steps=3e3", "3000"},
+    {"train.seed=0", "0"},
+    {"mapper.proj_hidden=0", "0"},
+    /* number */
+    {"train.lr=1e-4", "0.0001"},
+    {"train.lr=0.00010", "0.0001"},
+    {"score.l1=3e-1", "0.3"},
+    {"score.l2=-0", "0"},
+    {"score.sigma=63", "63"},
+    /* list of numbers */
+    {"loss.layer_weights=1.20,1,0.80", "1.2,1,0.8"},
+    {"loss.layer_weights=2", "2"},
+    {"loss.layer_weights=1, 2 ,3", "1,2,3"},
+    /* bool */
+    {"score.fg_mask=0", "0"},
+    {"score.fg_mask=true", "1"},
+    {"backbone.final_norm=on", "1"},
+    {"backbone.final_norm=false", "0"},
+    /* text (augment.prompt: cmds-augment --set, a spec's augment block; never in a tasks file):
+     * spaces kept as written */
+    {"augment.prompt=a close-up photo of a {category}, studio light", "a close-up photo of a {category}, studio light"},
+    {"augment.lr=1e-4", "0.0001"},
+    {"augment.strength=1", "1"},
+};
+
+/* Values refused under a stage mask, with two fragments (NULL: none) the message must hold. */
+static const struct {
+  const char *kv;
+  unsigned stages;
+  const char *want1, *want2;
+} refused[] = {
+    /* enum */
+    {"score.fusion=sum", CMDS_KEYS_ALL, "score.fusion='sum'", "expected one of mul|add|max|2d|3d"},
+    {"mapper.kind=MLP", CMDS_KEYS_ALL, "mapper.kind='MLP'", "one of cmds|mlp"},
+    {"train.streams=", CMDS_KEYS_ALL, "train.streams=''", "one of both|real|est"},
+    /* int */
+    {"train.steps=abc", CMDS_KEYS_ALL, "train.steps='abc'", "expected an integer >= 1"},
+    {"train.steps=0", CMDS_KEYS_ALL, "train.steps='0'", "an integer >= 1"},
+    {"train.steps=2.5", CMDS_KEYS_ALL, "train.steps='2.5'", "an integer"},
+    {"train.seed=-1", CMDS_KEYS_ALL, "train.seed='-1'", "an integer >= 0"},
+    {"mapper.resolution=4", CMDS_KEYS_ALL, "mapper.resolution='4'", "an integer >= 8"},
+    {"train.batch=1e300", CMDS_KEYS_ALL, "train.batch", "an integer"},
+    /* number */
+    {"train.lr=fast", CMDS_KEYS_ALL, "train.lr='fast'", "expected a number >= 0"},
+    {"train.lr=nan", CMDS_KEYS_ALL, "train.lr='nan'", "a number"},
+    {"train.lr=inf", CMDS_KEYS_ALL, "train.lr='inf'", "a number"},
+    {"score.l1=-0.1", CMDS_KEYS_ALL, "score.l1='-0.1'", "a number >= 0"},
+    {"score.sigma=63.5", CMDS_KEYS_ALL, "score.sigma='63.5'", "a number in [0, 63]"},
+    /* list of numbers */
+    {"loss.layer_weights=1,,2", CMDS_KEYS_ALL, "loss.layer_weights='1,,2'", "comma-separated list of 1 to 8 numbers >= 0"},
+    {"loss.layer_weights=1,2,", CMDS_KEYS_ALL, "loss.layer_weights", "comma-separated"},
+    {"loss.layer_weights=1,-2", CMDS_KEYS_ALL, "loss.layer_weights", ">= 0"},
+    {"loss.layer_weights=1,2,3,4,5,6,7,8,9", CMDS_KEYS_ALL, "loss.layer_weights", "1 to 8"},
+    {"loss.layer_weights=", CMDS_KEYS_ALL, "loss.layer_weights=''", "numbers"},
+    /* bool */
+    {"score.fg_mask=2", CMDS_KEYS_ALL, "score.fg_mask='2'", "0 or 1"},
+    {"backbone.final_norm=yes", CMDS_KEYS_ALL, "backbone.final_norm='yes'", "0 or 1"},
+    /* text */
+    {"augment.prompt=", CMDS_KEY_AUGMENT, "augment.prompt=''", "printable characters"},
+    {"augment.prompt=say \"hi\"", CMDS_KEY_AUGMENT, "augment.prompt=", "without '\"'"},
+    {"augment.prompt=a;b", CMDS_KEY_AUGMENT, "augment.prompt='a;b'", "';'"},
+    {"augment.prompt=tab\there", CMDS_KEY_AUGMENT, "augment.prompt=", "printable"},
+    {"augment.prompt=0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789",
+     CMDS_KEY_AUGMENT, "augment.prompt=", "1 to 95"},
+    {"augment.strength=1.5", CMDS_KEY_AUGMENT, "augment.strength='1.5'", "a number in [0, 1]"},
+    {"augment.batch=2", CMDS_KEY_AUGMENT, "augment.batch='2'", "an integer in [1, 1]"},
+    /* keys of another stage */
+    {"augment.steps=4", CMDS_KEYS_ALL, "augment.steps cannot be set here", "allowed: mapper.kind"},
+    {"train.steps=4", CMDS_KEY_AUGMENT, "train.steps cannot be set here", "allowed: augment.prompt, augment.rank"},
+    /* the form of the argument, unknown keys, stage masks */
+    {"train.steps", CMDS_KEYS_ALL, "'train.steps': expected key=value", NULL},
+    {"=3", CMDS_KEYS_ALL, "expected key=value", NULL},
+    {"train.stepz=3", CMDS_KEYS_ALL, "unknown configuration key 'train.stepz'", "known: mapper.kind, "},
+    {"score.l9=1", CMDS_KEY_SCORE, "unknown configuration key 'score.l9' (known: score.l1, score.l2, score.fusion", NULL},
+    {"train.steps=5", CMDS_KEY_SCORE, "train.steps cannot be set here", "allowed: score.l1"},
+};
+
 static void test_values(void) {
   cmds_config c;
   cmds_config_default(&c);
-  /* enum */
-  accept(&c, "mapper.kind=mlp", "mlp");
-  accept(&c, "score.fusion=3d", "3d");
-  refuse(&c, "score.fusion=sum", CMDS_KEYS_ALL, "score.fusion='sum'", "expected one of mul|add|max|2d|3d");
-  refuse(&c, "mapper.kind=MLP", CMDS_KEYS_ALL, "mapper.kind='MLP'", "one of cmds|mlp");
-  refuse(&c, "train.streams=", CMDS_KEYS_ALL, "train.streams=''", "one of both|real|est");
-  /* int */
-  accept(&c, "train.steps=10", "10");
-  accept(&c, "train.steps=3e3", "3000");
-  accept(&c, "train.seed=0", "0");
-  accept(&c, "mapper.proj_hidden=0", "0");
-  refuse(&c, "train.steps=abc", CMDS_KEYS_ALL, "train.steps='abc'", "expected an integer >= 1");
-  refuse(&c, "train.steps=0", CMDS_KEYS_ALL, "train.steps='0'", "an integer >= 1");
-  refuse(&c, "train.steps=2.5", CMDS_KEYS_ALL, "train.steps='2.5'", "an integer");
-  refuse(&c, "train.seed=-1", CMDS_KEYS_ALL, "train.seed='-1'", "an integer >= 0");
-  refuse(&c, "mapper.resolution=4", CMDS_KEYS_ALL, "mapper.resolution='4'", "an integer >= 8");
-  refuse(&c, "train.batch=1e300", CMDS_KEYS_ALL, "train.batch", "an integer");
-  /* number */
-  accept(&c, "train.lr=1e-4", "0.0001");
-  accept(&c, "train.lr=0.00010", "0.0001");
-  accept(&c, "score.l1=3e-1", "0.3");
-  accept(&c, "score.l2=-0", "0");
-  accept(&c, "score.sigma=63", "63");
-  refuse(&c, "train.lr=fast", CMDS_KEYS_ALL, "train.lr='fast'", "expected a number >= 0");
-  refuse(&c, "train.lr=nan", CMDS_KEYS_ALL, "train.lr='nan'", "a number");
-  refuse(&c, "train.lr=inf", CMDS_KEYS_ALL, "train.lr='inf'", "a number");
-  refuse(&c, "score.l1=-0.1", CMDS_KEYS_ALL, "score.l1='-0.1'", "a number >= 0");
-  refuse(&c, "score.sigma=63.5", CMDS_KEYS_ALL, "score.sigma='63.5'", "a number in [0, 63]");
-  /* list of numbers */
-  accept(&c, "loss.layer_weights=1.20,1,0.80", "1.2,1,0.8");
-  accept(&c, "loss.layer_weights=2", "2");
-  accept(&c, "loss.layer_weights=1, 2 ,3", "1,2,3");
-  refuse(&c, "loss.layer_weights=1,,2", CMDS_KEYS_ALL, "loss.layer_weights='1,,2'", "comma-separated list of 1 to 8 numbers >= 0");
-  refuse(&c, "loss.layer_weights=1,2,", CMDS_KEYS_ALL, "loss.layer_weights", "comma-separated");
-  refuse(&c, "loss.layer_weights=1,-2", CMDS_KEYS_ALL, "loss.layer_weights", ">= 0");
-  refuse(&c, "loss.layer_weights=1,2,3,4,5,6,7,8,9", CMDS_KEYS_ALL, "loss.layer_weights", "1 to 8");
-  refuse(&c, "loss.layer_weights=", CMDS_KEYS_ALL, "loss.layer_weights=''", "numbers");
-  /* bool */
-  accept(&c, "score.fg_mask=0", "0");
-  accept(&c, "score.fg_mask=true", "1");
-  accept(&c, "backbone.final_norm=on", "1");
-  accept(&c, "backbone.final_norm=false", "0");
-  refuse(&c, "score.fg_mask=2", CMDS_KEYS_ALL, "score.fg_mask='2'", "0 or 1");
-  refuse(&c, "backbone.final_norm=yes", CMDS_KEYS_ALL, "backbone.final_norm='yes'", "0 or 1");
-  /* text (augment.prompt: cmds-augment --set, a spec's augment block; never in a tasks file) */
-  cmds_error aerr = {0};
-  CHECK(cmds_config_set_arg(&c, "augment.prompt=a close-up photo of a {category}, studio light", NULL, CMDS_KEY_AUGMENT,
-                            &aerr) == 0 &&
-            !strcmp(c.value[CK_AUG_PROMPT], "a close-up photo of a {category}, studio light"),
-        "prompt with spaces kept as written: %s", aerr.msg);
-  refuse(&c, "augment.prompt=", CMDS_KEY_AUGMENT, "augment.prompt=''", "printable characters");
-  refuse(&c, "augment.prompt=say \"hi\"", CMDS_KEY_AUGMENT, "augment.prompt=", "without '\"'");
-  refuse(&c, "augment.prompt=a;b", CMDS_KEY_AUGMENT, "augment.prompt='a;b'", "';'");
-  refuse(&c, "augment.prompt=tab\there", CMDS_KEY_AUGMENT, "augment.prompt=", "printable");
-  refuse(&c, "augment.prompt=0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789",
-         CMDS_KEY_AUGMENT, "augment.prompt=", "1 to 95");
-  accept(&c, "augment.lr=1e-4", "0.0001");
-  accept(&c, "augment.strength=1", "1");
-  refuse(&c, "augment.strength=1.5", CMDS_KEY_AUGMENT, "augment.strength='1.5'", "a number in [0, 1]");
-  refuse(&c, "augment.batch=2", CMDS_KEY_AUGMENT, "augment.batch='2'", "an integer in [1, 1]");
-  refuse(&c, "augment.steps=4", CMDS_KEYS_ALL, "augment.steps cannot be set here", "allowed: mapper.kind");
-  refuse(&c, "train.steps=4", CMDS_KEY_AUGMENT, "train.steps cannot be set here", "allowed: augment.prompt, augment.rank");
-  /* the form of the argument, unknown keys, stage masks */
-  refuse(&c, "train.steps", CMDS_KEYS_ALL, "'train.steps': expected key=value", NULL);
-  refuse(&c, "=3", CMDS_KEYS_ALL, "expected key=value", NULL);
-  refuse(&c, "train.stepz=3", CMDS_KEYS_ALL, "unknown configuration key 'train.stepz'", "known: mapper.kind, ");
-  refuse(&c, "score.l9=1", CMDS_KEY_SCORE, "unknown configuration key 'score.l9' (known: score.l1, score.l2, score.fusion",
-         NULL);
-  refuse(&c, "train.steps=5", CMDS_KEY_SCORE, "train.steps cannot be set here", "allowed: score.l1");
+  for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) accept(&c, accepted[i].kv, accepted[i].canon);
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+    refuse(&c, refused[i].kv, refused[i].stages, refused[i].want1, refused[i].want2);
   cmds_error err = {0};
   CHECK(cmds_config_set_arg(&c, "score.l1=0.5", NULL, CMDS_KEY_SCORE, &err) == 0, "score key under a score mask");
   CHECK(cmds_config_set_arg(&c, "train.steps=x", NULL, CMDS_KEYS_ALL, &err) && strstr(err.msg, "--set: ") == err.msg,

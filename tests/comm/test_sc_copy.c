@@ -1,4 +1,4 @@
-/* test_sc_copy: cmds_sc_copy_compact (comm/sample_cache.h), the work copies of augment and
+/* test_sc_copy: cmds_h5_copy_compact (comm/h5io.h), the work copies of augment and
  * estimate. On a copy of a sample cache with an augmented group, its normals_est and extra
  * root attributes (a variable-length string, an int array):
  *   - the copy holds every object and attribute but the skipped ones: the datasets' values,
@@ -46,7 +46,7 @@ static void make_rows(cmds_sample_batch *b, int64_t n, int S, int salt) {
 static void replace_group(const char *path, const char *work, int compact, int64_t n, int S, int salt) {
   cmds_error err = {0};
   static const char *const skip[] = {"augmented", "@augmented_id"};
-  int rc = compact ? cmds_sc_copy_compact(path, work, skip, 2, &err) : cmds_copy_file_atomic(path, work, &err);
+  int rc = compact ? cmds_h5_copy_compact(path, work, skip, 2, &err) : cmds_copy_file_atomic(path, work, &err);
   CHECK(rc == 0, "copy: %s", err.msg);
   hid_t f;
   CHECK(cmds_sc_open_rw(&f, work, MPI_COMM_SELF, &err) == 0, "open: %s", err.msg);
@@ -151,7 +151,7 @@ int main(int argc, char **argv) {
   /* everything but the augmented normals_est and their attribute */
   static const char *const skip[] = {"augmented/normals_est", "augmented/normals_est_done",
                                      "augmented@normals_est_augmented_id"};
-  CHECK(cmds_sc_copy_compact(a, b, skip, 3, &err) == 0, "copy: %s", err.msg);
+  CHECK(cmds_h5_copy_compact(a, b, skip, 3, &err) == 0, "copy: %s", err.msg);
   hid_t fa, fb;
   CHECK(cmds_h5_open_read(&fa, a, MPI_COMM_SELF, CMDS_SAMPLE_CACHE_SCHEMA, CMDS_SAMPLE_CACHE_VERSION, &err) == 0, "%s", err.msg);
   CHECK(cmds_h5_open_read(&fb, b, MPI_COMM_SELF, CMDS_SAMPLE_CACHE_SCHEMA, CMDS_SAMPLE_CACHE_VERSION, &err) == 0, "%s", err.msg);
@@ -246,7 +246,7 @@ int main(int argc, char **argv) {
   snprintf(missing, sizeof missing, "%s/none.h5", argv[2]);
   snprintf(out, sizeof out, "%s/out.h5", argv[2]);
   memset(&err, 0, sizeof err);
-  CHECK(cmds_sc_copy_compact(missing, out, NULL, 0, &err) == CMDS_EIO && strstr(err.msg, missing), "missing source: %s",
+  CHECK(cmds_h5_copy_compact(missing, out, NULL, 0, &err) == CMDS_EIO && strstr(err.msg, missing), "missing source: %s",
         err.msg);
   CHECK(!cmds_is_file(out), "no destination after a failed copy");
   int rc = CHECK_DONE();

@@ -12,11 +12,9 @@ set -uo pipefail
 bin=$1 work=$2
 shift 2
 mp=("$@")
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CMDS_PROGRESS=off
-rm -rf "$work"
-mkdir -p "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
 cache=$work/cache
 fc=$cache/mvtec3d/bagel.features.h5
 attr() { h5dump -a "/$2" "$1" 2>/dev/null | grep -o '"fnv64:[0-9a-f]*"' | tr -d '"'; }
@@ -59,5 +57,4 @@ out=$(score); ok "score on the new features and model ($out)" '[ $? -eq 0 ]'
 ok "an old feature cache (no sample_cache_id)" '[ $? -eq 0 ] && [ -z "$(attr "$fc" sample_cache_id)" ]'
 out=$(features); rc=$?
 ok "features computes it again ($out)" '[ $rc -eq 0 ] && grep -q "images through the backbone" <<<"$out" && [ "$(attr "$fc" sample_cache_id)" = "$id1" ]'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

@@ -10,9 +10,9 @@ set -uo pipefail
 bin=$1 plugin=$2 fx=$3 work=$4
 shift 4
 mp=("$@")
-rm -rf "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
 setup() { mkdir -p "$1/mvtec3d" && cp "$fx/cache/h5py_zstd.h5" "$1/mvtec3d/bagel.h5"; }
 W=(--dataset mvtec3d --weights "$fx/features/vit16.safetensors" --heads 2)
 setup "$work/a"; setup "$work/b"; setup "$work/k"
@@ -42,5 +42,4 @@ msg=$("${mp[@]}" -n 2 "$bin/cmds-features" --cache "$work/a" --dataset mvtec3d -
 ok "resolution mismatch refused" '[ $rc -ne 0 ] && grep -q "prep --size" <<<"$msg"'
 msg=$("${mp[@]}" -n 2 "$bin/cmds-features" --cache "$work/none" --dataset mvtec3d "${W[@]:2}" 2>&1); rc=$?
 ok "missing cache folder refused" '[ $rc -ne 0 ] && grep -q "none" <<<"$msg"'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

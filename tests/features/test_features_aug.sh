@@ -14,12 +14,9 @@ set -uo pipefail
 bin=$1 plugin=$2 work=$3
 shift 3
 mp=("$@")
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CMDS_PROGRESS=off
-rm -rf "$work"
-mkdir -p "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
-num() { grep -o "\"$2\": [-0-9.e+]*" "$1" | head -1 | awk '{print $2}'; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
 F=(--dataset mvtec3d --random-backbone 0)
 c() { echo "$work/$1/mvtec3d/bagel.h5"; }
 fc() { echo "$work/$1/mvtec3d/bagel.features.h5"; }
@@ -68,5 +65,4 @@ ok "refused: no feature cache written" '[ ! -e "$(fc stale)" ]'
 ok "train cache with 4 augmented rows" '[ $? -eq 0 ]'
 "${mp[@]}" -n 2 "$bin/aug_tool" fake-est "$(c plain)" && "${mp[@]}" -n 2 "$bin/cmds-features" --cache "$work/plain" "${F[@]}" >/dev/null
 ok "train cache without augmented rows" '[ $? -eq 0 ]'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

@@ -18,12 +18,10 @@ set -uo pipefail
 bin=$1 plugin=$2 ckpt=$3 work=$4
 shift 4
 mp=("$@")
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CMDS_PROGRESS=off HDF5_PLUGIN_PATH=$plugin
-rm -rf "$work"
-mkdir -p "$work"
-pass=0 fail=0
-ok() { if eval "$2"; then pass=$((pass+1)); else echo "FAIL: $1"; fail=$((fail+1)); fi; }
-num() { grep -o "\"$2\": [-0-9.e+]*" "$1" | head -1 | awk '{print $2}'; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+test_begin "$work"
+export HDF5_PLUGIN_PATH=$plugin
 # rows_reused of modality $2 in record $1
 reused() { sed -n '/"rows_reused": {/,/}/p' "$1" | grep -o "\"$2\": [0-9]*" | awk '{print $2}'; }
 # --batch 1: with larger batches a row's features depend on which rows share its batch (GEMM
@@ -114,5 +112,4 @@ ok "other weights: from scratch, says why ($out)" '[ $? -eq 0 ] && grep -q "not 
 # --force still computes everything.
 feat 2 x --force >/dev/null
 ok "--force: 2 N images, nothing reused" '[ "$(num "$(rec x)" images_computed)" = $((2 * N)) ] && [ "$(num "$(rec x)" rows_reused_total)" = 0 ]'
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_end

@@ -3,7 +3,8 @@
 # features.augmented leaves (fixture aug_cache: bagel, 2 support samples, 4 augmented rows:
 # 2 for k = 1 (sample ids augmented/k1/...), 2 for k = 2; and the same cache without them):
 #   - k = 2 takes only its 2 rows (augmented/k2/...), k = 1 only its 2 (recorded, also in
-#     mapper.json); a cache with rows for k = 2 only gives k = 1 none, with a note;
+#     mapper.json); a cache with rows for k = 2 only gives k = 1 none, with a note (rows for
+#     k = 3, 2, 3 interleaved: the note lists each k once, sorted);
 #   - data parallel: --ranks-per-task 2 (batch 1 per rank) equals 1 rank x batch 2 to 1e-5, with
 #     the backbone online (noise on the augmented RGB too);
 #   - the augmented rows change the result: weights differ from the cache without them;
@@ -74,6 +75,14 @@ ok "a new augmented group retrains ($out)" '[ $? -eq 0 ] && grep -q "augmented s
 # the new group has rows for k = 2 only: k = 1 trains without augmented rows and says why
 "${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 1 "${S[@]}" >/dev/null 2>&1
 ok "k = 1, rows for k = 2 only: trained, 0 augmented rows, a note" '[ $? -eq 0 ] && [ "$(num "$r1" est_augmented_rows)" = 0 ] && grep -q "\"est_augmented_note\": \"the sample cache has augmented rows for k = 2 only, none for k = 1" "$r1"'
+# rows of several k's interleaved (k = 3, 2, 3, none for k = 1): each k named once, sorted
+"${mp[@]}" -n 2 "$bin/aug_tool" add "$cache/mvtec3d/bagel.h5" 1 "test train interleaved" --shots 3,2,3 &&
+  "${mp[@]}" -n 2 "$bin/aug_tool" fake-est "$cache/mvtec3d/bagel.h5" &&
+  "${mp[@]}" -n 2 "$bin/cmds-features" --cache "$cache" --dataset mvtec3d --random-backbone 0 >/dev/null
+ok "augmented rows for k = 3, 2, 3" '[ $? -eq 0 ]'
+"${mp[@]}" -n 1 "$bin/cmds-train" --cache "$cache" --run "$work/a" --shots 1 "${S[@]}" >/dev/null 2>&1
+ok "k = 1, rows for k = 3, 2, 3: the note says k = 2,3 ($(grep -o '"est_augmented_note": "[^"]*"' "$r1"))" \
+  '[ $? -eq 0 ] && grep -q "\"est_augmented_note\": \"the sample cache has augmented rows for k = 2,3 only, none for k = 1 " "$r1"'
 # a model from before train.augmented existed (its cmds.config_key does not name it) counts as
 # train.augmented=1, what it did: reused for 1, another configuration for 0
 pm=$(model "$work/p" 2)/mapper.safetensors
