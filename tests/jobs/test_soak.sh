@@ -25,10 +25,10 @@
 #     byte for byte, except records, state and the manifest, whose times and durations differ).
 # Replay a failure with the seed it printed: CMDS_SOAK_SEED=S (or argument 6).
 # Usage: test_soak.sh BIN SOURCE_DIR WORK SOAK_CHECK [ROUNDS] [SEED]
-#   ROUNDS: most kills (default CMDS_SOAK_ROUNDS or 16); SEED: default CMDS_SOAK_SEED or random.
+#   ROUNDS: most kills (default CMDS_SOAK_ROUNDS or 30); SEED: default CMDS_SOAK_SEED or random.
 set -u
 bin=$1; src=$2; work=$3; check=$4
-rounds=${5:-${CMDS_SOAK_ROUNDS:-16}}
+rounds=${5:-${CMDS_SOAK_ROUNDS:-30}}
 seed=${6:-${CMDS_SOAK_SEED:-$(($(date +%s%N) % 1000000))}}
 . "$src/tests/lib/common.sh"
 test_begin "$work"
@@ -90,8 +90,9 @@ mv "$J" "$work/ref"
 echo "reference: ${t_ref} s"
 
 # ---- 2: the soak ---------------------------------------------------------------------------------
-# Delays: uniform in 0.3 s .. a quarter of the reference's time (at least 4 s).
-max_ms=$((t_ref * 250)); [ $max_ms -lt 4000 ] && max_ms=4000
+# Delays: uniform in 0.3 s .. an eighth of the reference's time (at least 2 s): about 15 kills
+# before the job is through, some in each stage, the short ones (metrics, report) included.
+max_ms=$((t_ref * 125)); [ $max_ms -lt 2000 ] && max_ms=2000
 modes=("KILL cmds-run" "TERM cmds-run" "KILL group" "TERM group")
 : >"$work/places.db"
 round=0 finished=0 summary=""
