@@ -1,9 +1,10 @@
 # The two commands of the README's quick start:
 #   make demo   install what is missing, build, run the pipeline on the synthetic dataset
 #   make test   install what is missing, build, run the tests (ctest, without benchmarks)
-# Other targets: build, bench, asan (sanitizer build + tests), clean.
+# Other targets: build, bench, soak, asan (sanitizer build + tests), clean.
 # Benchmarks live in the CTest configuration `bench` (cmake/CmdsTesting.cmake): a plain
-# `ctest` never lists or starts them; `make bench` = `ctest -C bench -L bench`.
+# `ctest` never lists or starts them; `make bench` = `ctest -C bench -L bench`. The same for
+# the kill-and-resume soak: `make soak` = `ctest -C soak -L soak`.
 BUILD    ?= build
 TYPE     ?= Release
 JOBS     ?= $(shell nproc)
@@ -15,7 +16,7 @@ CMAKE_FLAGS += -DCMDS_WERROR=ON
 endif
 BIN      := $(BUILD)/bin
 
-.PHONY: deps configure build demo test bench asan clean
+.PHONY: deps configure build demo test bench soak asan clean
 
 deps:
 	@./.ci/install-deps.sh
@@ -37,6 +38,13 @@ test: build
 
 bench: build
 	@cd $(BUILD) && ctest --output-on-failure -C bench -L bench -V
+
+# The kill-and-resume soak (tests/jobs/test_soak.sh, a few minutes): a small job killed at
+# random points until it finishes, checked against an uninterrupted run. Replay a failure with
+# the seed it printed: make soak CMDS_SOAK_SEED=S; more kills: CMDS_SOAK_ROUNDS=N.
+soak: build
+	@cd $(BUILD) && CMDS_SOAK_SEED=$(CMDS_SOAK_SEED) CMDS_SOAK_ROUNDS=$(CMDS_SOAK_ROUNDS) \
+	  ctest --output-on-failure -C soak -L soak -V
 
 asan:
 	@$(MAKE) test BUILD=build-asan TYPE=Asan

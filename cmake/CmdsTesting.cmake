@@ -15,10 +15,17 @@ if(CMAKE_HOST_SYSTEM_NAME STREQUAL "Linux")
   endif()
 endif()
 
-# CONFIGURATIONS argument for add_test: `bench` for benchmarks, none for every other test.
+# The kill-and-resume soak (LABELS soak, tests/jobs/test_soak.sh: minutes of random kills)
+# lives the same way in the CTest configuration `soak`: `ctest -C soak -L soak` (`make soak`).
+set(CMDS_SOAK_CONFIGURATION soak)
+
+# CONFIGURATIONS argument for add_test: `bench` for benchmarks, `soak` for the soak, none for
+# every other test.
 function(_cmds_test_configs out labels)
   if("bench" IN_LIST labels)
     set(${out} CONFIGURATIONS ${CMDS_BENCH_CONFIGURATION} PARENT_SCOPE)
+  elseif("soak" IN_LIST labels)
+    set(${out} CONFIGURATIONS ${CMDS_SOAK_CONFIGURATION} PARENT_SCOPE)
   else()
     set(${out} "" PARENT_SCOPE)
   endif()
