@@ -651,47 +651,53 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
   res->samples_computed = sum[1];
   res->streams_reused = status >= 2;
   if (!rc) {
-    cmds_json *j = &rec.json;
-    cmds_json_kv_str(j, "dataset", t->task.dataset);
-    cmds_json_kv_str(j, "category", t->task.category);
-    cmds_json_kv_int(j, "k", t->task.k);
-    cmds_json_kv_str(j, "tag", t->task.tag);
-    cmds_json_kv_str(j, "origin", t->task.origin);
-    cmds_json_kv_str(j, "model", io->model);
-    cmds_json_kv_str(j, "mapper_id", io->mm.id);
-    cmds_json_kv_str(j, "mapper_kind", io->mm.kind);
-    cmds_json_kv_str(j, "model_keys_differ", io->mm.differ);
-    cmds_json_kv_str(j, "feature_cache", io->fc);
-    cmds_json_kv_str(j, "sample_cache", io->sc);
-    cmds_json_kv_str(j, "streams_file", io->streams);
-    cmds_json_kv_str(j, "streams", streams_word(status));
-    cmds_json_kv_int(j, "mapper_forwards", res->mapper_forwards);
-    cmds_json_kv_int(j, "samples_computed", res->samples_computed);
-    cmds_json_kv_int(j, "test_samples", io->want.n);
-    cmds_json_kv_int(j, "resolution", R);
-    cmds_json_kv_str(j, "resolution_from", io->mm.resolution_from_task ? "task" : "model");
-    cmds_json_kv_int(j, "eval_size", S);
-    cmds_json_kv_bool(j, "est_available", (int)io->want.est);
-    cmds_json_kv_str(j, "est_off_reason", io->est_off_reason);
-    cmds_json_kv_str(j, "device", nn_device_name(env->device));
-    cmds_json_key(j, "settings");
-    cmds_json_array_begin(j);
-    for (int s = 0; s < ns; s++) {
-      score_params sp;
-      score_params_from_cfg(&t->settings[s].cfg, &sp);
-      cmds_json_object_begin(j);
-      cmds_json_kv_str(j, "name", t->settings[s].name);
-      cmds_json_kv_str(j, "origin", t->settings[s].origin);
-      cmds_json_kv_str(j, "output", paths[s]);
-      cmds_json_kv_str(j, "status", todo[s] ? "written" : "skipped");
-      if (todo[s]) cmds_json_kv_str(j, "maps_id", ids[s]);
-      cmds_json_kv_num(j, "sigma_px", sp.sigma * (double)S / 224.0);
-      cmds_json_key(j, "config");
-      cmds_config_json(&t->settings[s].cfg, j, CMDS_KEY_SCORE);
-      cmds_json_object_end(j);
+    /* A task that wrote nothing (every maps file up to date) keeps the record of the run that
+     * wrote them, as the other stages keep theirs when they skip. */
+    if (any || env->force) {
+      cmds_json *j = &rec.json;
+      cmds_json_kv_str(j, "dataset", t->task.dataset);
+      cmds_json_kv_str(j, "category", t->task.category);
+      cmds_json_kv_int(j, "k", t->task.k);
+      cmds_json_kv_str(j, "tag", t->task.tag);
+      cmds_json_kv_str(j, "origin", t->task.origin);
+      cmds_json_kv_str(j, "model", io->model);
+      cmds_json_kv_str(j, "mapper_id", io->mm.id);
+      cmds_json_kv_str(j, "mapper_kind", io->mm.kind);
+      cmds_json_kv_str(j, "model_keys_differ", io->mm.differ);
+      cmds_json_kv_str(j, "feature_cache", io->fc);
+      cmds_json_kv_str(j, "sample_cache", io->sc);
+      cmds_json_kv_str(j, "streams_file", io->streams);
+      cmds_json_kv_str(j, "streams", streams_word(status));
+      cmds_json_kv_int(j, "mapper_forwards", res->mapper_forwards);
+      cmds_json_kv_int(j, "samples_computed", res->samples_computed);
+      cmds_json_kv_int(j, "test_samples", io->want.n);
+      cmds_json_kv_int(j, "resolution", R);
+      cmds_json_kv_str(j, "resolution_from", io->mm.resolution_from_task ? "task" : "model");
+      cmds_json_kv_int(j, "eval_size", S);
+      cmds_json_kv_bool(j, "est_available", (int)io->want.est);
+      cmds_json_kv_str(j, "est_off_reason", io->est_off_reason);
+      cmds_json_kv_str(j, "device", nn_device_name(env->device));
+      cmds_json_key(j, "settings");
+      cmds_json_array_begin(j);
+      for (int s = 0; s < ns; s++) {
+        score_params sp;
+        score_params_from_cfg(&t->settings[s].cfg, &sp);
+        cmds_json_object_begin(j);
+        cmds_json_kv_str(j, "name", t->settings[s].name);
+        cmds_json_kv_str(j, "origin", t->settings[s].origin);
+        cmds_json_kv_str(j, "output", paths[s]);
+        cmds_json_kv_str(j, "status", todo[s] ? "written" : "skipped");
+        if (todo[s]) cmds_json_kv_str(j, "maps_id", ids[s]);
+        cmds_json_kv_num(j, "sigma_px", sp.sigma * (double)S / 224.0);
+        cmds_json_key(j, "config");
+        cmds_config_json(&t->settings[s].cfg, j, CMDS_KEY_SCORE);
+        cmds_json_object_end(j);
+      }
+      cmds_json_array_end(j);
+      rc = cmds_mpi_agree(mpi, err, cmds_record_finish(&rec, io->record, "ok", err));
+    } else {
+      cmds_json_free(&rec.json);
     }
-    cmds_json_array_end(j);
-    rc = cmds_mpi_agree(mpi, err, cmds_record_finish(&rec, io->record, "ok", err));
     if (mpi->rank == 0)
       printf("score %s/%s/k%d/%s: streams %s (%lld samples, %lld mapper forwards), %lld maps written, %lld up to date "
              "-> %s (%.1f s, %d ranks, %s)\n",
