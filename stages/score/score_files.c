@@ -341,8 +341,9 @@ int score_maps_write_id(hid_t file, MPI_Comm comm, const score_maps_hash *h, con
   return CMDS_OK;
 }
 
-int score_maps_up_to_date(const char *path, const score_maps_info *want, int *other_setting) {
+int score_maps_up_to_date(const char *path, const score_maps_info *want, int *other_setting, char *id) {
   *other_setting = 0;
+  id[0] = 0;
   if (!cmds_is_file(path)) return 0;
   hid_t t;
   cmds_error e;
@@ -350,6 +351,7 @@ int score_maps_up_to_date(const char *path, const score_maps_info *want, int *ot
   char key[sizeof want->score_key], ident[sizeof want->streams_identity];
   int ok = !cmds_h5_attr_read_str(t, "score_key", key, sizeof key, path, &e) &&
            !cmds_h5_attr_read_str(t, "streams_identity", ident, sizeof ident, path, &e);
+  if (ok && H5Aexists(t, "maps_id") > 0 && cmds_h5_attr_read_str(t, "maps_id", id, SCORE_MAPS_ID_LEN, path, &e)) id[0] = 0;
   H5Fclose(t);
   if (!ok) return 0;
   if (strcmp(key, want->score_key)) {

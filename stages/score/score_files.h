@@ -111,7 +111,8 @@ int score_maps_write_id(hid_t file, MPI_Comm comm, const score_maps_hash *h, con
                         size_t cap, cmds_error *err);
 #define SCORE_MAPS_ID_LEN 48 /* "hash128:" + 32 hex + NUL, rounded up */
 
-/* 1 when path is a complete maps file with this setting key and streams identity (rank-local). */
-int score_maps_up_to_date(const char *path, const score_maps_info *want, int *same_name_other_setting);
+/* 1 when path is a complete maps file with this setting key and streams identity (rank-local);
+ * id (SCORE_MAPS_ID_LEN) then receives its maps_id, "" in files written before the attribute. */
+int score_maps_up_to_date(const char *path, const score_maps_info *want, int *same_name_other_setting, char *id);
 
 #endif

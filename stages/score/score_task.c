@@ -563,7 +563,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
   int *todo = cmds_xcalloc((size_t)ns, sizeof(int));
   score_maps_info *mi = cmds_xcalloc((size_t)ns, sizeof *mi);
   char (*paths)[4400] = cmds_xcalloc((size_t)ns, sizeof *paths);
-  char (*ids)[SCORE_MAPS_ID_LEN] = cmds_xcalloc((size_t)ns, sizeof *ids); /* maps_id of the maps written */
+  char (*ids)[SCORE_MAPS_ID_LEN] = cmds_xcalloc((size_t)ns, sizeof *ids); /* maps_id of each maps file, written or kept */
   char identity[2048];
   score_streams_identity(&io->want, identity, sizeof identity);
   for (int s = 0; s < ns && !rc; s++) {
@@ -580,7 +580,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
     m->size = io->want.eval_size;
     int other = 0, lrc = CMDS_OK;
     if (mpi->rank == 0) {
-      todo[s] = env->force || !score_maps_up_to_date(paths[s], m, &other);
+      todo[s] = !score_maps_up_to_date(paths[s], m, &other, ids[s]) || env->force;
       for (int q = 0; q < s; q++)
         if (!strcmp(t->settings[q].name, t->settings[s].name)) todo[s] = 0; /* listed twice */
       if (other && !env->force)
@@ -687,7 +687,16 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
         cmds_json_kv_str(j, "origin", t->settings[s].origin);
         cmds_json_kv_str(j, "output", paths[s]);
         cmds_json_kv_str(j, "status", todo[s] ? "written" : "skipped");
-        if (todo[s]) cmds_json_kv_str(j, "maps_id", ids[s]);
+        /* a setting listed twice: the file its first listing wrote */
+        const char *id = ids[s];
+        for (int q = 0; q < s; q++)
+          if (!strcmp(t->settings[q].name, t->settings[s].name)) {
+            id = ids[q];
+            break;
+          }
+        cmds_json_key(j, "maps_id"); /* null: a kept file written before the attribute */
+        if (id[0]) cmds_json_str(j, id);
+        else cmds_json_null(j);
         cmds_json_kv_num(j, "sigma_px", sp.sigma * (double)S / 224.0);
         cmds_json_key(j, "config");
         cmds_config_json(&t->settings[s].cfg, j, CMDS_KEY_SCORE);

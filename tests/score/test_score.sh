@@ -64,6 +64,11 @@ score 2 "$work/b" --dataset mvtec3d --category bagel --shots 1 --setting add_rea
   --set score.streams=real >/dev/null
 ok "full run with a setting computes the streams" '[ "$(recval "$work/b" mapper_forwards)" = 15 ]'
 ok "rescored equals the full run" 'same "$work/a/$M/maps.add_real.h5" "$work/b/$M/maps.add_real.h5"'
+score 2 "$work/b" --dataset mvtec3d --category bagel --shots 1 --settings "$work/settings.txt" >/dev/null
+recids=$(grep -o '"maps_id": "hash128:[0-9a-f]*"' "$work/b/$M/score.record.json" | sed 's/.*: //; s/"//g')
+ok "the record names the maps_id of a kept setting too (add_real kept, est and nofg written)" \
+  '[ "$(wc -l <<<"$recids")" = 3 ] && [ "$(head -1 <<<"$recids")" = "$(tool attr "$work/b/$M/maps.add_real.h5" maps_id)" ] &&
+   grep -q "\"status\": \"skipped\"" "$work/b/$M/score.record.json"'
 # tasks file: two lines of one model folder = two settings; --task-index picks one line
 printf '# tasks\nmvtec3d bagel 1 default\nmvtec3d cookie 1 default score.streams=real\nmvtec3d bagel 1 default score.l1=0.5 score.l2=0.2\n' > "$work/tasks.txt"
 model "$work/b" cookie default
