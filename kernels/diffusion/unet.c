@@ -322,22 +322,16 @@ int unet_i_upsample(ustate *S, nn_tensor *y, const nn_tensor *x) {
 #endif
 }
 
-/* ResnetBlock2D: out (B,cout,H,W) from x (B,cin,H,W); emb_act = SiLU(emb) (B,T). out must
- * not alias x. */
-int unet_i_resnet(ustate *S, nn_tensor *out, const nn_tensor *x, const unet_resnet *r,
-                          const nn_tensor *emb_act, int64_t groups, float eps) {
+/* ResnetBlock2D's second half, shared by the inference and the taped forward: out = conv2(SiLU(
+ * GroupNorm(h1))) + shortcut(x); h1 (B,cout,H,W) is conv1's output plus the time projection.
+ * Its scratch stays allocated (the caller rewinds). */
+int unet_i_resnet_out(ustate *S, nn_tensor *out, const nn_tensor *h1, const nn_tensor *x, const unet_resnet *r,
+                      int64_t groups, float eps) {
   int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
-  size_t mk = u_mark(S);
-  nn_tensor t, h1, tp, t2;
+  nn_tensor t2;
   int rc;
-  if ((rc = u_alloc(S, &t, 4, B, r->cin, H, W))) return rc;
-  OP(nn_groupnorm_forward(S->ctx, &t, x, groups, &r->norm1.w, &r->norm1.b, eps, S->err));
-  OP(nn_silu_forward(S->ctx, &t, &t, S->err));
-  if ((rc = u_alloc(S, &h1, 4, B, r->cout, H, W)) || (rc = unet_i_conv(S, &h1, &t, &r->conv1, 1, 1))) return rc;
-  if ((rc = u_alloc(S, &tp, 2, B, r->cout, 0, 0)) || (rc = unet_i_linear(S, &tp, emb_act, &r->time_emb_proj))) return rc;
-  OP(nn_add_channel_forward(S->ctx, &h1, &h1, &tp, S->err));
   if ((rc = u_alloc(S, &t2, 4, B, r->cout, H, W))) return rc;
-  OP(nn_groupnorm_forward(S->ctx, &t2, &h1, groups, &r->norm2.w, &r->norm2.b, eps, S->err));
+  OP(nn_groupnorm_forward(S->ctx, &t2, h1, groups, &r->norm2.w, &r->norm2.b, eps, S->err));
   OP(nn_silu_forward(S->ctx, &t2, &t2, S->err));
   if ((rc = unet_i_conv(S, out, &t2, &r->conv2, 1, 1))) return rc;
   if (r->has_shortcut) {
@@ -347,6 +341,24 @@ int unet_i_resnet(ustate *S, nn_tensor *out, const nn_tensor *x, const unet_resn
   } else {
     OP(nn_add_forward(S->ctx, out, out, x, S->err));
   }
+  return 0;
+}
+
+/* ResnetBlock2D: out (B,cout,H,W) from x (B,cin,H,W); emb_act = SiLU(emb) (B,T). out must
+ * not alias x. */
+int unet_i_resnet(ustate *S, nn_tensor *out, const nn_tensor *x, const unet_resnet *r,
+                          const nn_tensor *emb_act, int64_t groups, float eps) {
+  int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
+  size_t mk = u_mark(S);
+  nn_tensor t, h1, tp;
+  int rc;
+  if ((rc = u_alloc(S, &t, 4, B, r->cin, H, W))) return rc;
+  OP(nn_groupnorm_forward(S->ctx, &t, x, groups, &r->norm1.w, &r->norm1.b, eps, S->err));
+  OP(nn_silu_forward(S->ctx, &t, &t, S->err));
+  if ((rc = u_alloc(S, &h1, 4, B, r->cout, H, W)) || (rc = unet_i_conv(S, &h1, &t, &r->conv1, 1, 1))) return rc;
+  if ((rc = u_alloc(S, &tp, 2, B, r->cout, 0, 0)) || (rc = unet_i_linear(S, &tp, emb_act, &r->time_emb_proj))) return rc;
+  OP(nn_add_channel_forward(S->ctx, &h1, &h1, &tp, S->err));
+  if ((rc = unet_i_resnet_out(S, out, &h1, x, r, groups, eps))) return rc;
   u_rewind(S, mk);
   return 0;
 }

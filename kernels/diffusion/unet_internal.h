@@ -163,6 +163,9 @@ static inline void u_prof_add(ustate *S, unet_prof_slot slot, double t0) {
 /* unet.c */
 int unet_i_linear(ustate *S, nn_tensor *y, const nn_tensor *x, const unet_proj *p); /* + LoRA */
 int unet_i_conv(ustate *S, nn_tensor *y, const nn_tensor *x, const unet_proj *p, int stride, int pad);
+/* ResnetBlock2D after conv1 + time projection (h1): norm2, SiLU, conv2, shortcut; scratch not rewound. */
+int unet_i_resnet_out(ustate *S, nn_tensor *out, const nn_tensor *h1, const nn_tensor *x, const unet_resnet *r,
+                      int64_t groups, float eps);
 int unet_i_upsample(ustate *S, nn_tensor *y, const nn_tensor *x);
 int unet_i_resnet(ustate *S, nn_tensor *out, const nn_tensor *x, const unet_resnet *r, const nn_tensor *emb_act,
                   int64_t groups, float eps);

@@ -155,7 +155,7 @@ static int resnet_keep(ustate *S, nn_tensor *out, const nn_tensor *x, const unet
   double t0 = u_prof_now(S);
   int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
   size_t mk = u_mark(S);
-  nn_tensor t, tp, t2, h1s, *h1 = keep ? &U->h1 : &h1s;
+  nn_tensor t, tp, h1s, *h1 = keep ? &U->h1 : &h1s;
   int rc;
   if ((rc = u_alloc(S, &t, 4, B, r->cin, H, W))) return rc;
   if ((rc = keep ? tape_tensor(S, h1, 4, B, r->cout, H, W) : u_alloc(S, h1, 4, B, r->cout, H, W))) return rc;
@@ -164,17 +164,7 @@ static int resnet_keep(ustate *S, nn_tensor *out, const nn_tensor *x, const unet
   if ((rc = unet_i_conv(S, h1, &t, &r->conv1, 1, 1))) return rc;
   if ((rc = u_alloc(S, &tp, 2, B, r->cout, 0, 0)) || (rc = unet_i_linear(S, &tp, emb, &r->time_emb_proj))) return rc;
   OP(nn_add_channel_forward(S->ctx, h1, h1, &tp, S->err));
-  if ((rc = u_alloc(S, &t2, 4, B, r->cout, H, W))) return rc;
-  OP(nn_groupnorm_forward(S->ctx, &t2, h1, G, &r->norm2.w, &r->norm2.b, eps, S->err));
-  OP(nn_silu_forward(S->ctx, &t2, &t2, S->err));
-  if ((rc = unet_i_conv(S, out, &t2, &r->conv2, 1, 1))) return rc;
-  if (r->has_shortcut) {
-    nn_tensor sc;
-    if ((rc = u_alloc(S, &sc, 4, B, r->cout, H, W)) || (rc = unet_i_conv(S, &sc, x, &r->conv_shortcut, 1, 0))) return rc;
-    OP(nn_add_forward(S->ctx, out, out, &sc, S->err));
-  } else {
-    OP(nn_add_forward(S->ctx, out, out, x, S->err));
-  }
+  if ((rc = unet_i_resnet_out(S, out, h1, x, r, G, eps))) return rc;
   u_rewind(S, mk);
   u_prof_add(S, UP_F_RESNET, t0);
   return 0;
