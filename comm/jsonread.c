@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 #define JV_MAX_DEPTH 256
 
 typedef struct jp {
@@ -198,8 +200,7 @@ typedef struct jp_keyset {
 } jp_keyset;
 
 static uint32_t jp_key_hash(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  uint64_t h = cmds_fnv64(CMDS_FNV64_INIT, s, strlen(s));
   return (uint32_t)(h ^ (h >> 32));
 }
 

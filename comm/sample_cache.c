@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "h5io.h"
+#include "hash.h"
 
 enum { D_RGB, D_XYZ, D_NORMALS, D_FG, D_GT, D_LABEL, D_DEFECT, D_ID, D_HW, D_PAD, D_PLANE, D_COUNT };
 
@@ -196,13 +197,9 @@ int cmds_sc_read_info(hid_t file, const char *path, cmds_sc_info *info, cmds_err
 }
 
 void cmds_sc_identity(const cmds_sc_info *info, char *out, size_t cap) {
-  uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a 64 */
+  uint64_t h = CMDS_FNV64_INIT;
   const char *parts[2] = {info->prep_config ? info->prep_config : "{}", info->sample_list_hash};
-  for (int i = 0; i < 2; i++)
-    for (const unsigned char *p = (const unsigned char *)parts[i];; p++) { /* each with its NUL */
-      h = (h ^ *p) * 0x100000001b3ull;
-      if (!*p) break;
-    }
+  for (int i = 0; i < 2; i++) h = cmds_fnv64(h, parts[i], strlen(parts[i]) + 1); /* each with its NUL */
   snprintf(out, cap, "fnv64:%016llx", (unsigned long long)h);
 }
 

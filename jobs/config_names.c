@@ -5,11 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-unsigned long long fnv64(unsigned long long h, const void *data, size_t n) {
-  const unsigned char *p = data;
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-  return h;
-}
+#include "hash.h"
 
 void config_name(const cmds_config *c, const cmds_config *base, unsigned stages, char *out, size_t cap) {
   char buf[4096];
@@ -28,7 +24,7 @@ void config_name(const cmds_config *c, const cmds_config *base, unsigned stages,
     if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-') *p = '-';
   /* Stages keep names under 64 characters: long ones are cut and made unique by a hash. */
   if (len > 56) {
-    unsigned long long h = fnv64(CMDS_FNV64_INIT, buf, len);
+    unsigned long long h = cmds_fnv64(CMDS_FNV64_INIT, buf, len);
     snprintf(out, cap, "%.38s-h%016llx", buf, h);
   } else {
     snprintf(out, cap, "%s", buf);

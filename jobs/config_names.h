@@ -17,8 +17,5 @@ void config_name(const cmds_config *c, const cmds_config *base, unsigned stages,
  * (tasks-file form). */
 void config_pairs(const cmds_config *c, unsigned stages, char *out, size_t cap);
 
-/* 64-bit FNV-1a over bytes, chained from h (start with CMDS_FNV64_INIT). */
-#define CMDS_FNV64_INIT 0xcbf29ce484222325ull
-unsigned long long fnv64(unsigned long long h, const void *data, size_t n);
 
 #endif

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "hash.h"
 #include "record.h"
 #include "runner.h"
 
@@ -178,7 +179,7 @@ static void weights_identity(runner *r) {
   unsigned char buf[1 << 16];
   size_t got;
   while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-    h = fnv64(h, buf, got);
+    h = cmds_fnv64(h, buf, got);
     n += got;
   }
   fclose(f);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "hash.h"
 #include "record.h"
 #include "runner_internal.h"
 
@@ -93,11 +94,11 @@ int runner_outputs_complete(const runner *r, int stage, char *missing, size_t ca
 unsigned long long runner_fingerprint(const runner *r, int stage) {
   unsigned long long h = CMDS_FNV64_INIT;
   const char *v = cmds_code_version();
-  h = fnv64(h, v, strlen(v) + 1);
+  h = cmds_fnv64(h, v, strlen(v) + 1);
   stage_cmd *c;
   int n = runner_stage_cmds(r, stage, -1, &c);
   for (int i = 0; i < n; i++)
-    for (int k = 0; k < c[i].argv.n; k++) h = fnv64(h, c[i].argv.v[k], strlen(c[i].argv.v[k]) + 1);
+    for (int k = 0; k < c[i].argv.n; k++) h = cmds_fnv64(h, c[i].argv.v[k], strlen(c[i].argv.v[k]) + 1);
   runner_cmds_free(c, n);
   /* A stage reads what the earlier stages made: the fingerprint of the nearest earlier enabled
    * stage (itself chained to the ones before) is part of this one, so a changed argument of
@@ -107,14 +108,14 @@ unsigned long long runner_fingerprint(const runner *r, int stage) {
   for (int p = stage - 1; p >= 0; p--)
     if (r->spec->stage_on[p]) {
       unsigned long long before = runner_fingerprint(r, p);
-      h = fnv64(h, &before, sizeof before);
+      h = cmds_fnv64(h, &before, sizeof before);
       break;
     }
   char *t = NULL;
   if (stage == ST_TRAIN) t = runner_train_tasks(r);
   if (stage == ST_SCORE) t = runner_score_tasks(r, -1);
   if (stage == ST_METRICS || stage == ST_REPORT) t = runner_metrics_list(r);
-  if (t) h = fnv64(h, t, strlen(t));
+  if (t) h = cmds_fnv64(h, t, strlen(t));
   free(t);
   return h;
 }
@@ -186,11 +187,11 @@ int runner_mark_done(const runner *r, int stage, double elapsed, const char *sta
 /* One output's place on disk (device, inode, size, modification time), or its absence. */
 static unsigned long long sig_add(unsigned long long h, const char *path) {
   struct stat st;
-  h = fnv64(h, path, strlen(path) + 1);
-  if (stat(path, &st) != 0) return fnv64(h, "absent", 6);
+  h = cmds_fnv64(h, path, strlen(path) + 1);
+  if (stat(path, &st) != 0) return cmds_fnv64(h, "absent", 6);
   long long v[5] = {(long long)st.st_dev, (long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
                     (long long)st.st_mtim.tv_nsec};
-  return fnv64(h, v, sizeof v);
+  return cmds_fnv64(h, v, sizeof v);
 }
 
 unsigned long long runner_outputs_signature(const runner *r, int stage, int task_index) {

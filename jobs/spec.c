@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fsutil.h"
+#include "hash.h"
 #include "spec_internal.h"
 
 const char *const job_stage_names[JOB_NSTAGES] = {"synth", "prep",  "augment", "estimate", "features",
@@ -38,7 +39,7 @@ int job_spec_load(const char *path, job_spec *s, cmds_error *err) {
   size_t got;
   s->checksum = CMDS_FNV64_INIT;
   while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-    s->checksum = fnv64(s->checksum, buf, got);
+    s->checksum = cmds_fnv64(s->checksum, buf, got);
     s->file_size += (long)got;
   }
   rewind(f);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "spec.h"
 
 static int task_find(const job_plan *p, int ds, const char *cat, int k, const cmds_config *cfg) {
@@ -62,8 +63,8 @@ static int add_task(const job_spec *s, job_plan *p, int e, int ds, const char *c
       unsigned long long h = CMDS_FNV64_INIT;
       for (int i = 0; i < CK_NKEYS; i++)
         if (cmds_keys[i].stage == CMDS_KEY_TRAIN) {
-          h = fnv64(h, cmds_keys[i].name, strlen(cmds_keys[i].name) + 1);
-          h = fnv64(h, cfg->value[i], strlen(cfg->value[i]) + 1);
+          h = cmds_fnv64(h, cmds_keys[i].name, strlen(cmds_keys[i].name) + 1);
+          h = cmds_fnv64(h, cfg->value[i], strlen(cfg->value[i]) + 1);
         }
       if (strlen(x->tag) > 52) x->tag[52] = 0;
       size_t l = strlen(x->tag);

@@ -31,6 +31,7 @@
 #include "cmds_mpi.h"
 #include "fsutil.h"
 #include "h5io.h"
+#include "hash.h"
 #include "marigold.h"
 #include "progress.h"
 #include "record.h"
@@ -101,8 +102,7 @@ static int parse_args(int argc, char **argv, est_args *a, cmds_error *err) {
 
 /* Per-sample noise seed: the run's seed and the sample id (FNV-1a), mixed (splitmix64). */
 static uint64_t sample_seed(int64_t seed, const char *id) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (const char *p = id; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+  uint64_t h = cmds_fnv64(CMDS_FNV64_INIT, id, strlen(id));
   uint64_t z = h ^ ((uint64_t)seed * 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;

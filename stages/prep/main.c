@@ -23,6 +23,7 @@
 #include "cmds_mpi.h"
 #include "dataset.h"
 #include "fsutil.h"
+#include "hash.h"
 #include "h5io.h"
 #include "process.h"
 #include "progress.h"
@@ -117,11 +118,11 @@ static int share_list(const cmds_mpi *mpi, const prep_args *a, const char *cat, 
 
 /* Rank 0: a hash of the sample list and of its source files' sizes and times. */
 static void list_hash(const prep_args *a, const char *cat, const prep_list *l, char *out, size_t cap) {
-  uint64_t h = 0xcbf29ce484222325ull;
+  uint64_t h = CMDS_FNV64_INIT;
   for (int i = 0; i < l->n_support + l->n_test; i++) {
     char id[CMDS_SC_ID_LEN];
     prep_sample_id(a->format, &l->v[i], id, sizeof id);
-    for (const char *p = id; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+    h = cmds_fnv64(h, id, strlen(id));
     h = (h ^ (uint64_t)(l->v[i].group + 1)) * 0x100000001b3ull;
     h = prep_sample_fingerprint(a->format, a->root, cat, &l->v[i], h);
   }

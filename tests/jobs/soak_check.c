@@ -22,15 +22,11 @@
 
 #include "cmds_error.h"
 #include "h5zstd.h"
+#include "hash.h"
 #include "jsonread.h"
 #include "safetensors.h"
 
-static uint64_t fnv(const void *p, size_t n) {
-  const unsigned char *b = p;
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
-  return h;
-}
+static uint64_t fnv(const void *p, size_t n) { return cmds_fnv64(CMDS_FNV64_INIT, p, n); }
 
 typedef struct {
   const char *path;
