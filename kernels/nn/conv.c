@@ -1,8 +1,8 @@
-/* conv: CPU reference (im2col + cblas_sgemm) and the dispatcher (see conv.h). */
+/* conv: CPU reference (im2col + nn_sgemm) and the dispatcher (see conv.h). */
 #include "conv.h"
 #include "conv_internal.h"
 
-#include <cblas.h>
+#include "nn_blas.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,8 +35,7 @@ static void conv_gemm_bias(float *y, const float *w, const float *cols, const fl
       for (int64_t p = 0; p < HW; p++) y[o * HW + p] = b[o];
     beta = 1.0f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Cout, (int)HW, (int)K, 1.0f, w,
-              (int)K, cols, (int)HW, beta, y, (int)HW);
+  nn_sgemm(CblasNoTrans, CblasNoTrans, Cout, HW, K, 1.0f, w, K, cols, HW, beta, y, HW);
 }
 
 int nn_conv2d_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, const nn_tensor *w,
@@ -187,8 +186,7 @@ int nn_conv2d_ex_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, const nn
           nn_conv_ex_im2col(cols, xb, Cin, H, Wd, k, stride, pad_top, pad_left, r0, rows, Wo);
           a = cols;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Cout, (int)nc, (int)K, 1.0f, wd, (int)K,
-                    a, (int)(direct ? P : nc), beta, yc, (int)P);
+        nn_sgemm(CblasNoTrans, CblasNoTrans, Cout, nc, K, 1.0f, wd, K, a, direct ? P : nc, beta, yc, P);
       }
     }
   } else {

@@ -1,8 +1,8 @@
-/* conv_backward: CPU reference (cblas_sgemm, im2col / col2im) and the dispatcher of
+/* conv_backward: CPU reference (nn_sgemm, im2col / col2im) and the dispatcher of
  * nn_conv2d_backward (see backward.h). Per image b, with X_b the input columns
  * (Cin*k*k, HW) (the image itself when k = 1):
  *   dW += dY_b X_b^T      db += rowsum(dY_b)      dX_b = col2im(W^T dY_b) */
-#include <cblas.h>
+#include "nn_blas.h"
 #include <string.h>
 
 #include "backward.h"
@@ -93,13 +93,11 @@ int nn_conv2d_backward(nn_ctx *ctx, nn_tensor *dx, nn_tensor *dw, nn_tensor *db,
         convb_im2col3x3(cols, xb, Cin, H, Wd);
         xcols = cols;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Cout, (int)K, (int)HW, 1.0f, dyb,
-                  (int)HW, xcols, (int)HW, 1.0f, dwd, (int)K);
+      nn_sgemm(CblasNoTrans, CblasTrans, Cout, K, HW, 1.0f, dyb, HW, xcols, HW, 1.0f, dwd, K);
       if (!dxd) continue;
       float *dxb = dxd + b * Cin * HW;
       /* k = 3: the columns are no longer needed, so W^T dY lands in the same buffer */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)HW, (int)Cout, 1.0f, wd,
-                  (int)K, dyb, (int)HW, 0.0f, k == 3 ? cols : dxb, (int)HW);
+      nn_sgemm(CblasTrans, CblasNoTrans, K, HW, Cout, 1.0f, wd, K, dyb, HW, 0.0f, k == 3 ? cols : dxb, HW);
       if (k == 3) convb_col2im3x3(dxb, cols, Cin, H, Wd);
     }
   } else {

@@ -1,4 +1,4 @@
-/* conv_ex_backward: CPU reference (im2col / col2im around cblas_sgemm) and the dispatcher of
+/* conv_ex_backward: CPU reference (im2col / col2im around nn_sgemm) and the dispatcher of
  * nn_conv2d_ex_backward (see backward.h). The forward's geometry and bands: per image and per
  * band of output rows, with cols (K = Cin*k*k, rows*Wo) the band's input columns,
  *   dW (Cout, K) += dY_band cols^T,   cols' = W^T dY_band,   dx += col2im(cols'),
@@ -6,7 +6,7 @@
  * dX_b = W^T dY_b). With dW not wanted (frozen weights) the input columns are never built.
  * col2im runs in parallel over input channels (each thread owns its channels' pixels), so
  * every sum has a fixed order. */
-#include <cblas.h>
+#include "nn_blas.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -133,12 +133,10 @@ int nn_conv2d_ex_backward(nn_ctx *ctx, nn_tensor *dx, nn_tensor *dw, nn_tensor *
     float *dxb = dxd ? dxd + b * Cin * H * Wd : NULL;
     if (direct) {
       if (dwd && P > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Cout, (int)Cin, (int)P, 1.0f, dyb, (int)P, xb,
-                    (int)P, 1.0f, dwd, (int)Cin);
+        nn_sgemm(CblasNoTrans, CblasTrans, Cout, Cin, P, 1.0f, dyb, P, xb, P, 1.0f, dwd, Cin);
       if (dxb && P > 0) {
         if (Cout > 0)
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Cin, (int)P, (int)Cout, 1.0f, wd, (int)Cin, dyb,
-                      (int)P, 0.0f, dxb, (int)P);
+          nn_sgemm(CblasTrans, CblasNoTrans, Cin, P, Cout, 1.0f, wd, Cin, dyb, P, 0.0f, dxb, P);
         else
           memset(dxb, 0, (size_t)(Cin * P) * sizeof(float));
       }
@@ -150,12 +148,10 @@ int nn_conv2d_ex_backward(nn_ctx *ctx, nn_tensor *dx, nn_tensor *dw, nn_tensor *
       const float *dyc = dyb + r0 * Wo;
       if (dwd) {
         nn_conv_ex_im2col(cols, xb, Cin, H, Wd, k, stride, pad_top, pad_left, r0, rows, Wo);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Cout, (int)K, (int)nc, 1.0f, dyc, (int)P, cols,
-                    (int)nc, 1.0f, dwd, (int)K);
+        nn_sgemm(CblasNoTrans, CblasTrans, Cout, K, nc, 1.0f, dyc, P, cols, nc, 1.0f, dwd, K);
       }
       if (dxb && Cout > 0) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)nc, (int)Cout, 1.0f, wd, (int)K, dyc,
-                    (int)P, 0.0f, cols, (int)nc);
+        nn_sgemm(CblasTrans, CblasNoTrans, K, nc, Cout, 1.0f, wd, K, dyc, P, 0.0f, cols, nc);
         convb_col2im(dxb, cols, Cin, H, Wd, k, stride, pad_top, pad_left, r0, rows, Wo);
       }
     }

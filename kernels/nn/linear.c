@@ -1,7 +1,7 @@
 /* linear: CPU reference through OpenBLAS and the dispatcher (see linear.h). */
 #include "linear.h"
 
-#include <cblas.h>
+#include "nn_blas.h"
 
 #ifdef CMDS_CUDA
 #include "nn_cuda.h"
@@ -17,8 +17,7 @@ void nn_linear_cpu(float *y, int64_t ld_y, const float *x, int64_t ld_x, const f
       for (int64_t j = 0; j < N; j++) y[i * ld_y + j] = b[j];
     beta = 1.0f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)ld_x,
-              w, (int)K, beta, y, (int)ld_y);
+  nn_sgemm(CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, ld_x, w, K, beta, y, ld_y);
 }
 
 int nn_linear_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, const nn_tensor *w,

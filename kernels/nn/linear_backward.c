@@ -1,7 +1,7 @@
 /* linear_backward: CPU reference (OpenBLAS) and the dispatcher of nn_linear_backward (see
  * backward.h). With X (R, in), dY (R, out), W (out, in):
  *   dX = dY W  (SET),   dW += dY^T X,   db += column sums of dY (double, fixed order). */
-#include <cblas.h>
+#include "nn_blas.h"
 
 #include "backward.h"
 
@@ -38,14 +38,12 @@ int nn_linear_backward(nn_ctx *ctx, nn_tensor *dx, nn_tensor *dw, nn_tensor *db,
   }
   if (dxd && R > 0 && K > 0) {
     if (N > 0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)K, (int)N, 1.0f, dyd, (int)N, wd, (int)K,
-                  0.0f, dxd, (int)K);
+      nn_sgemm(CblasNoTrans, CblasNoTrans, R, K, N, 1.0f, dyd, N, wd, K, 0.0f, dxd, K);
     else
       for (int64_t i = 0; i < R * K; i++) dxd[i] = 0.0f;
   }
   if (dwd && R > 0 && N > 0 && K > 0)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)K, (int)R, 1.0f, dyd, (int)N, xd, (int)K,
-                1.0f, dwd, (int)K);
+    nn_sgemm(CblasTrans, CblasNoTrans, N, K, R, 1.0f, dyd, N, xd, K, 1.0f, dwd, K);
   if (dbd) {
     /* blocks of 16 columns per task, rows in order: deterministic whatever the threads */
 #pragma omp parallel for schedule(static)

@@ -1,6 +1,7 @@
-/* nn_blas: OpenBLAS's own threads around our OpenMP regions (internal to kernels/nn). The CPU ops
- * that run many small GEMMs in parallel (the attention forward and backward) call OpenBLAS from
- * inside their own OpenMP region, one GEMM per thread; OpenMP x OpenBLAS threads must never nest.
+/* nn_blas: OpenBLAS's own threads around our OpenMP regions, and nn_sgemm (internal to
+ * kernels/nn). The CPU ops that run many small GEMMs in parallel (the attention forward and
+ * backward) call OpenBLAS from inside their own OpenMP region, one GEMM per thread; OpenMP x
+ * OpenBLAS threads must never nest.
  *  - pthreads OpenBLAS (Debian's default): held to one thread for the region, restored after.
  *  - OpenMP OpenBLAS (openblas_get_parallel() == 2): a GEMM inside a parallel region already runs
  *    on its calling thread, and openblas_set_num_threads would also call omp_set_num_threads,
@@ -23,5 +24,12 @@ static inline int nn_blas_serial_begin(void) {
 static inline void nn_blas_serial_end(int saved) {
   if (saved > 1) openblas_set_num_threads(saved);
 }
+
+/* Row-major C = alpha op(A) op(B) + beta C (cblas_sgemm's arguments without the order), threaded by
+ * our OpenMP pool with OpenBLAS serial in each thread (gemm.c says why); from inside a parallel
+ * region, one serial call. Every CPU op's GEMM goes through here. */
+#include <stdint.h>
+void nn_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 #endif
