@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "nn_fastexp.h"
+#include "nn_simd.h"
 
 #ifdef CMDS_CUDA
 #include "nn_cuda.h"
@@ -24,6 +25,11 @@ void nn_softmax_row_cpu(float *y, const float *x, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] *= inv;
 }
 
+/* y = x Phi(x) over n values (y may be x). */
+NN_SIMD_CLONES static void gelu_span(float *y, const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] * nn_fast_phi(x[i]);
+}
+
 int nn_gelu_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error *err) {
   const char *op = "nn_gelu_forward";
   if (!x) return CMDS_FAIL(err, CMDS_EINPUT, "%s: x missing", op);
@@ -34,8 +40,10 @@ int nn_gelu_forward(nn_ctx *ctx, nn_tensor *y, const nn_tensor *x, cmds_error *e
   if (ctx->device == NN_CPU) {
     const float *xd = x->data;
     float *yd = y->data;
+    const int64_t chunk = 16384, nc = (n + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) yd[i] = xd[i] * nn_fast_phi(xd[i]); /* x Phi(x) */
+    for (int64_t c = 0; c < nc; c++)
+      gelu_span(yd + c * chunk, xd + c * chunk, n - c * chunk < chunk ? n - c * chunk : chunk);
     return CMDS_OK;
   }
 #ifdef CMDS_CUDA

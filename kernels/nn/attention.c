@@ -13,6 +13,7 @@
 #include "activation.h"
 #include "nn_blas.h"
 #include "nn_fastexp.h"
+#include "nn_simd.h"
 
 #ifdef CMDS_CUDA
 #include "nn_cuda.h"
@@ -26,7 +27,7 @@ size_t nn_attention_cpu_scratch_floats(int64_t N) {
  * i0 + m when causal: later keys are masked anyway). s: (m, mc) scores, then probabilities.
  * lse (NULL = not wanted): the rows' log-sum-exp of the scaled scores, lse[r] for row i0 + r;
  * the probabilities are then nn_fast_softmax_row's, computed inline to keep its max and sum. */
-static void attention_block(float *o, float *lse, const float *q, const float *k, const float *v, int64_t M,
+NN_SIMD_CLONES static void attention_block(float *o, float *lse, const float *q, const float *k, const float *v, int64_t M,
                             int64_t D, int64_t ld_q, int64_t ld_k, int64_t ld_v, int64_t ld_o,
                             int64_t i0, int64_t m, int causal, float scale, float *s) {
   int64_t mc = causal && i0 + m < M ? i0 + m : M;
@@ -39,8 +40,7 @@ static void attention_block(float *o, float *lse, const float *q, const float *k
       nn_fast_softmax_row(row, mc, valid);
       continue;
     }
-    float mx = row[0];
-    for (int64_t j = 1; j < valid; j++) mx = row[j] > mx ? row[j] : mx;
+    float mx = nn_fast_max8(row, valid);
     for (int64_t j = 0; j < valid; j++) row[j] = nn_fast_exp(row[j] - mx);
     float sum = nn_fast_sum8(row, valid), inv = 1.0f / sum;
     for (int64_t j = 0; j < valid; j++) row[j] *= inv;

@@ -11,6 +11,7 @@
 #include "activation.h"
 #include "attention.h"
 #include "linear.h"
+#include "nn_blas.h"
 #include "norm.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -365,7 +366,7 @@ static int ensure_bf16(vit_model *m, nn_ctx *ctx, cmds_error *err) {
   int rc = nn_arena_init(&m->weights16, NN_CUDA, per_block * (size_t)c->depth, err);
   if (rc) return cmds_error_wrap(err, "vit bf16 weights");
   m->blocks16 = cmds_xcalloc((size_t)c->depth, sizeof *m->blocks16);
-  for (int64_t i = 0; i < c->depth && !rc; i++) {
+  for (int64_t i = 0; i < last && !rc; i++) {
     vit_block *f = &m->blocks[i], *h = &m->blocks16[i];
     nn_tensor *src[6] = {&f->qkv_w, &f->qkv_b, &f->proj_w, &f->fc1_w, &f->fc1_b, &f->fc2_w};
     nn_tensor *dst[6] = {&h->qkv_w, &h->qkv_b, &h->proj_w, &h->fc1_w, &h->fc1_b, &h->fc2_w};
@@ -396,8 +397,7 @@ static void linear_residual_cpu(float *x, const float *in, const float *w, const
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < M; i++)
     for (int64_t j = 0; j < N; j++) x[i * N + j] += b[j];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, in, (int)K, w, (int)K, 1.0f, x,
-              (int)N);
+  nn_sgemm(CblasNoTrans, CblasTrans, M, N, K, 1.0f, in, K, w, K, 1.0f, x, N);
 }
 
 /* x (B, T, D) = [cls; plin] + pos. */
@@ -510,9 +510,13 @@ int vit_forward(vit_model *m, nn_ctx *ctx, const nn_tensor *patches, const int *
   int64_t B = patches->shape[0];
   int64_t oshape[4] = {B, nblocks, NP, D};
   int rc = nn_tensor_expect(out, "vit_forward", "out", ctx->device, 4, oshape, err);
-  for (int l = 0; l < nblocks && !rc; l++)
+  int64_t last = 0; /* the blocks after the last one asked for are not run */
+  for (int l = 0; l < nblocks && !rc; l++) {
     if (blocks[l] < 1 || blocks[l] > c->depth)
       rc = CMDS_FAIL(err, CMDS_EINPUT, "vit_forward: block %d outside 1..%lld", blocks[l], (long long)c->depth);
+    else if (blocks[l] > last)
+      last = blocks[l];
+  }
   if (rc) return rc;
   int bf16 = ctx->act_dtype == NN_BF16;
   if (bf16 && ctx->device != NN_CUDA)
@@ -550,7 +554,7 @@ int vit_forward(vit_model *m, nn_ctx *ctx, const nn_tensor *patches, const int *
   /* Embeddings: [cls; patches W^T + b] + pos (f32 on every path: 1% of the FLOPs). */
   rc = nn_linear_forward(ctx, &A.plin, patches, &m->patch_w, &m->patch_b, err);
   if (!rc) rc = embed(ctx, A.x.data, A.plin.data, m, B, NP, D, err);
-  for (int64_t i = 0; i < c->depth && !rc; i++) {
+  for (int64_t i = 0; i < last && !rc; i++) {
     rc = bf16 ? block_bf16(ctx, c, &m->blocks[i], &m->blocks16[i], &A, B, T, err)
               : block_f32(ctx, c, &m->blocks[i], &A, B, T, attn_scratch, err);
     for (int l = 0; l < nblocks && !rc; l++) {

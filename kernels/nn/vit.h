@@ -68,7 +68,8 @@ void vit_patchify_cpu(const float *images, int64_t B, int64_t H, int64_t W, int6
 
 /* Forward on ctx's device. patches: (B, G*G, 3*P*P) from vit_patchify_cpu, on ctx->device.
  * out: (B, nblocks, G*G, D): the patch tokens (no class token) after each listed block
- * (1-based), with the final LayerNorm applied if final_norm. Activations come from
+ * (1-based), with the final LayerNorm applied if final_norm; the blocks after the last listed one
+ * are not run (the features stage's 4, 7, 11 run 11 of ViT-B/8's 12). Activations come from
  * ctx->scratch and are handed back before returning.
  * Precision: f32 by default (CPU: the reference; CUDA: fp32 GEMMs, or TF32 with
  * ctx->allow_tf32). ctx->act_dtype = NN_BF16 on CUDA: bf16 weights (converted once, kept in

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch (timm) ViT-B/8 forward at 224 with random weights, eager, same batch, blocks and
-precision as bench_vit.c: images/s, median of REPS after a warm-up. Used by bench_vit.sh.
+precision as bench_vit.c (blocks 4, 7 and 11 out, stopping after 11, timm's own
+forward_intermediates): images/s, median of REPS after a warm-up. Used by bench_vit.sh.
   bench_vit_torch.py cpu|cuda BATCH REPS [fp32|tf32|bf16]
 fp32: fp32 everywhere; tf32: TF32 matmuls and convolutions; bf16: the model and the input
 cast to bfloat16 (PyTorch's fastest eager bf16 inference; SDPA picks its flash kernel)."""
@@ -23,16 +24,14 @@ torch.backends.cudnn.allow_tf32 = tf32
 dtype = torch.bfloat16 if prec == "bf16" else torch.float32
 m = timm.create_model("vit_base_patch8_224.dino", pretrained=False).eval().to(dev, dtype)
 x = torch.randn(B, 3, 224, 224).to(dtype)
-outs = {}
-for b in (4, 7, 11):
-    m.blocks[b - 1].register_forward_hook(lambda mod, i, o, b=b: outs.__setitem__(b, o))
 times = []
 with torch.inference_mode():
     for k in range(reps + 1):
         t0 = time.perf_counter()
         xd = x.to(dev)
-        m.forward_features(xd)
-        feats = [outs[b][:, 1:].float() for b in (4, 7, 11)]
+        # blocks 4, 7, 11 (1-based) without the class token, stopping after block 11, as ours
+        feats = [f.float() for f in m.forward_intermediates(
+            xd, indices=[3, 6, 10], stop_early=True, output_fmt="NLC", intermediates_only=True)]
         if dev == "cuda":
             torch.cuda.synchronize()
         if k:

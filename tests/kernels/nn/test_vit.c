@@ -5,9 +5,12 @@
  * the CPU path, to 1e-4 relative (L2). Broken checkpoints: a missing tensor and a wrong
  * shape are named in the error; a file that is not a ViT says which names it looked for.
  * With a GPU, the CUDA path is compared with the CPU path too: fp32 to 1e-5, and the bf16
- * path (ctx.act_dtype = NN_BF16) to 2e-2.
+ * path (ctx.act_dtype = NN_BF16) to 2e-2. The CPU forward gives the same bits on 1 and 3
+ * threads, and stops after the last block asked for without changing the earlier ones.
  * Usage: test_vit FIXTURE_DIR */
+#include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +37,28 @@ static double rel_l2(const float *got, const float *want, int64_t n) {
     den += (double)want[i] * want[i];
   }
   return isfinite(num) ? sqrt(num / (den > 0 ? den : 1)) : INFINITY;
+}
+
+/* CPU forward of m on B random images (seeded), blocks `blocks`; out (B, nb, NP, D). */
+static int run_random(vit_model *m, int64_t B, const int *blocks, int nb, float *out, cmds_error *err) {
+  int64_t G = m->cfg.image / m->cfg.patch, NP = G * G, in = 3 * m->cfg.patch * m->cfg.patch, D = m->cfg.width;
+  float *patches = malloc(sizeof(float) * (size_t)(B * NP * in));
+  uint64_t s = 12345;
+  for (int64_t i = 0; i < B * NP * in; i++) {
+    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+    patches[i] = (float)((double)(s >> 40) / (double)(1ULL << 24)) * 2.0f - 1.0f;
+  }
+  nn_arena scratch;
+  nn_ctx ctx;
+  int rc = nn_arena_init(&scratch, NN_CPU, vit_scratch_bytes(&m->cfg, B), err);
+  if (!rc) rc = nn_ctx_init(&ctx, NN_CPU, &scratch, NULL, 0, err);
+  nn_tensor pt = nn_tensor_view(patches, NN_F32, NN_CPU, B, NP, in, -1);
+  nn_tensor o = nn_tensor_view(out, NN_F32, NN_CPU, B, nb, NP, D);
+  if (!rc) rc = vit_forward(m, &ctx, &pt, blocks, nb, 0, &o, err);
+  nn_ctx_free(&ctx);
+  nn_arena_free(&scratch);
+  free(patches);
+  return rc;
 }
 
 /* Runs the model on the fixture images; out (B, 3, NP, D) on the host. */
@@ -152,5 +177,37 @@ int main(int argc, char **argv) {
   free(o2);
   vit_free(&r1);
   vit_free(&r2);
+
+  /* Thread count: with 145 tokens every GEMM is cut into row slabs (nn_sgemm), the attention,
+   * LayerNorm and GELU are per row or per element, so 1 and 3 threads give the same bits (with
+   * OpenBLAS threading the GEMMs, CMDS_NN_GEMM_THREADS=blas, they did not). And the blocks after
+   * the last one asked for are not run: blocks {2} equal the first slice of blocks {2, 4}. */
+  vit_config cw = {.image = 96, .patch = 8, .width = 64, .depth = 4, .heads = 2, .mlp = 256, .eps = 1e-6f};
+  vit_model w;
+  CHECK(vit_init_random(&w, &cw, 11, NN_CPU, &err) == 0, "%s", err.msg);
+  int64_t np = 144 * 64, B = 2;
+  float *t1 = malloc(sizeof(float) * (size_t)(B * 2 * np)), *t3 = malloc(sizeof(float) * (size_t)(B * 2 * np));
+  float *only2 = malloc(sizeof(float) * (size_t)(B * np));
+  int both[2] = {2, 4}, two[1] = {2}, threads = omp_get_max_threads(), blas = openblas_get_num_threads();
+  openblas_set_num_threads(1); /* both pools, as OMP_NUM_THREADS and OPENBLAS_NUM_THREADS would */
+  omp_set_num_threads(1);
+  CHECK(run_random(&w, B, both, 2, t1, &err) == 0, "%s", err.msg);
+  openblas_set_num_threads(3);
+  omp_set_num_threads(3);
+  CHECK(run_random(&w, B, both, 2, t3, &err) == 0, "%s", err.msg);
+  CHECK(run_random(&w, B, two, 1, only2, &err) == 0, "%s", err.msg);
+  openblas_set_num_threads(blas);
+  omp_set_num_threads(threads);
+  int64_t differ = 0, differ2 = 0;
+  for (int64_t i = 0; i < B * 2 * np; i++) differ += memcmp(&t1[i], &t3[i], sizeof(float)) != 0;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t i = 0; i < np; i++) differ2 += memcmp(&only2[b * np + i], &t3[(b * 2) * np + i], sizeof(float)) != 0;
+  CHECK(differ == 0, "forward on 1 and 3 threads: %lld of %lld values differ", (long long)differ,
+        (long long)(B * 2 * np));
+  CHECK(differ2 == 0, "blocks {2} vs the block-2 slice of blocks {2, 4}: %lld values differ", (long long)differ2);
+  free(t1);
+  free(t3);
+  free(only2);
+  vit_free(&w);
   return CHECK_DONE();
 }
