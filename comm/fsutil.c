@@ -1,6 +1,7 @@
 /* fsutil: see fsutil.h. */
 #define _GNU_SOURCE
 #include "fsutil.h"
+#include "hash.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -145,7 +146,7 @@ int cmds_file_identity(const char *path, char *out, size_t cap, cmds_error *err)
   unsigned char buf[1 << 16];
   size_t got;
   while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-    for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 0x100000001b3ull;
+    h = cmds_fnv64(h, buf, got);
     n += got;
   }
   int bad = ferror(f);

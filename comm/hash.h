@@ -12,7 +12,7 @@
 #define CMDS_FNV64_INIT 0xcbf29ce484222325ull
 
 static inline uint64_t cmds_fnv64(uint64_t h, const void *data, size_t n) {
-  const unsigned char *p = data;
+  const unsigned char *p = (const unsigned char *)data; /* the cast: C++ (nvcc) includes it too */
   for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
   return h;
 }

@@ -7,6 +7,9 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
+
+#include "hash.h" /* comm/: cmds_fnv64 */
 
 typedef struct cmds_rng {
   uint64_t s[4];
@@ -20,11 +23,7 @@ static inline uint64_t cmds_splitmix64(uint64_t *x) {
 }
 
 /* FNV-1a of a string: turns a stable key (file name) into a seed component. */
-static inline uint64_t cmds_hash_str(const char *s) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-  return h;
-}
+static inline uint64_t cmds_hash_str(const char *s) { return cmds_fnv64(CMDS_FNV64_INIT, s, strlen(s)); }
 
 static inline void cmds_rng_seed(cmds_rng *r, uint64_t seed) {
   uint64_t x = seed;

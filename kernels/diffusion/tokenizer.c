@@ -7,18 +7,12 @@
 #include <string.h>
 
 #include "jsonread.h"
+#include "hash.h"
 #include "tokenizer_unicode.h"
 
 /* ------------------------------------------------------------------ hash tables */
 
-static uint64_t fnv1a(const char *s, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
+static uint64_t fnv1a(const char *s, size_t n) { return cmds_fnv64(CMDS_FNV64_INIT, s, n); }
 
 static uint64_t mix64(uint64_t x) {
   x ^= x >> 33;

@@ -9,6 +9,7 @@
 
 #include "formats.h"
 #include "fsutil.h"
+#include "hash.h"
 #include "json.h"
 #include "resize.h"
 #include "rng.h"
@@ -83,11 +84,6 @@ static void resolve(prep_format f, const char *root, const char *cat, const prep
   }
 }
 
-static uint64_t fnv(uint64_t h, const void *data, size_t n) {
-  const unsigned char *p = data;
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-  return h;
-}
 
 uint64_t prep_sample_fingerprint(prep_format f, const char *root, const char *category,
                                  const prep_sample *s, uint64_t h) {
@@ -98,8 +94,8 @@ uint64_t prep_sample_fingerprint(prep_format f, const char *root, const char *ca
     struct stat st;
     if (!files[k][0] || stat(files[k], &st) != 0) continue;
     int64_t id[3] = {(int64_t)st.st_size, (int64_t)st.st_mtim.tv_sec, (int64_t)st.st_mtim.tv_nsec};
-    h = fnv(h, files[k], strlen(files[k]));
-    h = fnv(h, id, sizeof id);
+    h = cmds_fnv64(h, files[k], strlen(files[k]));
+    h = cmds_fnv64(h, id, sizeof id);
   }
   return h;
 }
