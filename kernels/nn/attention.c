@@ -19,8 +19,16 @@
 #include "nn_cuda.h"
 #endif
 
+int64_t nn_attention_cpu_qb(int64_t M) {
+  const char *env = getenv("CMDS_NN_ATTN_QB"); /* tests force many (and uneven) blocks */
+  if (env && atoll(env) > 0) return atoll(env);
+  int64_t qb = 256;
+  while (qb > 64 && qb * M * (int64_t)sizeof(float) > ((int64_t)1 << 20)) qb /= 2;
+  return qb;
+}
+
 size_t nn_attention_cpu_scratch_floats(int64_t N) {
-  return (size_t)omp_get_max_threads() * NN_ATTN_CPU_QB * (size_t)N;
+  return (size_t)omp_get_max_threads() * (size_t)nn_attention_cpu_qb(N) * (size_t)N;
 }
 
 /* One block: rows [i0, i0 + m) of head h of image b against keys [0, mc) (mc = M, or
@@ -58,7 +66,10 @@ static void attention_cpu_ex(float *o, float *lse, const float *q, const float *
                              int64_t ld_v, int64_t ld_o, int causal, float *scratch) {
   if (B == 0 || N == 0 || M == 0) return;
   float scale = 1.0f / sqrtf((float)D);
-  const int64_t QB = NN_ATTN_CPU_QB, nqb = (N + QB - 1) / QB, nblk = B * H * nqb;
+  /* blocks of at most nn_attention_cpu_qb(M) rows, evened out on multiples of 16 where that fits
+   * (785 rows: 208 + 208 + 208 + 161, not 256 + 256 + 256 + 17) */
+  const int64_t qb = nn_attention_cpu_qb(M), nqb = (N + qb - 1) / qb, even = ((N + nqb - 1) / nqb + 15) / 16 * 16,
+                QB = even < qb ? even : qb, nblk = B * H * nqb;
   const char *mode = getenv("CMDS_NN_ATTN_THREADS");
   if (mode && !strcmp(mode, "blas")) { /* comparison mode: OpenBLAS threads each GEMM */
     for (int64_t r = 0; r < nblk; r++) {

@@ -2,7 +2,7 @@
  * head, no mask, no dropout (a ViT block's core).
  *   q, k, v (B, N, C) with C = H * D; head h is columns [h*D, (h+1)*D) (the layout a
  *   linear produces and the output projection reads)   ->   o (B, N, C)
- * CPU: per (batch, head, block of NN_ATTN_CPU_QB query rows) two GEMMs through OpenBLAS,
+ * CPU: per (batch, head, block of nn_attention_cpu_qb(N) query rows) two GEMMs through OpenBLAS,
  * S = Q K^T / sqrt(D) into a per-thread (QB, N) scratch block, a row softmax, O = P V.
  * OpenMP runs the blocks in parallel with OpenBLAS single-threaded inside (small GEMMs
  * scale better over blocks than inside one GEMM; measured in analysis/kernels_gpu.md);
@@ -19,7 +19,11 @@
 
 #include "tensor.h"
 
-#define NN_ATTN_CPU_QB 64 /* query rows per CPU block */
+/* Query rows per CPU block for M keys: the largest of 256, 128, 64 whose (QB, M) f32 score block
+ * fits 1 MiB. K and V are packed by OpenBLAS once per block, so larger blocks pay less packing
+ * per flop (the head dim is small): at ViT-B/8's 785 tokens 256 rows ran the attention 5-10 %
+ * faster than 64 on the 2-core VM; the diffusion UNet's 4096 tokens stay at 64. */
+int64_t nn_attention_cpu_qb(int64_t M); /* CMDS_NN_ATTN_QB=n in the environment sets n (tests) */
 
 /* nn_attention_ex_forward: the general form the diffusion networks need.
  *   q (B, N, C), k and v (B, M, C), C = heads * D, any D  ->  o (B, N, C)
@@ -53,7 +57,7 @@ int nn_attention_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn
 void nn_attention_cpu(float *o, const float *q, const float *k, const float *v, int64_t B,
                       int64_t N, int64_t H, int64_t D, int64_t ld_q, int64_t ld_k, int64_t ld_v,
                       int64_t ld_o, float *scratch);
-/* Floats of scratch nn_attention_cpu needs for N tokens: omp_get_max_threads() * QB * N. */
+/* Floats of scratch nn_attention_cpu needs for N tokens: omp_get_max_threads() * QB(N) * N. */
 size_t nn_attention_cpu_scratch_floats(int64_t N);
 
 #endif

@@ -38,7 +38,7 @@
 #include "nn_cuda_train.h"
 #endif
 
-/* Query rows per CPU block (the forward uses NN_ATTN_CPU_QB = 64): K and V are packed by
+/* Query rows per CPU block (the forward uses nn_attention_cpu_qb(M): 64 to 256): K and V are packed by
  * OpenBLAS once per block and used by ATTNB_QB rows, so larger blocks pay less packing per flop
  * (D is small); -DATTNB_QB=... to try others. */
 #ifndef ATTNB_QB

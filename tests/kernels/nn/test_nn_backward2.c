@@ -414,6 +414,12 @@ int main(int argc, char **argv) {
   omp_set_num_threads(4);
   test_attention();
   omp_set_num_threads(threads0);
+  /* and the forward (its o and log-sum-exp feed the fast path) in query blocks of 20 rows
+   * (CMDS_NN_ATTN_QB), several per head with a short last one, as the default blocks are at
+   * larger sizes (up to 256 rows) */
+  setenv("CMDS_NN_ATTN_QB", "20", 1);
+  test_attention();
+  unsetenv("CMDS_NN_ATTN_QB");
   test_conv();
   test_glue();
   test_adamw();

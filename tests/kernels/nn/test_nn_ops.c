@@ -4,6 +4,7 @@
  * elementwise ops, norms, resize, blur, cosine; 1e-4 for linear, conv and attention,
  * whose long sums are ordered differently from PyTorch's.
  *   test_nn_ops <fixtures/nn> */
+#include <stdlib.h>
 #include <string.h>
 
 #include "nn.h"
@@ -93,14 +94,23 @@ static void test_activations(void) {
 static void test_attention(void) {
   cmds_error err = {0};
   const char *cases[] = {"attention_small", "attention_vitlike"};
-  for (int i = 0; i < 2; i++) {
-    nn_tensor q = nnfix_load(cases[i], "q"), k = nnfix_load(cases[i], "k"), v = nnfix_load(cases[i], "v");
-    nn_tensor want = nnfix_load(cases[i], "o"), o = nnfix_out_like(3, want.shape);
-    int64_t heads = (int64_t)nnfix_scalar(cases[i], "heads");
-    nnfix_expect_ok(nn_attention_forward(&nnfix_ctx, &o, &q, &k, &v, heads, &err), &err, cases[i]);
-    nnfix_compare(cases[i], o.data, want.data, nn_tensor_numel(&want), 1e-4);
-    nnfix_done_case();
+  /* the default query blocks (one per head at these sizes), then blocks forced to 16 and 20 rows
+   * (CMDS_NN_ATTN_QB): several per head, the last one short (97 rows: 6 x 16 + 1, 4 x 20 + 17) */
+  const char *qb[] = {NULL, "16", "20"};
+  for (int b = 0; b < 3; b++) {
+    if (qb[b]) setenv("CMDS_NN_ATTN_QB", qb[b], 1);
+    for (int i = 0; i < 2; i++) {
+      nn_tensor q = nnfix_load(cases[i], "q"), k = nnfix_load(cases[i], "k"), v = nnfix_load(cases[i], "v");
+      nn_tensor want = nnfix_load(cases[i], "o"), o = nnfix_out_like(3, want.shape);
+      int64_t heads = (int64_t)nnfix_scalar(cases[i], "heads");
+      char what[80];
+      snprintf(what, sizeof what, "%s (query blocks %s)", cases[i], qb[b] ? qb[b] : "default");
+      nnfix_expect_ok(nn_attention_forward(&nnfix_ctx, &o, &q, &k, &v, heads, &err), &err, what);
+      nnfix_compare(what, o.data, want.data, nn_tensor_numel(&want), 1e-4);
+      nnfix_done_case();
+    }
   }
+  unsetenv("CMDS_NN_ATTN_QB");
 }
 
 static void test_resize(void) {
