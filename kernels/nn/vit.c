@@ -366,7 +366,7 @@ static int ensure_bf16(vit_model *m, nn_ctx *ctx, cmds_error *err) {
   int rc = nn_arena_init(&m->weights16, NN_CUDA, per_block * (size_t)c->depth, err);
   if (rc) return cmds_error_wrap(err, "vit bf16 weights");
   m->blocks16 = cmds_xcalloc((size_t)c->depth, sizeof *m->blocks16);
-  for (int64_t i = 0; i < last && !rc; i++) {
+  for (int64_t i = 0; i < c->depth && !rc; i++) {
     vit_block *f = &m->blocks[i], *h = &m->blocks16[i];
     nn_tensor *src[6] = {&f->qkv_w, &f->qkv_b, &f->proj_w, &f->fc1_w, &f->fc1_b, &f->fc2_w};
     nn_tensor *dst[6] = {&h->qkv_w, &h->qkv_b, &h->proj_w, &h->fc1_w, &h->fc1_b, &h->fc2_w};
