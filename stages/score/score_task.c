@@ -395,9 +395,9 @@ static int run_streams(const score_env *env, const score_task *t, task_io *io, i
   int64_t n = w->n, R = w->resolution, S = w->eval_size;
   uint8_t *done = cmds_xcalloc((size_t)(n ? n : 1), 1);
   rc = cmds_mpi_agree(mpi, err, score_streams_read_done(out.id, n, done, err));
-  int64_t *todo = cmds_xmalloc(sizeof(int64_t) * (size_t)(n ? n : 1)), nt = 0;
+  int64_t *missing = cmds_xmalloc(sizeof(int64_t) * (size_t)(n ? n : 1)), nt = 0;
   for (int64_t i = 0; i < n; i++)
-    if (!done[i]) todo[nt++] = i;
+    if (!done[i]) missing[nt++] = i;
   int64_t b, e, most = 0;
   cmds_block_range(nt, mpi->rank, mpi->size, &b, &e);
   int64_t mine = e - b;
@@ -437,7 +437,7 @@ static int run_streams(const score_env *env, const score_task *t, task_io *io, i
   const char *kill_after = getenv("CMDS_TEST_KILL_AFTER_ROWS"); /* fault injection for tests */
   for (int64_t r0 = 0; r0 < most && !rc; r0++) {
     int has = r0 < mine, lrc = CMDS_OK;
-    int64_t row = has ? todo[b + r0] : 0;
+    int64_t row = has ? missing[b + r0] : 0;
     if (has) {
       lrc = cmds_sc_group_read(&grp, row, 1, &sb, err);
       if (!lrc && sb.size != S) lrc = CMDS_FAIL(err, CMDS_EINPUT, "%s: test images are not %lld px", io->sc, (long long)S);
@@ -467,7 +467,7 @@ static int run_streams(const score_env *env, const score_task *t, task_io *io, i
   if (sc >= 0) H5Fclose(sc);
   if (fc >= 0) H5Fclose(fc);
   if (have_pass) pass_free(&p);
-  free(todo);
+  free(missing);
   free(done);
   if (!rc) {
     rc = cmds_mpi_agree(mpi, err, cmds_h5_commit(&out, err));
@@ -560,7 +560,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
             t->task.dataset, t->task.category, t->task.k, t->task.tag, io->mm.differ);
   /* settings: which are up to date */
   int ns = t->nsettings;
-  int *todo = cmds_xcalloc((size_t)ns, sizeof(int));
+  int *needs_write = cmds_xcalloc((size_t)ns, sizeof(int)); /* stale, missing or --force */
   score_maps_info *mi = cmds_xcalloc((size_t)ns, sizeof *mi);
   char (*paths)[4400] = cmds_xcalloc((size_t)ns, sizeof *paths);
   char (*ids)[SCORE_MAPS_ID_LEN] = cmds_xcalloc((size_t)ns, sizeof *ids); /* maps_id of each maps file, written or kept */
@@ -580,18 +580,18 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
     m->size = io->want.eval_size;
     int other = 0, lrc = CMDS_OK;
     if (mpi->rank == 0) {
-      todo[s] = !score_maps_up_to_date(paths[s], m, &other, ids[s]) || env->force;
+      needs_write[s] = !score_maps_up_to_date(paths[s], m, &other, ids[s]) || env->force;
       for (int q = 0; q < s; q++)
-        if (!strcmp(t->settings[q].name, t->settings[s].name)) todo[s] = 0; /* listed twice */
+        if (!strcmp(t->settings[q].name, t->settings[s].name)) needs_write[s] = 0; /* listed twice */
       if (other && !env->force)
         lrc = CMDS_FAIL(err, CMDS_EINPUT, "%s exists with another setting (its score keys differ from %s of %s): give "
                         "this setting another name, or --force", paths[s], m->score_key, t->settings[s].origin);
     }
     rc = cmds_mpi_agree(mpi, err, lrc);
   }
-  if (!rc) MPI_CHECK(MPI_Bcast(todo, ns, MPI_INT, 0, mpi->comm));
+  if (!rc) MPI_CHECK(MPI_Bcast(needs_write, ns, MPI_INT, 0, mpi->comm));
   int any = 0;
-  for (int s = 0; s < ns; s++) any |= todo[s];
+  for (int s = 0; s < ns; s++) any |= needs_write[s];
   /* streams: reused, resumed or computed (only when a setting needs writing) */
   int status = 3; /* 3: not needed (every maps file up to date) */
   int64_t fw = 0, comp = 0;
@@ -627,7 +627,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
   cmds_progress prog;
   cmds_progress_begin(&prog, mpi, "score", label, ns);
   for (int s = 0; s < ns && !rc; s++) {
-    if (todo[s]) {
+    if (needs_write[s]) {
       rc = write_setting(env, io, &t->settings[s], &rr, paths[s], &mi[s], ids[s], sizeof ids[s], err);
       if (rc) cmds_error_wrap(err, "setting '%s' (%s): ", t->settings[s].name, t->settings[s].origin);
       else res->maps_written++;
@@ -686,7 +686,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
         cmds_json_kv_str(j, "name", t->settings[s].name);
         cmds_json_kv_str(j, "origin", t->settings[s].origin);
         cmds_json_kv_str(j, "output", paths[s]);
-        cmds_json_kv_str(j, "status", todo[s] ? "written" : "skipped");
+        cmds_json_kv_str(j, "status", needs_write[s] ? "written" : "skipped");
         /* a setting listed twice: the file its first listing wrote */
         const char *id = ids[s];
         for (int q = 0; q < s; q++)
@@ -717,7 +717,7 @@ int score_task_run(const score_env *env, const score_task *t, score_task_result 
     cmds_json_free(&rec.json);
     cmds_error_wrap(err, "task %s/%s/k%d/%s (%s): ", t->task.dataset, t->task.category, t->task.k, t->task.tag, t->task.origin);
   }
-  free(todo);
+  free(needs_write);
   free(mi);
   free(paths);
   free(ids);
