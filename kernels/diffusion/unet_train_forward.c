@@ -170,6 +170,19 @@ static int resnet_keep(ustate *S, nn_tensor *out, const nn_tensor *x, const unet
   return 0;
 }
 
+/* A transformer on state *cur: its output state (the same shape), its unit and the taped
+ * forward; *cur becomes the output. */
+static int transformer_step(ustate *S, int *cur, const nn_tensor *enc, const unet_transformer *a, int64_t G) {
+  unet_tape *T = S->tape;
+  const int64_t *sh = T->st[*cur].shape;
+  int o, rc = new_state(S, &o, sh[0], sh[1], sh[2], sh[3]);
+  if (rc) return rc;
+  unet_unit *U = add_unit(S, UNET_U_TRANSFORMER, *cur, -1, o, a);
+  if ((rc = transformer_keep(S, &T->st[o], &T->st[*cur], enc, a, G, U))) return rc;
+  *cur = o;
+  return 0;
+}
+
 static int f_sampler(ustate *S, nn_tensor *y, const nn_tensor *x, const unet_proj *p, int stride) {
   double t0 = u_prof_now(S);
   int rc = unet_i_conv(S, y, x, p, stride, 1);
@@ -201,17 +214,14 @@ int unet_i_train_forward(ustate *S, const unet_model *m, nn_tensor *out, const n
     const unet_block *b = &m->down[i];
     int64_t Ci = c->block_out_channels[i];
     for (int j = 0; j < b->n_layers; j++) {
-      int r, o;
+      int r;
       if ((rc = new_state(S, &r, B, Ci, Hs[i], Ws[i]))) return rc;
       U = add_unit(S, UNET_U_RESNET, cur, -1, r, &b->resnets[j]);
       if ((rc = resnet_keep(S, &T->st[r], &T->st[cur], &b->resnets[j], emb, G, eps, U, kept))) return rc;
       cur = r;
       if (b->has_attn) {
-        if ((rc = new_state(S, &o, B, Ci, Hs[i], Ws[i]))) return rc;
-        U = add_unit(S, UNET_U_TRANSFORMER, r, -1, o, &b->attns[j]);
-        if ((rc = transformer_keep(S, &T->st[o], &T->st[r], enc, &b->attns[j], G, U))) return rc;
+        if ((rc = transformer_step(S, &cur, enc, &b->attns[j], G))) return rc;
         kept = 1;
-        cur = o;
       }
       skips[ns++] = cur;
     }
@@ -225,18 +235,17 @@ int unet_i_train_forward(ustate *S, const unet_model *m, nn_tensor *out, const n
     }
   }
 
-  int L = nb - 1, r0, o, r1;
+  int L = nb - 1, r0, r1;
   int64_t Cm = c->block_out_channels[L];
   if ((rc = new_state(S, &r0, B, Cm, Hs[L], Ws[L]))) return rc;
   U = add_unit(S, UNET_U_RESNET, cur, -1, r0, &m->mid_resnets[0]);
   if ((rc = resnet_keep(S, &T->st[r0], &T->st[cur], &m->mid_resnets[0], emb, G, eps, U, kept))) return rc;
-  if ((rc = new_state(S, &o, B, Cm, Hs[L], Ws[L]))) return rc;
-  U = add_unit(S, UNET_U_TRANSFORMER, r0, -1, o, &m->mid_attn);
-  if ((rc = transformer_keep(S, &T->st[o], &T->st[r0], enc, &m->mid_attn, G, U))) return rc;
+  cur = r0;
+  if ((rc = transformer_step(S, &cur, enc, &m->mid_attn, G))) return rc;
   kept = 1;
   if ((rc = new_state(S, &r1, B, Cm, Hs[L], Ws[L]))) return rc;
-  U = add_unit(S, UNET_U_RESNET, o, -1, r1, &m->mid_resnets[1]);
-  if ((rc = resnet_keep(S, &T->st[r1], &T->st[o], &m->mid_resnets[1], emb, G, eps, U, kept))) return rc;
+  U = add_unit(S, UNET_U_RESNET, cur, -1, r1, &m->mid_resnets[1]);
+  if ((rc = resnet_keep(S, &T->st[r1], &T->st[cur], &m->mid_resnets[1], emb, G, eps, U, kept))) return rc;
   cur = r1;
 
   for (int i = 0; i < nb; i++) {
@@ -259,15 +268,13 @@ int unet_i_train_forward(ustate *S, const unet_model *m, nn_tensor *out, const n
       u_rewind(S, mk);
       cur = r;
       if (b->has_attn) {
-        if ((rc = new_state(S, &o, B, Co, Hs[L], Ws[L]))) return rc;
-        U = add_unit(S, UNET_U_TRANSFORMER, r, -1, o, &b->attns[j]);
-        if ((rc = transformer_keep(S, &T->st[o], &T->st[r], enc, &b->attns[j], G, U))) return rc;
+        if ((rc = transformer_step(S, &cur, enc, &b->attns[j], G))) return rc;
         kept = 1;
-        cur = o;
       }
     }
     if (b->has_sampler) {
       L--;
+      int o;
       size_t mk = u_mark(S);
       nn_tensor up;
       if ((rc = u_alloc(S, &up, 4, B, Co, Hs[L], Ws[L])) || (rc = unet_i_upsample(S, &up, &T->st[cur]))) return rc;
