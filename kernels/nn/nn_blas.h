@@ -13,6 +13,7 @@
 #define CMDS_NN_BLAS_H
 
 #include <cblas.h>
+#include <stdint.h>
 
 static inline int nn_blas_serial_begin(void) {
   if (openblas_get_parallel() != 1) return 0;
@@ -28,7 +29,6 @@ static inline void nn_blas_serial_end(int saved) {
 /* Row-major C = alpha op(A) op(B) + beta C (cblas_sgemm's arguments without the order), threaded by
  * our OpenMP pool with OpenBLAS serial in each thread (gemm.c says why); from inside a parallel
  * region, one serial call. Every CPU op's GEMM goes through here. */
-#include <stdint.h>
 void nn_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 

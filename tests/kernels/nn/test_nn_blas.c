@@ -17,13 +17,11 @@
 
 #include "check.h"
 #include "nn/nn_blas.h"
+#include "rng.h"
 
 enum { M = 37, N = 29, K = 53 };
 
-static float frand(uint64_t *s) {
-  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
-  return (float)((double)(*s >> 40) / (double)(1ULL << 24)) * 2.0f - 1.0f;
-}
+static float frand(cmds_rng *r) { return (float)(2.0 * cmds_rng_uniform(r) - 1.0); }
 
 /* One nn_sgemm case: returns the number of failed checks. */
 static int sgemm_case(int threads, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
@@ -33,7 +31,8 @@ static int sgemm_case(int threads, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64
           ldc = n + pad;
   float *a = malloc(sizeof(float) * (size_t)(ar * lda)), *b = malloc(sizeof(float) * (size_t)(br * ldb));
   float *c1 = malloc(sizeof(float) * (size_t)(m * ldc)), *c3 = malloc(sizeof(float) * (size_t)(m * ldc));
-  uint64_t seed = (uint64_t)(m * 1000003 + n * 1009 + k);
+  cmds_rng seed;
+  cmds_rng_seed(&seed, (uint64_t)(m * 1000003 + n * 1009 + k));
   for (int64_t i = 0; i < ar * lda; i++) a[i] = frand(&seed);
   for (int64_t i = 0; i < br * ldb; i++) b[i] = frand(&seed);
   for (int64_t i = 0; i < m * ldc; i++) c1[i] = c3[i] = frand(&seed);

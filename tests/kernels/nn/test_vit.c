@@ -17,6 +17,7 @@
 
 #include "check.h"
 #include "npy.h"
+#include "rng.h"
 #include "vit.h"
 
 static const char *dir;
@@ -43,11 +44,9 @@ static double rel_l2(const float *got, const float *want, int64_t n) {
 static int run_random(vit_model *m, int64_t B, const int *blocks, int nb, float *out, cmds_error *err) {
   int64_t G = m->cfg.image / m->cfg.patch, NP = G * G, in = 3 * m->cfg.patch * m->cfg.patch, D = m->cfg.width;
   float *patches = malloc(sizeof(float) * (size_t)(B * NP * in));
-  uint64_t s = 12345;
-  for (int64_t i = 0; i < B * NP * in; i++) {
-    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-    patches[i] = (float)((double)(s >> 40) / (double)(1ULL << 24)) * 2.0f - 1.0f;
-  }
+  cmds_rng r;
+  cmds_rng_seed(&r, 12345);
+  for (int64_t i = 0; i < B * NP * in; i++) patches[i] = (float)(2.0 * cmds_rng_uniform(&r) - 1.0);
   nn_arena scratch;
   nn_ctx ctx;
   int rc = nn_arena_init(&scratch, NN_CPU, vit_scratch_bytes(&m->cfg, B), err);
