@@ -16,7 +16,8 @@
  *   - sizes: the scratch sized by unet_train_workspace_bytes is enough and handed back; a
  *     smaller one, a size that does not halve, a backward without a forward or without
  *     adapters are refused with a message;
- *   - with --cuda: the same on the GPU, and its gradients equal the CPU's (exit 77 without). */
+ *   - with --cuda: the same on the GPU, and its gradients equal the CPU's within the bound
+ *     each meets against torch (exit 77 without). */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -141,6 +142,7 @@ static double check_grads(const unet_model *m, const fixture *f, double factor, 
 typedef struct run_result {
   float **dA, **dB; /* host copies of every gradient after one backward */
   int64_t *nA, *nB;
+  double *tA, *tB; /* the bound each is held to against torch: 1e-4, or twice torch float32's error */
   int n;
 } run_result;
 
@@ -305,6 +307,12 @@ static void run_case(const char *c, int rank, float alpha, nn_device dev, run_re
         res->dB = calloc((size_t)L->n, sizeof(float *));
         res->nA = calloc((size_t)L->n, sizeof(int64_t));
         res->nB = calloc((size_t)L->n, sizeof(int64_t));
+        res->tA = calloc((size_t)L->n, sizeof(double));
+        res->tB = calloc((size_t)L->n, sizeof(double));
+        for (int i = 0; i < L->n && f.rel32.count == 2 * (int64_t)L->n; i++) {
+          res->tA[i] = fmax(1e-4, 2.0 * ((const float *)f.rel32.data)[2 * i]);
+          res->tB[i] = fmax(1e-4, 2.0 * ((const float *)f.rel32.data)[2 * i + 1]);
+        }
         for (int i = 0; i < L->n; i++) {
           res->dA[i] = to_host(&L->items[i].dA), res->dB[i] = to_host(&L->items[i].dB);
           res->nA[i] = nn_tensor_numel(&L->items[i].dA), res->nB[i] = nn_tensor_numel(&L->items[i].dB);
@@ -376,12 +384,16 @@ int main(int argc, char **argv) {
       for (int i = 0; i < cpu.n && cpu.n == gpu.n; i++) {
         int64_t at = 0;
         double ra = rel_err(gpu.dA[i], cpu.dA[i], cpu.nA[i], &at), rb = rel_err(gpu.dB[i], cpu.dB[i], cpu.nB[i], &at);
-        CHECK(ra <= 1e-4 && rb <= 1e-4, "%s adapter %d: GPU vs CPU gradients %.3g / %.3g", cs[k], i, ra, rb);
+        /* the bound each path meets against torch: a gradient torch float32 itself gets only to
+         * 4e-4 (ill-conditioned) may differ that much between two float32 summation orders */
+        CHECK(ra <= cpu.tA[i] && rb <= cpu.tB[i], "%s adapter %d: GPU vs CPU gradients %.3g / %.3g (allowed %.3g / %.3g)",
+              cs[k], i, ra, rb, cpu.tA[i], cpu.tB[i]);
         worst = fmax(worst, fmax(ra, rb));
         free(cpu.dA[i]), free(gpu.dA[i]), free(cpu.dB[i]), free(gpu.dB[i]);
       }
       printf("%s: GPU vs CPU dL/dA, dL/dB: worst %.3g of a tensor's scale\n", cs[k], worst);
       free(cpu.nA), free(cpu.nB), free(gpu.nA), free(gpu.nB);
+      free(cpu.tA), free(cpu.tB), free(gpu.tA), free(gpu.tB);
       free(cpu.dA), free(cpu.dB), free(gpu.dA), free(gpu.dB);
     }
     return CHECK_DONE();
