@@ -1,7 +1,8 @@
 // elementwise_backward.cu: the training glue of elementwise.h on the GPU: sum over H, W (one
 // block per (image, channel), double accumulation), channel split, and the squared sums of
-// mse / sumsq: a fixed grid of ELB_BLOCKS blocks (grid-stride), one double partial per block,
-// then one block adds the partials in order, so the result does not change from run to run.
+// mse / sumsq: a grid of ELB_BLOCKS blocks (grid-stride; fewer for a small tensor, one per 256
+// values), one double partial per block, then one block adds the partials in order, so the result
+// does not change from run to run.
 #include "nn_cuda_train.h"
 #include "nn_cuda_reduce.cuh"
 
@@ -64,9 +65,11 @@ extern "C" int nn_split_channels_cuda(nn_ctx *c, float *a, float *b, const float
 extern "C" int nn_sumsq_cuda(nn_ctx *c, double *out, const float *a, const float *t, float *d, float dscale,
                              int64_t n, void *ws, cmds_error *err) {
   double *part = (double *)ws, *res = part + ELB_BLOCKS;
-  sumsq_part<<<ELB_BLOCKS, 256, 0, nn_stream(c)>>>(part, a, t, d, dscale, n);
+  int blocks = n < (int64_t)ELB_BLOCKS * 256 ? (int)((n + 255) / 256) : ELB_BLOCKS;
+  if (blocks < 1) blocks = 1;  // n = 0: one block writes the zero sum
+  sumsq_part<<<blocks, 256, 0, nn_stream(c)>>>(part, a, t, d, dscale, n);
   CUDA_CHECK_LAUNCH();
-  sumsq_final<<<1, 256, 0, nn_stream(c)>>>(res, part, ELB_BLOCKS);
+  sumsq_final<<<1, 256, 0, nn_stream(c)>>>(res, part, blocks);
   CUDA_CHECK_LAUNCH();
   CUDA_CHECK(cudaMemcpyAsync(out, res, sizeof(double), cudaMemcpyDeviceToHost, nn_stream(c)));
   CUDA_CHECK(cudaStreamSynchronize(nn_stream(c)));
