@@ -30,6 +30,14 @@ int nn_cuda_available(void) {
 #endif
 }
 
+int nn_cuda_emulated(void) {
+#ifdef CMDS_CUDA_EMU
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 int nn_cuda_select(int local_rank) {
 #ifdef CMDS_CUDA
   int n = nn_cuda_device_count();

@@ -1,0 +1,29 @@
+# cmds_cuda_sources(TARGET file.cu...): the CUDA sources of a target.
+#   - a CUDA build (CMDS_CUDA with nvcc): the .cu files, compiled by nvcc;
+#   - the CUDA emulation (CMDS_CUDA_EMU, tests/cuda_emu): each .cu rewritten by cmds-cu2cpp into
+#     C++ (launches become calls into the emulation) and compiled by the C++ compiler against the
+#     emulation's headers; files in CMDS_CUDA_EMU_SKIP (inline PTX) are left out, and the
+#     emulation gives their entry points as calls that fail with a clear error.
+set(CMDS_CUDA_EMU_SKIP flash_attention.cu)
+function(cmds_cuda_sources target)
+  if(NOT CMDS_CUDA_EMU)
+    target_sources(${target} PRIVATE ${ARGN})
+    return()
+  endif()
+  foreach(f ${ARGN})
+    get_filename_component(name ${f} NAME)
+    if(name IN_LIST CMDS_CUDA_EMU_SKIP)
+      continue()
+    endif()
+    get_filename_component(abs ${f} ABSOLUTE)
+    get_filename_component(dir ${abs} DIRECTORY)
+    set(out ${CMAKE_CURRENT_BINARY_DIR}/cuda_emu/${name}.cpp)
+    add_custom_command(OUTPUT ${out}
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_CURRENT_BINARY_DIR}/cuda_emu
+      COMMAND cmds-cu2cpp ${abs} ${out}
+      DEPENDS ${abs} cmds-cu2cpp VERBATIM)
+    target_sources(${target} PRIVATE ${out})
+    target_include_directories(${target} PRIVATE ${dir})
+  endforeach()
+  target_link_libraries(${target} PUBLIC cmds_cuda_emu)
+endfunction()

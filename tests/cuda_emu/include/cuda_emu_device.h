@@ -1,0 +1,144 @@
+/* cuda_emu_device.h: the device side of the CUDA emulation (tests/cuda_emu), C++ only.
+ *
+ * A kernel launch runs every block in turn; each CUDA thread of a block is a fiber (its own
+ * stack) that runs until it returns or reaches __syncthreads or a warp shuffle, where it yields
+ * to the block's scheduler (emu.cpp). Threads run in a random order (seeded) between barriers,
+ * so a missing __syncthreads shows up as a result that changes with CMDS_CUDA_EMU_SEED. A
+ * barrier not every live thread reaches, a full-mask shuffle with a lane that has exited or
+ * does not exist, a launch configuration CUDA would refuse and a pointer argument outside the
+ * device allocations are reported on stderr with the kernel's name and launch site, and turn
+ * into the error CUDA would give (sticky cudaErrorLaunchFailure for failures inside a kernel).
+ *
+ * __shared__ variables are thread_local statics: one copy per OS thread, which runs one block
+ * at a time. */
+#ifndef CMDS_CUDA_EMU_DEVICE_H
+#define CMDS_CUDA_EMU_DEVICE_H
+
+#include <math.h>
+#include <string.h>
+
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __restrict__ __restrict
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__ static thread_local
+#ifndef __CUDACC__
+#define __CUDACC__ 1
+#endif
+
+struct uint3 {
+  unsigned x, y, z;
+};
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct float2 {
+  float x, y;
+};
+struct __attribute__((aligned(16))) float4 {
+  float x, y, z, w;
+};
+struct __attribute__((aligned(16))) uint4 {
+  unsigned x, y, z, w;
+};
+static inline float2 make_float2(float x, float y) { return float2{x, y}; }
+static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+
+extern thread_local uint3 threadIdx, blockIdx;
+extern thread_local dim3 blockDim, gridDim;
+static const int warpSize = 32;
+
+static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+#define __expf(x) expf(x)  /* glibc declares its own __expf */
+static inline float __fdividef(float a, float b) { return a / b; }
+template <class T>
+static inline T __ldg(const T *p) { return *p; }
+
+extern "C" {
+void __syncthreads(void);
+void __syncwarp(unsigned mask = 0xffffffffu);
+void __threadfence(void);
+}
+
+namespace cmds_emu {
+enum shfl_kind { SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR };
+uint64_t shfl(unsigned mask, uint64_t v, shfl_kind kind, int arg, int width);
+
+struct launch_cfg {
+  dim3 grid, block;
+  size_t smem;
+  cudaStream_t stream;
+};
+int launch_begin(const char *name, const char *file, int line, const launch_cfg &cfg);
+void launch_run(void (*body)(void *), void *ctx);
+void check_pointer_arg(int i, const void *p);
+
+template <class T>
+inline void check_arg(int i, T *p) {
+  check_pointer_arg(i, (const void *)p);
+}
+template <class T>
+inline void check_arg(int, const T &) {}
+}  // namespace cmds_emu
+
+template <class T>
+static inline T cmds_emu_shfl_t(unsigned mask, T v, cmds_emu::shfl_kind k, int arg, int width) {
+  static_assert(sizeof(T) <= 8, "shuffle of more than 8 bytes");
+  uint64_t b = 0;
+  memcpy(&b, &v, sizeof(T));
+  b = cmds_emu::shfl(mask, b, k, arg, width);
+  memcpy(&v, &b, sizeof(T));
+  return v;
+}
+template <class T>
+static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+  return cmds_emu_shfl_t(mask, v, cmds_emu::SHFL_IDX, src, width);
+}
+template <class T>
+static inline T __shfl_up_sync(unsigned mask, T v, unsigned d, int width = 32) {
+  return cmds_emu_shfl_t(mask, v, cmds_emu::SHFL_UP, (int)d, width);
+}
+template <class T>
+static inline T __shfl_down_sync(unsigned mask, T v, unsigned d, int width = 32) {
+  return cmds_emu_shfl_t(mask, v, cmds_emu::SHFL_DOWN, (int)d, width);
+}
+template <class T>
+static inline T __shfl_xor_sync(unsigned mask, T v, int lm, int width = 32) {
+  return cmds_emu_shfl_t(mask, v, cmds_emu::SHFL_XOR, lm, width);
+}
+
+/* Blocks run one at a time and a fiber only yields at a barrier, so a plain read-modify-write is
+ * atomic here. */
+template <class T>
+static inline T atomicAdd(T *p, T v) {
+  T old = *p;
+  *p = old + v;
+  return old;
+}
+
+static inline cmds_emu::launch_cfg cmds_emu_cfg(dim3 g, dim3 b, size_t smem = 0, cudaStream_t s = 0) {
+  return cmds_emu::launch_cfg{g, b, smem, s};
+}
+
+/* kernel<<<cfg>>>(args) is rewritten by cu2cpp into
+ *   cmds_emu_launch("kernel", file, line, cmds_emu_cfg(cfg), [=] { kernel(args); }, args)
+ * The lambda calls the kernel as CUDA would (template arguments deduced, arguments converted to
+ * the parameters, a copy per thread); the trailing args are only looked at: pointers must be
+ * device memory. */
+template <class F, class... A>
+static void cmds_emu_launch(const char *name, const char *file, int line, cmds_emu::launch_cfg cfg, F body,
+                            const A &...a) {
+  if (cmds_emu::launch_begin(name, file, line, cfg)) return;
+  int i = 0;
+  (cmds_emu::check_arg(i++, a), ...);
+  (void)i;
+  cmds_emu::launch_run([](void *p) { (*(F *)p)(); }, &body);
+}
+
+#endif
