@@ -1,6 +1,7 @@
 /* tensor: arenas, tensor views, copies, half-precision conversion and the op context
  * (see tensor.h). CUDA memory goes through nn_cuda.h when built with CMDS_CUDA. */
 #include "tensor.h"
+#include "nn_half_bits.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,36 +243,11 @@ uint16_t nn_f32_to_f16(float f) {
   return (uint16_t)(sign | (absx >> 13));
 }
 
-float nn_f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, x;
-  if (exp == 0) {
-    float f = (float)mant * (1.0f / 16777216.0f); /* 2^-24 */
-    memcpy(&x, &f, 4);
-    x |= sign;
-  } else if (exp == 31) {
-    x = sign | 0x7f800000u | (mant << 13);
-  } else {
-    x = sign | ((exp + 112) << 23) | (mant << 13);
-  }
-  float f;
-  memcpy(&f, &x, 4);
-  return f;
-}
+float nn_f16_to_f32(uint16_t h) { return nn_bits_f16_to_f32(h); }
 
-uint16_t nn_f32_to_bf16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
-  x += 0x7fffu + ((x >> 16) & 1u);
-  return (uint16_t)(x >> 16);
-}
+uint16_t nn_f32_to_bf16(float f) { return nn_bits_f32_to_bf16(f); }
 
-float nn_bf16_to_f32(uint16_t h) {
-  uint32_t x = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &x, 4);
-  return f;
-}
+float nn_bf16_to_f32(uint16_t h) { return nn_bits_bf16_to_f32(h); }
 
 void nn_half_to_f32_n(float *dst, const void *src, int64_t n, nn_dtype src_dtype) {
   const unsigned char *p = src;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cublasLt.h"
+#include "nn_half_bits.h"
 
 bool cmds_emu_check_range(const char *what, const void *p, size_t n);
 cudaError_t cmds_emu_sticky(void);
@@ -231,25 +232,14 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
 static size_t lt_bytes(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
 
 static float lt_get(const void *p, cudaDataType_t t, size_t i) {
-  if (t == CUDA_R_32F) return ((const float *)p)[i];
-  uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
+  return t == CUDA_R_32F ? ((const float *)p)[i] : nn_bits_bf16_to_f32(((const uint16_t *)p)[i]);
 }
 
 static void lt_put(void *p, cudaDataType_t t, size_t i, float f) {
-  if (t == CUDA_R_32F) {
+  if (t == CUDA_R_32F)
     ((float *)p)[i] = f;
-    return;
-  }
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u)
-    u = (u | 0x00400000u);
   else
-    u += 0x7fffu + ((u >> 16) & 1u);
-  ((uint16_t *)p)[i] = (uint16_t)(u >> 16);
+    ((uint16_t *)p)[i] = nn_bits_f32_to_bf16(f);
 }
 
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const void *alpha, const void *A,

@@ -1,30 +1,16 @@
 /* cuda_bf16.h of the CUDA emulation (tests/cuda_emu): bf16 storage and its conversions (round to
- * nearest even, as the CUDA intrinsics _rn do). */
+ * nearest even, as the CUDA intrinsics _rn do: kernels/nn/nn_half_bits.h). */
 #ifndef CMDS_CUDA_EMU_BF16_H
 #define CMDS_CUDA_EMU_BF16_H
 
-#include <string.h>
-
 #include "cuda_runtime.h"
+#include "nn_half_bits.h"
 
 struct __nv_bfloat16 {
   unsigned short x;
   __nv_bfloat16() = default;
-  explicit __nv_bfloat16(float f) : x(cmds_emu_f2bf(f)) {}
-  explicit operator float() const { return cmds_emu_bf2f(x); }
-  static unsigned short cmds_emu_f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);  // quiet NaN
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (unsigned short)(u >> 16);
-  }
-  static float cmds_emu_bf2f(unsigned short h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-  }
+  explicit __nv_bfloat16(float f) : x(nn_bits_f32_to_bf16(f)) {}
+  explicit operator float() const { return nn_bits_bf16_to_f32(x); }
 };
 struct __nv_bfloat162 {
   __nv_bfloat16 x, y;

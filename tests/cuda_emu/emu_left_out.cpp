@@ -1,4 +1,4 @@
-// emu_stubs.cpp: the entry points of the .cu files the emulation leaves out (CMDS_CUDA_EMU_SKIP
+// emu_left_out.cpp: the entry points of the .cu files the emulation leaves out (CMDS_CUDA_EMU_SKIP
 // in cmake/CmdsCuda.cmake: kernels written in inline PTX), as calls that fail and say so.
 #include "vit_bf16.h"
 
