@@ -407,10 +407,6 @@ extern "C" void __syncthreads(void) {
   fiber_yield();
 }
 
-extern "C" void __syncwarp(unsigned mask) { (void)cmds_emu::shfl(mask, 0, cmds_emu::SHFL_IDX, 0, 32); }
-
-extern "C" void __threadfence(void) {}
-
 uint64_t cmds_emu::shfl(unsigned mask, uint64_t v, shfl_kind kind, int arg, int width) {
   block_sched *s = current_thread("a warp shuffle");
   int t = s->cur, w = t / 32, lane = t % 32, l0 = w * 32;
@@ -663,16 +659,6 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s) {
   return cudaMemset(p, value, bytes);
 }
 
-cudaError_t cudaStreamCreate(cudaStream_t *s) {
-  *s = (cudaStream_t)malloc(1);
-  return cudaSuccess;
-}
-
-cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  free(s);
-  return cudaSuccess;
-}
-
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   (void)s;
   return g_sticky;
@@ -685,8 +671,6 @@ cudaError_t cudaGetLastError(void) {
   g_last = cudaSuccess;
   return e;
 }
-
-cudaError_t cudaPeekAtLastError(void) { return g_sticky ? g_sticky : g_last; }
 
 const char *cudaGetErrorString(cudaError_t e) {
   switch (e) {

@@ -21,13 +21,9 @@
 
 #include "check.h"
 
-static int nn_cuda_emulated_build(void) {
-#ifdef CMDS_CUDA_EMU
-  return 1;
-#else
-  return 0;
+#ifndef CMDS_CUDA_EMU
+#error "test_cuda_emu is built only against the CUDA emulation (CMDS_CUDA_EMU)"
 #endif
-}
 
 // ---- kernels ------------------------------------------------------------------------------------
 __global__ static void k_shuffles(int *out, int width) {
@@ -116,20 +112,22 @@ static void down(T *h, const T *d, size_t n) {
   cudaMemcpy(h, d, n * sizeof(T), cudaMemcpyDeviceToHost);
 }
 
-// Runs f in a child process; returns what cudaGetLastError (after a sync) said there, or -1 when
-// the child did not report (crashed).
-static int in_child(void (*f)(void)) {
+// Runs body(arg) in a child process; returns the child's exit status (body's result & 0xff), or -1
+// when it did not exit (crashed).
+static int in_child(int (*body)(void *), void *arg) {
   fflush(NULL);
   pid_t pid = fork();
-  if (pid == 0) {
-    f();
-    cudaError_t e = cudaDeviceSynchronize();
-    if (e == cudaSuccess) e = cudaGetLastError();
-    _exit((int)e & 0xff);
-  }
+  if (pid == 0) _exit(body(arg) & 0xff);
   int st = 0;
   waitpid(pid, &st, 0);
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// A misuse (arg: its function), then what CUDA says after a sync.
+static int misuse_error(void *arg) {
+  (*(void (**)(void))arg)();
+  cudaError_t e = cudaDeviceSynchronize();
+  return (int)(e == cudaSuccess ? cudaGetLastError() : e);
 }
 
 // ---- right results ---------------------------------------------------------------------------------
@@ -315,30 +313,24 @@ static void bad_gemm() {
     _exit(200);
 }
 
-// In a child process with CMDS_CUDA_EMU_SEED = seed: how many threads read thread 0's write.
-static int race_outcome(unsigned seed) {
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid == 0) {
-    char s[32];
-    snprintf(s, sizeof s, "%u", seed);
-    setenv("CMDS_CUDA_EMU_SEED", s, 1);
-    int *d = dev<int>(128), h[128], ones = 0;
-    k_race<<<1, 128>>>(d);
-    down(h, d, 128);
-    for (int i = 1; i < 128; i++) ones += h[i];
-    _exit(ones);
-  }
-  int st = 0;
-  waitpid(pid, &st, 0);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+// With CMDS_CUDA_EMU_SEED = *seed (in a child): how many threads read thread 0's write.
+static int race_ones(void *seed) {
+  char s[32];
+  snprintf(s, sizeof s, "%u", *(unsigned *)seed);
+  setenv("CMDS_CUDA_EMU_SEED", s, 1);
+  int *d = dev<int>(128), h[128], ones = 0;
+  k_race<<<1, 128>>>(d);
+  down(h, d, 128);
+  for (int i = 1; i < 128; i++) ones += h[i];
+  return ones;
 }
+
+static int race_outcome(unsigned seed) { return in_child(race_ones, &seed); }
 
 int main(void) {
   setenv("CMDS_CUDA_EMU_ABORT", "0", 1);
   int n = 0;
   CHECK(cudaGetDeviceCount(&n) == cudaSuccess && n == 1, "one emulated device");
-  CHECK(nn_cuda_emulated_build(), "built as the emulation");
   shuffles(32);
   shuffles(8);
   block_sums();
@@ -363,7 +355,7 @@ int main(void) {
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     fprintf(stderr, "-- expecting an error: %s\n", bad[i].what);
-    int got = in_child(bad[i].f);
+    int got = in_child(misuse_error, &bad[i].f);
     CHECK(got == bad[i].want, "%s: child ended with %d, want %d", bad[i].what, got, bad[i].want);
   }
   // A missing barrier: how many threads see thread 0's write depends on the order, so on the seed.

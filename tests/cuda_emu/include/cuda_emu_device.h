@@ -22,7 +22,6 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
@@ -52,19 +51,11 @@ static inline float4 make_float4(float x, float y, float z, float w) { return fl
 
 extern thread_local uint3 threadIdx, blockIdx;
 extern thread_local dim3 blockDim, gridDim;
-static const int warpSize = 32;
 
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 #define __expf(x) expf(x)  /* glibc declares its own __expf */
-static inline float __fdividef(float a, float b) { return a / b; }
-template <class T>
-static inline T __ldg(const T *p) { return *p; }
 
-extern "C" {
-void __syncthreads(void);
-void __syncwarp(unsigned mask = 0xffffffffu);
-void __threadfence(void);
-}
+extern "C" void __syncthreads(void);
 
 namespace cmds_emu {
 enum shfl_kind { SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR };
@@ -111,15 +102,6 @@ static inline T __shfl_down_sync(unsigned mask, T v, unsigned d, int width = 32)
 template <class T>
 static inline T __shfl_xor_sync(unsigned mask, T v, int lm, int width = 32) {
   return cmds_emu_shfl_t(mask, v, cmds_emu::SHFL_XOR, lm, width);
-}
-
-/* Blocks run one at a time and a fiber only yields at a barrier, so a plain read-modify-write is
- * atomic here. */
-template <class T>
-static inline T atomicAdd(T *p, T v) {
-  T old = *p;
-  *p = old + v;
-  return old;
 }
 
 static inline cmds_emu::launch_cfg cmds_emu_cfg(dim3 g, dim3 b, size_t smem = 0, cudaStream_t s = 0) {
