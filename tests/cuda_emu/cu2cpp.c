@@ -4,7 +4,9 @@
  *
  * Every launch `kernel<<<cfg>>>(args)` becomes
  * `cmds_emu_launch("kernel", "IN.cu", line, kernel, cmds_emu_cfg(cfg), args)` on the same line,
- * kernel being an identifier with optional template arguments; the output starts with
+ * kernel being an identifier with optional template arguments, and every dynamic shared memory
+ * declaration `extern __shared__ T name[];` becomes
+ * `T *name = (decltype(name))cmds_emu::dynamic_smem();`; the output starts with
  * `#include <cuda_runtime.h>` and a #line directive, so diagnostics name the .cu file. Comments
  * and string literals are copied untouched. Writes OUT through a temporary file and a rename. */
 #include <ctype.h>
@@ -109,6 +111,38 @@ int main(int argc, char **argv) {
       continue;
     }
     if (s[i] == '\n') line++;
+    if (s[i] == 'e' && (i == 0 || !ident_char(s[i - 1])) && !strncmp(s + i, "extern", 6) && i + 6 < n &&
+        isspace((unsigned char)s[i + 6])) {
+      size_t p = i + 6;
+      while (p < n && isspace((unsigned char)s[p])) p++;
+      if (!strncmp(s + p, "__shared__", 10) && p + 10 < n && !ident_char(s[p + 10])) {
+        size_t t0 = p + 10;
+        const char *semi = memchr(s + t0, ';', n - t0);
+        if (!semi) die(in, line, "extern __shared__ without ';'");
+        size_t e = (size_t)(semi - s), b = e;
+        while (b > t0 && s[b - 1] != '[') b--;
+        if (b == t0) die(in, line, "extern __shared__ declaration without []");
+        size_t ne = b - 1;
+        while (ne > t0 && isspace((unsigned char)s[ne - 1])) ne--;
+        size_t ns = ne;
+        while (ns > t0 && ident_char(s[ns - 1])) ns--;
+        if (ns == ne) die(in, line, "extern __shared__ declaration without a name");
+        EMIT(s + copied, i - copied);
+        emit_flat(&o, &len, &cap, s, n, t0, ns);
+        EMIT("*", 1);
+        EMIT(s + ns, ne - ns);
+        EMIT(" = (decltype(", 13);
+        EMIT(s + ns, ne - ns);
+        EMIT("))cmds_emu::dynamic_smem();", 27);
+        for (size_t t = i; t < e; t++)
+          if (s[t] == '\n') {
+            EMIT("\n", 1);
+            line++;
+          }
+        i = copied = e + 1;
+        continue;
+      }
+    }
     if (!(s[i] == '<' && i + 2 < n && s[i + 1] == '<' && s[i + 2] == '<')) {
       i++;
       continue;

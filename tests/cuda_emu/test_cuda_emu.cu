@@ -3,13 +3,18 @@
 //     definitions, block sums through shared memory and __syncthreads on 1-D and 3-D blocks,
 //     threadIdx / blockIdx over a 3-D grid, a kernel template deduced from its arguments;
 //     cuBLAS sgemm (every transpose, padded leading dimensions, beta 0 over NaN, strided
-//     batches) and cuBLASLt (bias epilogue, bf16 operands) against a double loop;
+//     batches) and cuBLASLt (bias epilogue, bf16 operands) against a double loop; the sm_80
+//     instructions: mma.sync m16n8k16 bf16 on fragments from ldmatrix (plain and .trans) out of
+//     dynamic shared memory filled by cp.async, against a double loop; a cp.async copy read
+//     before its wait is seen landed by some threads and not by others, and by all after it;
 //   - every misuse reported as CUDA would fail, each in its own child process (a kernel failure
 //     is sticky): __syncthreads reached by part of a block (deadlock), a full-mask shuffle after
 //     a lane has exited, a shuffle on a lane a block does not have, a host pointer as a kernel
 //     argument, a grid of 0 blocks, 1025 threads, a kernel writing past its cudaMalloc block
-//     (found at cudaFree), cudaMemcpy past a block, a cuBLAS matrix past its block, and a
-//     missing __syncthreads (a race): its result changes with CMDS_CUDA_EMU_SEED.
+//     (found at cudaFree), cudaMemcpy past a block, a cuBLAS matrix past its block, ldmatrix and
+//     mma reached by half a warp, a misaligned cp.async, over 48 KiB of dynamic shared memory
+//     without cudaFuncSetAttribute, and a missing __syncthreads (a race): its result changes with
+//     CMDS_CUDA_EMU_SEED.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <math.h>
@@ -92,6 +97,77 @@ __global__ static void k_race(int *out) {
   __syncthreads();
   if (threadIdx.x == 0) flag = 1;
   out[threadIdx.x] = flag;
+}
+
+// D = A B + C (16 x 16), bf16 A, B in global memory staged to dynamic shared memory by cp.async;
+// A by ldmatrix, B both from the rows of B^T (ldmatrix, as a K tile in attention) and from the
+// rows of B (ldmatrix.trans, as a V tile): d and d_t.
+__global__ static void k_mma(float *d, float *d_t, const __nv_bfloat16 *a, const __nv_bfloat16 *b,
+                             const __nv_bfloat16 *bt, const float *c) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16 *sa = (__nv_bfloat16 *)smem, *sb = sa + 256, *sbt = sb + 256;
+  const int lane = threadIdx.x, g = lane / 4, q = lane % 4;
+  for (int i = lane; i < 96; i += 32) {  // 3 matrices x 16 rows x two 16-byte halves
+    int m = i / 32, r = i % 32 / 2, h = i % 2;
+    const __nv_bfloat16 *src = (m == 0 ? a : m == 1 ? b : bt) + r * 16 + h * 8;
+    cmds_emu::cp_async16(sa + m * 256 + r * 16 + h * 8, src, true);
+  }
+  cmds_emu::cp_async_commit();
+  cmds_emu::cp_async_wait(0);
+  __syncthreads();
+  uint32_t af[4], bf[4], bft[4];
+  cmds_emu::ldmatrix_x4(af, sa + (lane % 16) * 16 + (lane / 16) * 8, false);
+  cmds_emu::ldmatrix_x4(bf, sbt + ((lane / 16) * 8 + lane % 8) * 16 + (lane / 8 % 2) * 8, false);
+  cmds_emu::ldmatrix_x4(bft, sb + (lane % 8 + (lane / 8 % 2) * 8) * 16 + (lane / 16) * 8, true);
+  for (int nt = 0; nt < 2; nt++) {
+    float acc[4], acc_t[4];
+    for (int e = 0; e < 4; e++) acc[e] = acc_t[e] = c[(g + e / 2 * 8) * 16 + nt * 8 + 2 * q + e % 2];
+    cmds_emu::mma_m16n8k16_bf16(acc, af, bf[2 * nt], bf[2 * nt + 1]);
+    cmds_emu::mma_m16n8k16_bf16(acc_t, af, bft[2 * nt], bft[2 * nt + 1]);
+    for (int e = 0; e < 4; e++) {
+      int i = (g + e / 2 * 8) * 16 + nt * 8 + 2 * q + e % 2;
+      d[i] = acc[e];
+      d_t[i] = acc_t[e];
+    }
+  }
+}
+
+// Each thread copies 16 bytes of ones with cp.async and reads its first float before the wait
+// (early) and after it (late).
+__global__ static void k_early_read(float *early, float *late, const float *ones) {
+  extern __shared__ __align__(16) float buf[];
+  int t = threadIdx.x;
+  cmds_emu::cp_async16(buf + 4 * t, ones + 4 * t, true);
+  cmds_emu::cp_async_commit();
+  early[t] = buf[4 * t];
+  cmds_emu::cp_async_wait(0);
+  late[t] = buf[4 * t];
+}
+
+__global__ static void k_half_warp_mma(float *y) {
+  float d[4] = {0, 0, 0, 0};
+  const uint32_t a[4] = {0, 0, 0, 0};
+  if (threadIdx.x < 16) cmds_emu::mma_m16n8k16_bf16(d, a, 0u, 0u);
+  y[threadIdx.x] = d[0];
+}
+
+__global__ static void k_half_warp_ldmatrix(float *y) {
+  extern __shared__ __align__(16) unsigned char rows[];
+  uint32_t r[4] = {0, 0, 0, 0};
+  if (threadIdx.x >= 16) cmds_emu::ldmatrix_x4(r, rows + 16 * (threadIdx.x % 8), false);
+  y[threadIdx.x] = (float)r[0];
+}
+
+__global__ static void k_cp_async_misaligned(const float *src) {
+  extern __shared__ __align__(16) unsigned char dst[];
+  cmds_emu::cp_async16(dst + 8, src, true);
+}
+
+template <int tag>  // two kernels: the attribute is set for k_big_smem<0> only
+__global__ static void k_big_smem(float *y) {
+  extern __shared__ float big[];
+  big[threadIdx.x] = 1.0f;
+  y[threadIdx.x] = big[threadIdx.x];
 }
 
 // ---- helpers ------------------------------------------------------------------------------------
@@ -284,6 +360,63 @@ static void gemms() {
   cublasDestroy(h);
 }
 
+static float round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+
+static void sm80_instructions() {
+  __nv_bfloat16 ha[256], hb[256], hbt[256];
+  float fa[256], fb[256], hc[256], want[256], got[256], got_t[256];
+  srand(7);
+  for (int i = 0; i < 256; i++) {
+    fa[i] = round_bf16((float)rand() / RAND_MAX * 2.0f - 1.0f);
+    fb[i] = round_bf16((float)rand() / RAND_MAX * 2.0f - 1.0f);
+    hc[i] = (float)rand() / RAND_MAX - 0.5f;
+    ha[i] = __float2bfloat16_rn(fa[i]);
+    hb[i] = __float2bfloat16_rn(fb[i]);
+  }
+  for (int k = 0; k < 16; k++)
+    for (int n = 0; n < 16; n++) hbt[n * 16 + k] = hb[k * 16 + n];
+  for (int m = 0; m < 16; m++)
+    for (int n = 0; n < 16; n++) {
+      double acc = hc[m * 16 + n];
+      for (int k = 0; k < 16; k++) acc += (double)fa[m * 16 + k] * fb[k * 16 + n];
+      want[m * 16 + n] = (float)acc;
+    }
+  __nv_bfloat16 *da = dev<__nv_bfloat16>(256), *db = dev<__nv_bfloat16>(256), *dbt = dev<__nv_bfloat16>(256);
+  float *dc = dev<float>(256), *dd = dev<float>(256), *ddt = dev<float>(256);
+  up(da, ha, 256), up(db, hb, 256), up(dbt, hbt, 256), up(dc, hc, 256);
+  k_mma<<<1, 32, 3 * 256 * sizeof(__nv_bfloat16)>>>(dd, ddt, da, db, dbt, dc);
+  CHECK(cudaDeviceSynchronize() == cudaSuccess, "mma kernel");
+  down(got, dd, 256), down(got_t, ddt, 256);
+  double worst = 0, worst_t = 0;
+  for (int i = 0; i < 256; i++) {
+    worst = fmax(worst, fabs(got[i] - want[i]));
+    worst_t = fmax(worst_t, fabs(got_t[i] - want[i]));
+  }
+  CHECK(worst < 1e-6 && worst_t < 1e-6, "mma.sync from ldmatrix / ldmatrix.trans fragments: worst %g / %g", worst,
+        worst_t);
+
+  // cp.async: before the wait some copies have landed and some not; after it all have.
+  float ones[128], early[32], late[32];
+  for (int i = 0; i < 128; i++) ones[i] = 1.0f;
+  float *d1 = dev<float>(128), *de = dev<float>(32), *dl = dev<float>(32);
+  up(d1, ones, 128);
+  k_early_read<<<1, 32, 128 * sizeof(float)>>>(de, dl, d1);
+  down(early, de, 32), down(late, dl, 32);
+  int landed = 0, after = 0;
+  for (int t = 0; t < 32; t++) landed += early[t] == 1.0f, after += late[t] == 1.0f;
+  CHECK(landed > 0 && landed < 32 && after == 32, "cp.async: %d of 32 landed before the wait, %d after", landed, after);
+
+  // Over 48 KiB of dynamic shared memory with the attribute set: runs.
+  float *dy = dev<float>(64), hy[64];
+  CHECK(cudaFuncSetAttribute(k_big_smem<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024) == cudaSuccess,
+        "cudaFuncSetAttribute 64 KiB");
+  k_big_smem<0><<<1, 64, 64 * 1024>>>(dy);
+  down(hy, dy, 64);
+  CHECK(cudaGetLastError() == cudaSuccess && hy[63] == 1.0f, "64 KiB of dynamic shared memory after the attribute");
+  cudaFree(da), cudaFree(db), cudaFree(dbt), cudaFree(dc), cudaFree(dd), cudaFree(ddt);
+  cudaFree(d1), cudaFree(de), cudaFree(dl), cudaFree(dy);
+}
+
 // ---- misuses (each in a child) -------------------------------------------------------------------
 static void bad_barrier() { k_partial_barrier<<<1, 64>>>(dev<float>(64)); }
 static void bad_shuffle_exit() { k_exit_then_shuffle<<<1, 32>>>(dev<float>(32)); }
@@ -292,6 +425,10 @@ static void bad_host_pointer() {
   static float host[64];
   k_plain<<<1, 64>>>(host, 64);
 }
+static void bad_half_warp_mma() { k_half_warp_mma<<<1, 32>>>(dev<float>(32)); }
+static void bad_half_warp_ldmatrix() { k_half_warp_ldmatrix<<<1, 32, 128>>>(dev<float>(32)); }
+static void bad_cp_async_align() { k_cp_async_misaligned<<<1, 32, 64>>>(dev<float>(4)); }
+static void bad_big_smem() { k_big_smem<1><<<1, 64, 64 * 1024>>>(dev<float>(64)); }  // no attribute
 static void bad_zero_grid() { k_plain<<<0, 64>>>(dev<float>(1), 0); }
 static void bad_block_size() { k_plain<<<1, 1025>>>(dev<float>(1025), 1025); }
 static void bad_overrun() {
@@ -337,6 +474,7 @@ int main(void) {
   indices();
   template_launch();
   gemms();
+  sm80_instructions();
   const int fail = (int)cudaErrorLaunchFailure & 0xff;
   struct {
     const char *what;
@@ -352,6 +490,10 @@ int main(void) {
       {"kernel writing one past its block", bad_overrun, fail},
       {"cudaMemcpy past a block", bad_memcpy, (int)cudaErrorInvalidValue},
       {"cuBLAS C past its block", bad_gemm, 200},
+      {"mma.sync reached by half a warp", bad_half_warp_mma, fail},
+      {"ldmatrix reached by half a warp", bad_half_warp_ldmatrix, fail},
+      {"cp.async to a shared address 8 bytes off", bad_cp_async_align, fail},
+      {"64 KiB of dynamic shared memory without cudaFuncSetAttribute", bad_big_smem, (int)cudaErrorInvalidValue},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     fprintf(stderr, "-- expecting an error: %s\n", bad[i].what);

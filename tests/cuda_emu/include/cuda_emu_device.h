@@ -10,11 +10,23 @@
  * into the error CUDA would give (sticky cudaErrorLaunchFailure for failures inside a kernel).
  *
  * __shared__ variables are thread_local statics: one copy per OS thread, which runs one block
- * at a time. */
+ * at a time. The dynamic shared memory of a launch (extern __shared__, which cu2cpp rewrites into
+ * a pointer from cmds_emu::dynamic_smem) is one buffer per OS thread, filled with 0xff bytes (NaN
+ * as floats and bf16) at the start of every block, as uninitialised shared memory would read.
+ *
+ * The sm_80 instructions that .cu files reach through inline PTX have emulated forms here, which
+ * such a file calls under CMDS_CUDA_EMU in place of its asm: ldmatrix (.x4, .trans), mma.sync
+ * m16n8k16 bf16 -> f32 and cp.async (16 bytes, commit and wait groups). ldmatrix and mma are
+ * warp collectives: all 32 lanes must reach the same one; the last to arrive computes every
+ * lane's result from the lanes' fragments in the PTX ISA layouts, so a wrong fragment layout
+ * gives wrong numbers, as on a GPU. A cp.async copy lands when issued or only at its thread's
+ * cp_async_wait(n) for its group, drawn per copy: a read of the tile before the wait sees old
+ * bytes, and a refill while other warps still read the buffer clobbers what they read. */
 #ifndef CMDS_CUDA_EMU_DEVICE_H
 #define CMDS_CUDA_EMU_DEVICE_H
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 
@@ -69,6 +81,15 @@ struct launch_cfg {
 int launch_begin(const char *name, const char *file, int line, const launch_cfg &cfg);
 void launch_run(void (*body)(void *), void *ctx);
 void check_pointer_arg(int i, const void *p);
+
+// The launch's dynamic shared memory (extern __shared__), 128-byte aligned.
+void *dynamic_smem();
+// sm_80 instructions (inline PTX on a GPU): see the top of this file.
+void cp_async16(void *dst_shared, const void *src_global, bool valid);  // valid = 0: 16 zero bytes
+void cp_async_commit();
+void cp_async_wait(int n);  // all but the n most recent committed groups have landed
+void ldmatrix_x4(uint32_t (&r)[4], const void *row, bool trans);
+void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
 
 template <class T>
 inline void check_arg(int i, T *p) {

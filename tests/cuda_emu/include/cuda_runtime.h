@@ -66,17 +66,16 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s);
 cudaError_t cudaDeviceSynchronize(void);
 cudaError_t cudaGetLastError(void);
 const char *cudaGetErrorString(cudaError_t e);
-cudaError_t cmds_emu_func_set_attribute(const void *fn, enum cudaFuncAttribute a, int value);
+/* cudaFuncSetAttribute: the kernel's text is kept with the value, and a launch of that text with
+ * over 48 KiB of dynamic shared memory needs MaxDynamicSharedMemorySize set to at least that. */
+cudaError_t cmds_emu_func_set_attribute(const char *kernel, enum cudaFuncAttribute a, int value);
 
 /* The emulation's own calls (tests): is p inside a cudaMalloc block (p == end counts)? */
 int cmds_emu_is_device(const void *p);
 
 #ifdef __cplusplus
 }
-template <class F>
-static inline cudaError_t cudaFuncSetAttribute(F *fn, enum cudaFuncAttribute a, int value) {
-  return cmds_emu_func_set_attribute((const void *)fn, a, value);
-}
+#define cudaFuncSetAttribute(fn, a, v) ((void)(fn), cmds_emu_func_set_attribute(#fn, a, v))
 #include "cuda_emu_device.h"
 #endif
 
