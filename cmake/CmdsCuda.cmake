@@ -2,9 +2,8 @@
 #   - a CUDA build (CMDS_CUDA with nvcc): the .cu files, compiled by nvcc;
 #   - the CUDA emulation (CMDS_CUDA_EMU, tests/cuda_emu): each .cu rewritten by cmds-cu2cpp into
 #     C++ (launches become calls into the emulation) and compiled by the C++ compiler against the
-#     emulation's headers; files in CMDS_CUDA_EMU_SKIP (inline PTX) are left out, and the
-#     emulation gives their entry points as calls that fail with a clear error.
-set(CMDS_CUDA_EMU_SKIP flash_attention.cu)
+#     emulation's headers. Inline PTX has no C++ form: a file that uses it calls the emulation's
+#     own forms of those instructions under CMDS_CUDA_EMU (flash_attention.cu does).
 function(cmds_cuda_sources target)
   if(NOT CMDS_CUDA_EMU)
     target_sources(${target} PRIVATE ${ARGN})
@@ -12,9 +11,6 @@ function(cmds_cuda_sources target)
   endif()
   foreach(f ${ARGN})
     get_filename_component(name ${f} NAME)
-    if(name IN_LIST CMDS_CUDA_EMU_SKIP)
-      continue()
-    endif()
     get_filename_component(abs ${f} ABSOLUTE)
     get_filename_component(dir ${abs} DIRECTORY)
     set(out ${CMAKE_CURRENT_BINARY_DIR}/cuda_emu/${name}.cpp)

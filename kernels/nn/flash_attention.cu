@@ -15,6 +15,7 @@
 // Keys past N (last tile) are zero-filled and masked to -inf; query rows past N compute on
 // zeros and are not written.
 #include <cuda_bf16.h>
+#include <string.h>
 
 #include "vit_bf16.h"
 
@@ -22,6 +23,22 @@
 #define FA_BK 64
 #define FA_THREADS 128
 
+#ifdef CMDS_CUDA_EMU
+// The CUDA emulation (tests/cuda_emu) runs these sm_80 instructions itself, with the PTX
+// semantics: warp-collective ldmatrix and mma in the ISA's fragment layouts, cp.async landing at
+// its thread's wait.
+__device__ static inline void cp_async16(void *dst, const void *src, bool valid) { cmds_emu::cp_async16(dst, src, valid); }
+__device__ static inline void cp_async_commit() { cmds_emu::cp_async_commit(); }
+template <int n>
+__device__ static inline void cp_async_wait() {
+  cmds_emu::cp_async_wait(n);
+}
+__device__ static inline void ldsm_x4(uint32_t (&r)[4], const void *p) { cmds_emu::ldmatrix_x4(r, p, false); }
+__device__ static inline void ldsm_x4_trans(uint32_t (&r)[4], const void *p) { cmds_emu::ldmatrix_x4(r, p, true); }
+__device__ static inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  cmds_emu::mma_m16n8k16_bf16(d, a, b0, b1);
+}
+#else
 __device__ static inline uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 // 16 bytes global -> shared, asynchronously; valid = 0 writes zeros (src-size 0).
@@ -54,10 +71,13 @@ __device__ static inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], ui
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+#endif
 
 __device__ static inline uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // lo in the low half: the lower column
-  return *reinterpret_cast<uint32_t *>(&h);
+  uint32_t r;
+  memcpy(&r, &h, sizeof r);  // not a pointer cast: strict aliasing (nvcc makes it a register move)
+  return r;
 }
 
 // rows x D tile starting at row r0 of a (N, ld) matrix into shared (rows, D + 8); rows past N zero.

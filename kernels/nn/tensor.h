@@ -66,8 +66,8 @@ const char *nn_device_name(nn_device d);
 
 /* 1 when this build has the CUDA backend and a GPU is visible, else 0. */
 int nn_cuda_available(void);
-/* 1 in the CUDA emulation's build (tests/cuda_emu: the .cu kernels run on the CPU; kernels in
- * inline PTX are not there), else 0. */
+/* 1 in the CUDA emulation's build (tests/cuda_emu: the .cu kernels run on the CPU, inline PTX
+ * through the emulation's forms of those instructions), else 0. */
 int nn_cuda_emulated(void);
 /* One GPU per rank: selects GPU local_rank % count (Slurm / Open MPI give each rank of a node
  * its local rank; CUDA_VISIBLE_DEVICES narrows the set). Returns the index, or -1 when

@@ -116,15 +116,12 @@ static void check_model(const char *file, const char *want_plain, const char *wa
       double eg = rel_l2(gg, got, want.count);
       printf("%s: CUDA vs CPU relative L2 %.2e\n", file, eg);
       CHECK(eg < 1e-5, "%s: CUDA vs CPU %.2e", file, eg);
-      /* bf16 weights and activations, f32 accumulation and statistics: bf16 tolerance (its flash
-       * attention is inline PTX, which the CUDA emulation of tests/cuda_emu does not run) */
-      if (!nn_cuda_emulated()) {
-        for (int i = 0; i < want.count; i++) gg[i] = NAN;
-        CHECK(run(&g, NN_CUDA, 0, 1, gg, &err) == 0, "cuda bf16: %s", err.msg);
-        eg = rel_l2(gg, got, want.count);
-        printf("%s: CUDA bf16 vs CPU f32 relative L2 %.2e\n", file, eg);
-        CHECK(eg < 2e-2, "%s: CUDA bf16 vs CPU %.2e", file, eg);
-      }
+      /* bf16 weights and activations, f32 accumulation and statistics: bf16 tolerance */
+      for (int i = 0; i < want.count; i++) gg[i] = NAN;
+      CHECK(run(&g, NN_CUDA, 0, 1, gg, &err) == 0, "cuda bf16: %s", err.msg);
+      eg = rel_l2(gg, got, want.count);
+      printf("%s: CUDA bf16 vs CPU f32 relative L2 %.2e\n", file, eg);
+      CHECK(eg < 2e-2, "%s: CUDA bf16 vs CPU %.2e", file, eg);
       vit_free(&g);
       free(gg);
     }

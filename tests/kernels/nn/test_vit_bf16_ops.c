@@ -7,7 +7,7 @@
  * Outputs are poisoned with NaN before each run, so an unwritten value fails. Bounds:
  * ||gpu - cpu|| / ||cpu|| < 1e-2 for bf16 results (bf16 operands land between 1e-3 and
  * 1e-2), 1e-6 for the f32 copies. Exits 77 without a GPU. In the CUDA emulation
- * (tests/cuda_emu) the flash attention, inline PTX, is left out.
+ * (tests/cuda_emu) the flash attention runs on the emulation's ldmatrix, mma.sync and cp.async.
  *   test_vit_bf16_ops */
 #include <cblas.h>
 #include <math.h>
@@ -241,25 +241,21 @@ int main(void) {
   static nn_arena scratch;
   die_on(nn_arena_init(&scratch, NN_CUDA, (size_t)64 << 20, &err), &err);
   die_on(nn_ctx_init(&gpu, NN_CUDA, &scratch, NULL, 0, &err), &err);
-  if (nn_cuda_emulated()) {
-    printf("flash attention: not run (the CUDA emulation does not run its inline PTX)\n");
-  } else {
-    check_attention(2, 785, 12, 64, 1, 1.0);  /* ViT-B/8 sizes, fused qkv */
-    check_attention(1, 785, 2, 64, 0, 4.0);   /* peaky softmax: the running max moves a lot */
-    check_attention(3, 100, 4, 32, 1, 1.0);
-    check_attention(1, 70, 2, 128, 0, 1.0);
-    check_attention(2, 33, 3, 16, 1, 1.0);
-    check_attention(2, 17, 2, 16, 1, 0.1);   /* the test ViT's shape; nearly flat softmax */
-    check_attention(2, 785, 2, 48, 1, 1.0);  /* the features stage's random stand-in (width 96, 2 heads) */
-    check_attention(1, 130, 2, 80, 0, 1.0);
-    check_attention(1, 97, 1, 96, 1, 1.0);
-    check_attention(1, 65, 2, 112, 0, 1.0);
-    check_attention(1, 64, 1, 64, 0, 1.0);   /* exactly one tile */
-    check_attention(1, 1, 1, 64, 0, 1.0);    /* one token */
-    CHECK(nn_flash_attention_bf16_cuda(&gpu, NULL, NULL, NULL, NULL, 1, 8, 1, 40, 40, 40, 40, 40, &err) == CMDS_EINPUT &&
-              strstr(err.msg, "head dim"),
-          "unsupported head dim refused: %s", err.msg);
-  }
+  check_attention(2, 785, 12, 64, 1, 1.0);  /* ViT-B/8 sizes, fused qkv */
+  check_attention(1, 785, 2, 64, 0, 4.0);   /* peaky softmax: the running max moves a lot */
+  check_attention(3, 100, 4, 32, 1, 1.0);
+  check_attention(1, 70, 2, 128, 0, 1.0);
+  check_attention(2, 33, 3, 16, 1, 1.0);
+  check_attention(2, 17, 2, 16, 1, 0.1);   /* the test ViT's shape; nearly flat softmax */
+  check_attention(2, 785, 2, 48, 1, 1.0);  /* the features stage's random stand-in (width 96, 2 heads) */
+  check_attention(1, 130, 2, 80, 0, 1.0);
+  check_attention(1, 97, 1, 96, 1, 1.0);
+  check_attention(1, 65, 2, 112, 0, 1.0);
+  check_attention(1, 64, 1, 64, 0, 1.0);   /* exactly one tile */
+  check_attention(1, 1, 1, 64, 0, 1.0);    /* one token */
+  CHECK(nn_flash_attention_bf16_cuda(&gpu, NULL, NULL, NULL, NULL, 1, 8, 1, 40, 40, 40, 40, 40, &err) == CMDS_EINPUT &&
+            strstr(err.msg, "head dim"),
+        "unsupported head dim refused: %s", err.msg);
   check_gemm(1000, 768, 300);
   check_gemm(785 * 2, 768, 2304);
   check_gemm(34, 32, 96);
