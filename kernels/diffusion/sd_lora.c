@@ -453,6 +453,7 @@ struct sd_lora_trainer {
   nn_arena store;     /* enc, lat, noise, noisy, target, pred, dpred; AdamW moments */
   nn_tensor enc, x0, noise, noisy, target, pred, dpred;
   nn_tensor *mA, *vA, *mB, *vB; /* per adapter */
+  const nn_tensor **grads;      /* dA, dB of every adapter, in order: the clipped global norm */
   cmds_rng rng;
   int64_t step;
   double grad_norm;
@@ -503,6 +504,7 @@ void sd_lora_trainer_free(sd_lora_trainer *T) {
   free(T->vA);
   free(T->mB);
   free(T->vB);
+  free(T->grads);
   free(T);
 }
 
@@ -582,6 +584,8 @@ int sd_lora_trainer_new(sd_lora_trainer **Tp, sd_models *M, nn_ctx *ctx, const s
   T->vA = cmds_xcalloc((size_t)L->n, sizeof(nn_tensor));
   T->mB = cmds_xcalloc((size_t)L->n, sizeof(nn_tensor));
   T->vB = cmds_xcalloc((size_t)L->n, sizeof(nn_tensor));
+  T->grads = cmds_xcalloc((size_t)L->n * 2, sizeof *T->grads);
+  for (int i = 0; i < L->n; i++) T->grads[2 * i] = &L->items[i].dA, T->grads[2 * i + 1] = &L->items[i].dB;
   {
     size_t lo = T->store.used_bytes;
     for (int i = 0; i < L->n && !rc; i++) {
@@ -693,15 +697,10 @@ int sd_lora_trainer_step(sd_lora_trainer *T, const sd_step_draws *draws, double 
     goto fail;
   }
   if ((rc = unet_backward(u, ctx, T->tape, &T->dpred, err))) goto fail;
-  /* clip_grad_norm_ over every factor */
+  /* clip_grad_norm_ over every factor: one pass (on a GPU one wait, not one per tensor) */
   unet_lora_set *L = u->lora;
   double ss = 0;
-  for (int i = 0; i < L->n; i++) {
-    double a = 0, b = 0;
-    if ((rc = nn_sumsq_forward(ctx, &a, &L->items[i].dA, err)) || (rc = nn_sumsq_forward(ctx, &b, &L->items[i].dB, err)))
-      goto fail;
-    ss += a + b;
-  }
+  if ((rc = nn_sumsq_many_forward(ctx, &ss, T->grads, 2 * L->n, err))) goto fail;
   T->grad_norm = sqrt(ss);
   if (!isfinite(T->grad_norm)) {
     rc = CMDS_FAIL(err, CMDS_EINPUT, "sd_lora: the gradient norm is %g at step %lld: the fine-tune diverged",

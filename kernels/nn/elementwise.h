@@ -19,8 +19,14 @@
  *   mse:             *loss = mean((p - t)^2) over all elements (accumulated in double); dp (p's shape)
  *                    SET to 2 (p - t) / numel, or NULL; dp may alias p or t
  *   sumsq:           *out = sum of x^2 (accumulated in double): squared gradient norms
- * mse and sumsq on CUDA take 8 KiB of ctx->scratch and wait for the stream (the result is a host
- * double); their summation order is fixed (not thread- or run-dependent) on both devices. */
+ *   sumsq_many:      *out = the sum of x^2 over `count` tensors (a global gradient norm, as
+ *                    torch's clip_grad_norm_ takes it): each tensor's sum as sumsq's, added in
+ *                    order on the CPU; on CUDA one pass over all of them and one wait, instead of
+ *                    a wait per tensor (chunks of 8192 values, a double partial each, added in
+ *                    chunk order)
+ * mse and sumsq on CUDA take 8 KiB of ctx->scratch, sumsq_many 24 bytes per chunk plus 8; they
+ * wait for the stream (the result is a host double); their summation order is fixed (not thread-
+ * or run-dependent) on both devices. */
 #ifndef CMDS_NN_ELEMENTWISE_H
 #define CMDS_NN_ELEMENTWISE_H
 
@@ -42,5 +48,6 @@ int nn_split_channels_forward(nn_ctx *ctx, nn_tensor *a, nn_tensor *b, const nn_
 int nn_mse_forward(nn_ctx *ctx, double *loss, nn_tensor *dp, const nn_tensor *p, const nn_tensor *t,
                    cmds_error *err);
 int nn_sumsq_forward(nn_ctx *ctx, double *out, const nn_tensor *x, cmds_error *err);
+int nn_sumsq_many_forward(nn_ctx *ctx, double *out, const nn_tensor *const *xs, int count, cmds_error *err);
 
 #endif

@@ -1,7 +1,9 @@
 /* elementwise_backward: CPU references and dispatchers of the training glue in elementwise.h
- * (sum_hw, split_channels, mse, sumsq). The two reductions to a double sum over a fixed
+ * (sum_hw, split_channels, mse, sumsq, sumsq_many). The two reductions to a double sum over a fixed
  * number of contiguous chunks, added in chunk order, so the result does not depend on the
  * thread count. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "elementwise.h"
@@ -146,6 +148,46 @@ int nn_sumsq_forward(nn_ctx *ctx, double *out, const nn_tensor *x, cmds_error *e
   if (!ws) return cmds_error_wrap(err, "%s partial sums", op);
   rc = nn_sumsq_cuda(ctx, out, x->data, NULL, NULL, 0.0f, n, ws, err);
   nn_arena_rewind(ctx->scratch, mark);
+  return rc;
+#else
+  return ELB_NO_CUDA(op);
+#endif
+}
+
+int nn_sumsq_many_forward(nn_ctx *ctx, double *out, const nn_tensor *const *xs, int count, cmds_error *err) {
+  const char *op = "nn_sumsq_many_forward";
+  if (!out || (count > 0 && !xs) || count < 0) return CMDS_FAIL(err, CMDS_EINPUT, "%s: out and xs must be given", op);
+  for (int i = 0; i < count; i++) {
+    char what[32];
+    snprintf(what, sizeof what, "xs[%d]", i);
+    if (!xs[i]) return CMDS_FAIL(err, CMDS_EINPUT, "%s: %s is NULL", op, what);
+    int rc = nn_tensor_expect(xs[i], op, what, ctx->device, xs[i]->ndim, xs[i]->shape, err);
+    if (rc) return rc;
+  }
+  if (ctx->device == NN_CPU) {
+    double s = 0.0;
+    for (int i = 0; i < count; i++) s += elb_sumsq_cpu(xs[i]->data, NULL, NULL, 0.0f, nn_tensor_numel(xs[i]));
+    *out = s;
+    return CMDS_OK;
+  }
+#ifdef CMDS_CUDA
+  if (!ctx->scratch) return CMDS_FAIL(err, CMDS_EINPUT, "%s: needs a scratch arena in the context", op);
+  const float **x = malloc(sizeof *x * (size_t)(count ? count : 1));
+  int64_t *n = malloc(sizeof *n * (size_t)(count ? count : 1));
+  if (!x || !n) {
+    free(x), free(n);
+    return CMDS_FAIL(err, CMDS_ENOMEM, "%s: %d tensors", op, count);
+  }
+  int64_t chunks = 0;
+  for (int i = 0; i < count; i++) {
+    x[i] = xs[i]->data, n[i] = nn_tensor_numel(xs[i]);
+    chunks += (n[i] + NN_SUMSQ_CHUNK - 1) / NN_SUMSQ_CHUNK;
+  }
+  size_t mark = nn_arena_mark(ctx->scratch);
+  void *ws = nn_arena_alloc(ctx->scratch, NN_SUMSQ_MANY_SCRATCH(chunks), err);
+  int rc = ws ? nn_sumsq_many_cuda(ctx, out, x, n, count, chunks, ws, err) : cmds_error_wrap(err, "%s chunks", op);
+  nn_arena_rewind(ctx->scratch, mark);
+  free(x), free(n);
   return rc;
 #else
   return ELB_NO_CUDA(op);

@@ -3,6 +3,8 @@
 // mse / sumsq: a grid of ELB_BLOCKS blocks (grid-stride; fewer for a small tensor, one per 256
 // values), one double partial per block, then one block adds the partials in order, so the result
 // does not change from run to run.
+#include <stdlib.h>
+
 #include "nn_cuda_train.h"
 #include "nn_cuda_reduce.cuh"
 
@@ -46,6 +48,20 @@ __global__ static void sumsq_final(double *out, const double *part, int nparts) 
   if (threadIdx.x == 0) *out = s;
 }
 
+// One block per chunk of a tensor: the chunk table (device pointer, length) is uploaded per call.
+struct sumsq_chunk {
+  const float *x;
+  int64_t n;
+};
+
+__global__ static void sumsq_chunks(double *part, const sumsq_chunk *tab) {
+  const sumsq_chunk ch = tab[blockIdx.x];
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < ch.n; i += blockDim.x) s += (double)ch.x[i] * (double)ch.x[i];
+  s = nn_block_sum(s);
+  if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+
 extern "C" int nn_sum_hw_cuda(nn_ctx *c, float *y, const float *x, int64_t BC, int64_t HW, cmds_error *err) {
   if (BC == 0) return CMDS_OK;
   sum_hw_kernel<<<(unsigned)BC, 256, 0, nn_stream(c)>>>(y, x, HW);
@@ -59,6 +75,41 @@ extern "C" int nn_split_channels_cuda(nn_ctx *c, float *a, float *b, const float
   if (n == 0) return CMDS_OK;
   split_kernel<<<nn_grid(n, 256), 256, 0, nn_stream(c)>>>(a, b, x, B, Ca, Cb, HW);
   CUDA_CHECK_LAUNCH();
+  return CMDS_OK;
+}
+
+extern "C" int nn_sumsq_many_cuda(nn_ctx *c, double *out, const float *const *x, const int64_t *n, int count,
+                                  int64_t chunks, void *ws, cmds_error *err) {
+  if (chunks <= 0) {
+    *out = 0.0;
+    return CMDS_OK;
+  }
+  if (chunks > 2147483647)
+    return CMDS_FAIL(err, CMDS_EINPUT, "nn_sumsq_many_forward: %lld chunks (at most 2^31 - 1)", (long long)chunks);
+  sumsq_chunk *tab = (sumsq_chunk *)malloc((size_t)chunks * sizeof *tab);
+  if (!tab) return CMDS_FAIL(err, CMDS_ENOMEM, "nn_sumsq_many_forward: chunk table of %lld", (long long)chunks);
+  int64_t k = 0;
+  for (int i = 0; i < count; i++)
+    for (int64_t o = 0; o < n[i]; o += NN_SUMSQ_CHUNK)
+      tab[k++] = sumsq_chunk{x[i] + o, n[i] - o < NN_SUMSQ_CHUNK ? n[i] - o : NN_SUMSQ_CHUNK};
+  if (k != chunks) {
+    free(tab);
+    return CMDS_FAIL(err, CMDS_EINTERNAL, "nn_sumsq_many_forward: %lld chunks, %lld expected", (long long)k,
+                     (long long)chunks);
+  }
+  sumsq_chunk *dtab = (sumsq_chunk *)ws;  // 16 bytes per chunk, then the partials and the result
+  double *part = (double *)(dtab + chunks), *res = part + chunks;
+  cudaError_t e = cudaMemcpyAsync(dtab, tab, (size_t)chunks * sizeof *tab, cudaMemcpyHostToDevice, nn_stream(c));
+  if (e == cudaSuccess) e = cudaStreamSynchronize(nn_stream(c));  // tab is freed next
+  free(tab);
+  if (e != cudaSuccess)
+    return CMDS_FAIL(err, CMDS_EINTERNAL, "nn_sumsq_many_forward: chunk table upload: %s", cudaGetErrorString(e));
+  sumsq_chunks<<<(unsigned)chunks, 256, 0, nn_stream(c)>>>(part, dtab);
+  CUDA_CHECK_LAUNCH();
+  sumsq_final<<<1, 256, 0, nn_stream(c)>>>(res, part, (int)chunks);
+  CUDA_CHECK_LAUNCH();
+  CUDA_CHECK(cudaMemcpyAsync(out, res, sizeof(double), cudaMemcpyDeviceToHost, nn_stream(c)));
+  CUDA_CHECK(cudaStreamSynchronize(nn_stream(c)));
   return CMDS_OK;
 }
 

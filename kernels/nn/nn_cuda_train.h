@@ -38,6 +38,13 @@ int nn_split_channels_cuda(nn_ctx *c, float *a, float *b, const float *x, int64_
  * Waits for the stream. */
 int nn_sumsq_cuda(nn_ctx *c, double *out, const float *a, const float *t, float *d, float dscale, int64_t n,
                   void *ws, cmds_error *err);
+/* *out = sum over the count arrays x[i] (n[i] floats each) of x^2, in chunks of NN_SUMSQ_CHUNK
+ * values; ws: NN_SUMSQ_MANY_SCRATCH(chunks) bytes of device scratch, chunks = sum of
+ * ceil(n[i] / NN_SUMSQ_CHUNK). Waits for the stream. */
+#define NN_SUMSQ_CHUNK 8192
+#define NN_SUMSQ_MANY_SCRATCH(chunks) ((size_t)(chunks) * 24 + 8)
+int nn_sumsq_many_cuda(nn_ctx *c, double *out, const float *const *x, const int64_t *n, int count, int64_t chunks,
+                       void *ws, cmds_error *err);
 /* The scalars as optim.c forms them: p = p*decay; m += c1 (g - m); v = v*beta2 + c2 g^2;
  * p -= lr1 * m / (sqrt(v) / bc2_sqrt + eps). */
 int nn_adamw_cuda(nn_ctx *c, float *p, const float *g, float *m, float *v, int64_t n, float decay, float lr1,

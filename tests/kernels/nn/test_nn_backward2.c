@@ -359,6 +359,14 @@ static void test_glue(void) {
   double ws = nnfix_scalar("sumsq", "s"), s = -1.0;
   nnfix_expect_ok(nn_sumsq_forward(&nnfix_ctx, &s, &x, &err), &err, "sumsq");
   CHECK(fabs(s - ws) <= 1e-9 * ws, "sumsq: %.12g, want %.12g", s, ws);
+  /* sumsq_many: the same sum over a list (torch's global norm over several tensors) */
+  const nn_tensor *xs2[3] = {&x, &x, NULL};
+  nnfix_expect_ok(nn_sumsq_many_forward(&nnfix_ctx, &s, xs2, 2, &err), &err, "sumsq_many");
+  CHECK(fabs(s - 2 * ws) <= 1e-9 * ws, "sumsq_many of x, x: %.12g, want %.12g", s, 2 * ws);
+  s = -1.0;
+  nnfix_expect_ok(nn_sumsq_many_forward(&nnfix_ctx, &s, NULL, 0, &err), &err, "sumsq_many of none");
+  CHECK(s == 0.0, "sumsq_many of no tensors: %g", s);
+  nnfix_expect_fail(nn_sumsq_many_forward(&nnfix_ctx, &s, xs2, 3, &err), &err, "xs[2] is NULL", "sumsq_many NULL");
   nnfix_done_case();
 }
 

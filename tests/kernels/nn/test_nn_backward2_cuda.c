@@ -182,6 +182,22 @@ static void test_glue(void) {
   double sg2 = 0;
   RUN2(0, nn_sumsq_forward(&gpu, &sg2, &x_d, &e_));
   CHECK(sg2 == sg, "sumsq on the GPU differs between two runs: %.17g vs %.17g", sg, sg2);
+  /* sumsq_many: sizes around the 8192-value chunk, x among them */
+  int64_t sz[5][1] = {{1}, {8191}, {8192}, {8193}, {100003}};
+  nn_tensor mh[6], md[6];
+  const nn_tensor *lh[6], *ld[6];
+  for (int i = 0; i < 5; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "gl.m%d", i);
+    mh[i] = host_random(name, 1, sz[i], 1), md[i] = to_dev(&mh[i], 0);
+  }
+  mh[5] = x, md[5] = x_d;
+  for (int i = 0; i < 6; i++) lh[i] = &mh[i], ld[i] = &md[i];
+  RUN2(nn_sumsq_many_forward(&cpu, &sc, lh, 6, &e_), nn_sumsq_many_forward(&gpu, &sg, ld, 6, &e_));
+  printf("  %-48s cpu %.12g gpu %.12g\n", "sumsq_many (6 tensors, 1 .. 655360 values)", sc, sg);
+  CHECK(fabs(sc - sg) <= 1e-9 * fabs(sc), "sumsq_many: cpu %.15g gpu %.15g", sc, sg);
+  RUN2(0, nn_sumsq_many_forward(&gpu, &sg2, ld, 6, &e_));
+  CHECK(sg2 == sg, "sumsq_many on the GPU differs between two runs: %.17g vs %.17g", sg, sg2);
   reset();
 }
 
