@@ -18,8 +18,8 @@
 // every lane of the mask has come; at __syncthreads, released when every live thread has. No
 // ready thread while some live: the deadlock is reported. CMDS_CUDA_EMU_ABORT=1 aborts at the
 // first error (for a debugger). ldmatrix and mma.sync are warp collectives like a full-mask
-// shuffle: the last lane to arrive computes every lane's result; cp.async copies wait in their
-// thread's queue until its cp_async_wait lands them.
+// shuffle: the last lane to arrive computes every lane's result. A cp.async copy lands when
+// issued or waits in its thread's queue until its cp_async_wait, drawn per copy.
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -386,8 +386,6 @@ const char *state_name(fstate s) {
   return s == F_BAR ? "__syncthreads" : s == F_WARP ? "a warp-synchronous instruction" : s == F_DONE ? "exit" : "running";
 }
 
-// Runs one block to the end: a random ready thread at a time. False when it cannot finish
-// (the error is reported).
 // A new priority order of the block's warps.
 void draw_warp_order(block_sched &s) {
   for (int w = 0; w < s.nwarps; w++) s.order[w] = w;
@@ -398,6 +396,8 @@ void draw_warp_order(block_sched &s) {
   }
 }
 
+// Runs one block to the end, a ready thread at a time (the warp order, the top of this file).
+// False when it cannot finish (the error is reported).
 bool run_block(block_sched &s, uint64_t order_seed) {
   int n = s.nthreads;
   s.nwarps = (n + 31) / 32;
@@ -601,6 +601,7 @@ struct mma_in {
   uint32_t a[4], b[2];
   float c[4];
 };
+static_assert(sizeof(mma_in) <= COLL_BYTES && 4 * sizeof(uint32_t) <= COLL_BYTES, "a lane's collective operands");
 float bf16_lo(uint32_t r) { return nn_bits_bf16_to_f32((uint16_t)(r & 0xffffu)); }
 float bf16_hi(uint32_t r) { return nn_bits_bf16_to_f32((uint16_t)(r >> 16)); }
 
