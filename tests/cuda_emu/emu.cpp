@@ -36,7 +36,15 @@
 #include "cuda_runtime.h"
 #include "nn_half_bits.h"
 
-#if !defined(__x86_64__)
+// The fiber switch: our own register switch on x86-64, ucontext elsewhere (aarch64 nodes such as
+// GH200) or when CMDS_CUDA_EMU_UCONTEXT is defined (cuda_emu.self_ucontext runs that path here).
+#if defined(__x86_64__) && !defined(CMDS_CUDA_EMU_UCONTEXT)
+#define CMDS_EMU_ASM_SWITCH 1
+#else
+#define CMDS_EMU_ASM_SWITCH 0
+#endif
+
+#if !CMDS_EMU_ASM_SWITCH
 #include <ucontext.h>
 #endif
 
@@ -116,7 +124,7 @@ struct async_copy {
 
 struct fiber {
   void *sp = nullptr;  // saved stack pointer (x86-64)
-#if !defined(__x86_64__)
+#if !CMDS_EMU_ASM_SWITCH
   ucontext_t uc;
 #endif
   char *stack = nullptr;  // from the pool while the thread has started and not ended
@@ -147,7 +155,7 @@ struct block_sched {
   int nwarps = 0;
   std::vector<char *> stacks; // free stacks (a thread takes one when it starts)
   void *sched_sp = nullptr;
-#if !defined(__x86_64__)
+#if !CMDS_EMU_ASM_SWITCH
   ucontext_t sched_uc;
 #endif
   int cur = -1, nthreads = 0, live = 0, at_barrier = 0;
@@ -162,7 +170,7 @@ struct block_sched {
 thread_local block_sched *t_sched = nullptr;
 uint64_t g_resumes = 0;
 
-#if defined(__x86_64__)
+#if CMDS_EMU_ASM_SWITCH
 // cmds_emu_switch(save, to): saves the callee-saved registers on the current stack, stores the
 // stack pointer in *save and resumes the stack `to`. MXCSR and the x87 control word are not
 // switched: every fiber runs with the host thread's (kernels do not change them).
@@ -194,7 +202,7 @@ cmds_emu_switch:
 void fiber_yield() {
   block_sched *s = t_sched;
   fiber &f = s->fibers[(size_t)s->cur];
-#if defined(__x86_64__)
+#if CMDS_EMU_ASM_SWITCH
   cmds_emu_switch(&f.sp, s->sched_sp);
 #else
   swapcontext(&f.uc, &s->sched_uc);
@@ -267,7 +275,7 @@ void fiber_start(block_sched &s, fiber &f) {
   if (s.stacks.empty()) s.stacks.push_back(new_stack());
   f.stack = s.stacks.back();
   s.stacks.pop_back();
-#if defined(__x86_64__)
+#if CMDS_EMU_ASM_SWITCH
   // What cmds_emu_switch pops: r15..rbp, then the return address (fiber main). At the entry of
   // cmds_emu_fiber_main rsp must be 8 mod 16, as after a call.
   uintptr_t top = ((uintptr_t)(f.stack + STACK_BYTES) & ~(uintptr_t)15) - 16;
@@ -291,7 +299,7 @@ void resume(block_sched &s, int t) {
   s.cur = t;
   g_resumes++;
   threadIdx = f.tid;
-#if defined(__x86_64__)
+#if CMDS_EMU_ASM_SWITCH
   cmds_emu_switch(&s.sched_sp, f.sp);
 #else
   swapcontext(&s.sched_uc, &f.uc);
