@@ -1,4 +1,6 @@
-/* attention: CPU path through OpenBLAS GEMMs and the dispatcher (see attention.h). The
+/* attention: CPU path through OpenBLAS GEMMs and the dispatcher (see attention.h); on CPUs
+ * with AVX2 and FMA and head dims that are multiples of 8 up to 256 the key-tiled path of
+ * attention_tiled.c runs instead. The
  * softmax of a block's scores is nn_fast_softmax_row (vectorised exp, nn_fastexp.h), the same
  * the backward recomputes its probabilities with; nn_attention_ex_forward_lse also keeps each
  * row's log-sum-exp for the backward's key-tiled path (attention_backward.c). */
@@ -11,6 +13,7 @@
 #include <string.h>
 
 #include "activation.h"
+#include "attention_tiled.h"
 #include "nn_blas.h"
 #include "nn_fastexp.h"
 #include "nn_simd.h"
@@ -27,8 +30,11 @@ int64_t nn_attention_cpu_qb(int64_t M) {
   return qb;
 }
 
-size_t nn_attention_cpu_scratch_floats(int64_t N) {
-  return (size_t)omp_get_max_threads() * (size_t)nn_attention_cpu_qb(N) * (size_t)N;
+size_t nn_attention_cpu_scratch_floats(int64_t M, int64_t H, int64_t D) {
+  size_t gemm = (size_t)omp_get_max_threads() * (size_t)nn_attention_cpu_qb(M) * (size_t)M;
+  if (!nn_attention_tiled_usable(D)) return gemm;
+  size_t tiled = nn_attention_tiled_floats(M, H, D);
+  return tiled > gemm ? tiled : gemm;
 }
 
 /* One block: rows [i0, i0 + m) of head h of image b against keys [0, mc) (mc = M, or
@@ -65,6 +71,10 @@ static void attention_cpu_ex(float *o, float *lse, const float *q, const float *
                              int64_t N, int64_t M, int64_t H, int64_t D, int64_t ld_q, int64_t ld_k,
                              int64_t ld_v, int64_t ld_o, int causal, float *scratch) {
   if (B == 0 || N == 0 || M == 0) return;
+  if (nn_attention_tiled_usable(D)) {
+    nn_attention_tiled(o, lse, q, k, v, B, N, M, H, D, ld_q, ld_k, ld_v, ld_o, causal, scratch);
+    return;
+  }
   float scale = 1.0f / sqrtf((float)D);
   /* blocks of at most nn_attention_cpu_qb(M) rows, evened out on multiples of 16 where that fits
    * (785 rows: 208 + 208 + 208 + 161, not 256 + 256 + 256 + 17) */
@@ -117,7 +127,7 @@ int nn_attention_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn
   if (ctx->device == NN_CPU) {
     if (!ctx->scratch) return CMDS_FAIL(err, CMDS_EINPUT, "%s: needs a scratch arena in the context", op);
     size_t mark = nn_arena_mark(ctx->scratch);
-    float *s = nn_arena_alloc(ctx->scratch, nn_attention_cpu_scratch_floats(N) * sizeof(float), err);
+    float *s = nn_arena_alloc(ctx->scratch, nn_attention_cpu_scratch_floats(N, heads, D) * sizeof(float), err);
     if (!s) return cmds_error_wrap(err, "%s scores", op);
     nn_attention_cpu(o->data, q->data, k->data, v->data, B, N, heads, D, C, C, C, C, s);
     nn_arena_rewind(ctx->scratch, mark);
@@ -141,7 +151,7 @@ static int64_t attention_cuda_chunk_rows(int64_t N, int64_t M, int64_t heads) {
 }
 
 size_t nn_attention_ex_scratch_bytes(nn_device device, int64_t N, int64_t M, int64_t heads, int64_t D) {
-  if (device == NN_CPU) return nn_attention_cpu_scratch_floats(M) * sizeof(float);
+  if (device == NN_CPU) return nn_attention_cpu_scratch_floats(M, heads, D) * sizeof(float);
   if (D <= 128) return 0;
   return (size_t)heads * (size_t)attention_cuda_chunk_rows(N, M, heads) * (size_t)M * sizeof(float);
 }

@@ -2,7 +2,9 @@
  * head, no mask, no dropout (a ViT block's core).
  *   q, k, v (B, N, C) with C = H * D; head h is columns [h*D, (h+1)*D) (the layout a
  *   linear produces and the output projection reads)   ->   o (B, N, C)
- * CPU: per (batch, head, block of nn_attention_cpu_qb(N) query rows) two GEMMs through OpenBLAS,
+ * CPU, on AVX2/FMA CPUs with D a multiple of 8 up to 256: key tiles with an online softmax and our
+ * own micro-kernels (attention_tiled.h). Otherwise (and with CMDS_NN_ATTN_KERNEL=blas):
+ * per (batch, head, block of nn_attention_cpu_qb(N) query rows) two GEMMs through OpenBLAS,
  * S = Q K^T / sqrt(D) into a per-thread (QB, N) scratch block, a row softmax, O = P V.
  * OpenMP runs the blocks in parallel with OpenBLAS single-threaded inside (small GEMMs
  * scale better over blocks than inside one GEMM; measured in analysis/kernels_gpu.md);
@@ -53,11 +55,12 @@ int nn_attention_forward(nn_ctx *ctx, nn_tensor *o, const nn_tensor *q, const nn
                          const nn_tensor *v, int64_t heads, cmds_error *err);
 
 /* Raw form with row strides (elements between consecutive tokens), so q, k, v can be
- * column blocks of one fused (B, N, 3C) qkv matrix. scratch: nn_attention_cpu_scratch_floats(N). */
+ * column blocks of one fused (B, N, 3C) qkv matrix. scratch: nn_attention_cpu_scratch_floats(N, H, D). */
 void nn_attention_cpu(float *o, const float *q, const float *k, const float *v, int64_t B,
                       int64_t N, int64_t H, int64_t D, int64_t ld_q, int64_t ld_k, int64_t ld_v,
                       int64_t ld_o, float *scratch);
-/* Floats of scratch nn_attention_cpu needs for N tokens: omp_get_max_threads() * QB(N) * N. */
-size_t nn_attention_cpu_scratch_floats(int64_t N);
+/* Floats of CPU scratch for M keys of H heads of D: omp_get_max_threads() * QB(M) * M for the
+ * GEMM path, or attention_tiled.h's nn_attention_tiled_floats where that path runs, the larger. */
+size_t nn_attention_cpu_scratch_floats(int64_t M, int64_t H, int64_t D);
 
 #endif

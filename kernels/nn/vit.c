@@ -352,7 +352,8 @@ size_t vit_scratch_bytes(const vit_config *c, int64_t B) {
    * taken from here; it is the context's own now: drop the headroom once a GPU run shows no op
    * of the CUDA forward needs it). */
   size_t acts = (size_t)(7 * B * T * D + B * T * c->mlp) * sizeof(float);
-  return acts + nn_attention_cpu_scratch_floats(T) * sizeof(float) + ((size_t)32 << 20) + 64 * 256;
+  return acts + nn_attention_cpu_scratch_floats(T, c->heads, D / c->heads) * sizeof(float) + ((size_t)32 << 20) +
+         64 * 256;
 }
 
 /* bf16 copies of the block GEMM weights and of the biases added to bf16 outputs (qkv, fc1),
@@ -539,7 +540,8 @@ int vit_forward(vit_model *m, nn_ctx *ctx, const nn_tensor *patches, const int *
     if (!rc) rc = nn_tensor_alloc(&A.att, a, NN_F32, 3, sx, err);
     if (!rc) rc = nn_tensor_alloc(&A.mm, a, NN_F32, 3, sm, err);
     if (!rc && ctx->device == NN_CPU &&
-        !(attn_scratch = nn_arena_alloc(a, nn_attention_cpu_scratch_floats(T) * sizeof(float), err)))
+        !(attn_scratch =
+              nn_arena_alloc(a, nn_attention_cpu_scratch_floats(T, c->heads, D / c->heads) * sizeof(float), err)))
       rc = err->code;
   } else if (!rc) {
     size_t bt = (size_t)(B * T) * 2;

@@ -3,7 +3,11 @@
  * 5 heads of 64) and cross-attention (77 text tokens), its 3x3 convs (320 channels) with and
  * without the weight gradient, the stride-2 downsampler, a 320 -> 320 projection, layer norm,
  * GEGLU 2560 -> 1280 and SiLU. The attentions also with the forward's log-sum-exp kept
- * (attention_*_bwd_lse, CPU; PyTorch's SDPA backward always has it: the same torch time). One line per op: "<op> <min ms> ms (median <ms>)" over REPS runs
+ * (attention_*_bwd_lse, CPU; PyTorch's SDPA backward always has it: the same torch time). Also the
+ * attention forward at 4096 tokens and at Marigold's 9216 (latent 96 x 96 at 768 px):
+ * attention_{4096,9216}_fwd, and on the CPU the same through the OpenBLAS GEMM path
+ * (attention_*_fwd_gemm, CMDS_NN_ATTN_KERNEL=blas) beside the key-tiled default; PyTorch's time is
+ * its SDPA forward under both names. One line per op: "<op> <min ms> ms (median <ms>)" over REPS runs
  * after one warm-up (the minimum is the steadier figure on a shared machine);
  * bench_nn_backward2.sh runs PyTorch's autograd on the same ops and prints the ratios.
  *   bench_nn_backward2 cpu|cuda REPS [OP_PREFIX]   (only the ops whose names start with OP_PREFIX) */
@@ -86,6 +90,21 @@ static int run_attn(void *p) {
 }
 
 typedef struct {
+  nn_tensor q, k, v, o;
+  int64_t heads;
+  int gemm; /* the CPU's OpenBLAS path (CMDS_NN_ATTN_KERNEL=blas) */
+} fwd_args;
+static int run_attn_fwd(void *p) {
+  fwd_args *a = p;
+  cmds_error err = {0};
+  if (a->gemm) setenv("CMDS_NN_ATTN_KERNEL", "blas", 1);
+  int rc = nn_attention_ex_forward(&ctx, &a->o, &a->q, &a->k, &a->v, a->heads, 0, &err);
+  if (a->gemm) unsetenv("CMDS_NN_ATTN_KERNEL");
+  if (rc) fprintf(stderr, "%s\n", err.msg);
+  return rc;
+}
+
+typedef struct {
   nn_tensor x, w, dy, dx, dw;
   int with_dw, s, pad;
 } conv_args;
@@ -150,6 +169,16 @@ int main(int argc, char **argv) {
       a.o = &o;
       a.lse = &lse;
       timeit(cross ? "attention_cross_bwd_lse" : "attention_self_bwd_lse", run_attn, &a, reps);
+    }
+    nn_arena_reset(&data);
+  }
+  for (int big = 0; big < 2; big++) { /* the forward: SD at 512 (4096 tokens), Marigold at 768 (9216) */
+    int64_t T = big ? 9216 : N, s3[3] = {1, T, C};
+    fwd_args a = {tensor(3, s3, 1), tensor(3, s3, 2), tensor(3, s3, 3), tensor(3, s3, 4), H, 0};
+    timeit(big ? "attention_9216_fwd" : "attention_4096_fwd", run_attn_fwd, &a, reps);
+    if (d == NN_CPU) {
+      a.gemm = 1;
+      timeit(big ? "attention_9216_fwd_gemm" : "attention_4096_fwd_gemm", run_attn_fwd, &a, reps);
     }
     nn_arena_reset(&data);
   }

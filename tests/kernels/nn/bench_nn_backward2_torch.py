@@ -59,6 +59,11 @@ for cross in (0, 1):
     # SDPA's backward always reuses the forward's log-sum-exp: also our _lse ops' reference
     name = "attention_cross_bwd" if cross else "attention_self_bwd"
     timeit(name, bwd(o, (q, k, v)), alias=name + "_lse" if dev == "cpu" else None)
+with torch.no_grad():  # the forward at 4096 and 9216 tokens; also the reference of our _gemm path
+    for T in (4096, 9216):
+        q, k, v = rnd(1, H, T, D), rnd(1, H, T, D), rnd(1, H, T, D)
+        name = f"attention_{T}_fwd"
+        timeit(name, lambda: F.scaled_dot_product_attention(q, k, v), alias=name + "_gemm" if dev == "cpu" else None)
 for variant in range(3):
     x = rnd(1, C, 64, 64, grad=True)
     w = rnd(C, C, 3, 3, grad=variant == 1)

@@ -112,7 +112,7 @@ static void check_attention(int64_t B, int64_t N, int64_t H, int64_t D, int fuse
         *v = host_random(B * N * ld, 1.0, 1);
   const float *kq = fused ? q + C : k, *vq = fused ? q + 2 * C : v; /* fused: all three inside q */
   float *ref = malloc(sizeof(float) * (size_t)(B * N * C));
-  float *scratch = malloc(sizeof(float) * nn_attention_cpu_scratch_floats(N));
+  float *scratch = malloc(sizeof(float) * nn_attention_cpu_scratch_floats(N, H, D));
   nn_attention_cpu(ref, q, kq, vq, B, N, H, D, ld, ld, ld, C, scratch);
   uint16_t *dq = dev_bf16(q, B * N * ld), *dk = fused ? dq + C : dev_bf16(k, B * N * ld),
            *dv = fused ? dq + 2 * C : dev_bf16(v, B * N * ld), *dout = dev_alloc(2 * (size_t)(B * N * C));
