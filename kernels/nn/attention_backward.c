@@ -30,6 +30,7 @@
 
 #include "activation.h"
 #include "attention.h"
+#include "attention_tiled.h"
 #include "backward.h"
 #include "nn_blas.h"
 #include "nn_fastexp.h"
@@ -84,11 +85,29 @@ static size_t attnb_cpu_floats_per_thread(int64_t M, int64_t D) {
   return 2 * (size_t)ATTNB_QB * (size_t)M + 2 * (size_t)M * (size_t)D;
 }
 
-/* The fast path's floats per thread: P and dS tiles, private dK and dV (M, D), Dr (N). */
+/* The fast path's floats per thread: P and dS tiles, private dK and dV (M, D), Dr (N); where the
+ * key-tiled kernels run (attention_tiled.h), then the head's K and V packed and their tiles. */
 static size_t attnb_lse_floats_per_thread(int64_t N, int64_t M, int64_t D) {
   int64_t lq, lk;
   attnb_tile(&lq, &lk);
+  size_t f = 2 * (size_t)lq * (size_t)lk + 2 * (size_t)M * (size_t)D + (size_t)N;
+  if (nn_attention_tiled_usable(D))
+    f += 2 * nn_attention_tiled_packed_floats(M, D) + nn_attention_tiled_backward_floats(D);
+  return f;
+}
+
+/* Offset, in a thread's fast-path floats, of the tiled kernels' part (see above). */
+static size_t attnb_tiled_offset(int64_t N, int64_t M, int64_t D) {
+  int64_t lq, lk;
+  attnb_tile(&lq, &lk);
   return 2 * (size_t)lq * (size_t)lk + 2 * (size_t)M * (size_t)D + (size_t)N;
+}
+
+/* The tiled kernels' part of a thread's floats: the head's K and V packed (attnb_pack_head), then
+ * nn_attention_tiled_backward_rows' tiles. */
+static void attnb_pack_head(float *tw, const float *k, const float *v, int64_t M, int64_t D, int64_t C) {
+  nn_attention_tiled_pack(tw, k, M, D, C);
+  nn_attention_tiled_pack(tw + nn_attention_tiled_packed_floats(M, D), v, M, D, C);
 }
 
 size_t nn_attention_ex_backward_scratch_bytes(int64_t B, int64_t N, int64_t M, int64_t C, int64_t heads) {
@@ -198,6 +217,21 @@ static void attnb_lse_rows(float *dq, float *dk, float *dv, const float *q, cons
   }
 }
 
+/* Rows [r0, r1) of one (image, head) on the fast path: the key-tiled kernels when tw (this thread's
+ * tiled part, the head packed into it), else OpenBLAS (attnb_lse_rows). */
+static void attnb_lse_run(float *tw, float *dq, float *dk, float *dv, const float *q, const float *k, const float *v,
+                          const float *dout, const float *lse, const float *dr, int64_t M, int64_t D, int64_t C,
+                          int64_t ld_kv, int64_t r0, int64_t r1, int causal, float scale, int64_t lq, int64_t lk,
+                          float *p, float *ds) {
+  if (tw) {
+    size_t pf = nn_attention_tiled_packed_floats(M, D);
+    nn_attention_tiled_backward_rows(dq, dk, dv, q, k, dout, lse, dr, tw, tw + pf, M, D, C, ld_kv, r0, r1, causal,
+                                     scale, tw + 2 * pf);
+  } else {
+    attnb_lse_rows(dq, dk, dv, q, k, v, dout, lse, dr, M, D, C, ld_kv, r0, r1, causal, scale, lq, lk, p, ds);
+  }
+}
+
 /* Dr_i = dO_i . O_i for query rows [r0, r1) of one head (dout, o at its first column, stride C). */
 /* Inside a parallel region of team threads: dk, dv rows [0, M) of one (item, head) (row stride
  * C, at offset ok; either may be NULL) = the sum over threads of their private (M, D) pairs,
@@ -230,11 +264,12 @@ static void attnb_rowdots(float *dr, const float *dout, const float *o, int64_t 
 static void attnb_lse_cpu(float *dqd, float *dkd, float *dvd, const float *qd, const float *kd, const float *vd,
                           const float *dod, const float *od, const float *lsed, int64_t B, int64_t N, int64_t M,
                           int64_t C, int64_t heads, int64_t D, int causal, float scale, float *s, size_t per) {
-  int threads = omp_get_max_threads();
+  int threads = omp_get_max_threads(), tiled = nn_attention_tiled_usable(D);
   int64_t lq, lk;
   attnb_tile(&lq, &lk);
-  size_t tile = (size_t)lq * (size_t)lk;
-  int64_t tasks = B * heads, nqb = (N + lq - 1) / lq;
+  size_t tile = (size_t)lq * (size_t)lk, toff = attnb_tiled_offset(N, M, D);
+  int64_t bq = tiled ? NN_ATTN_TILED_ROWS : lq; /* query rows per block when a head's blocks are spread */
+  int64_t tasks = B * heads, nqb = (N + bq - 1) / bq;
   int need_dr = dqd || dkd;
   double eff_across = (double)tasks / (double)(threads * ((tasks + threads - 1) / threads));
   double eff_within = (double)nqb / (double)(threads * ((nqb + threads - 1) / threads));
@@ -242,6 +277,7 @@ static void attnb_lse_cpu(float *dqd, float *dkd, float *dvd, const float *qd, c
 #pragma omp parallel
     {
       float *p = s + (size_t)omp_get_thread_num() * per, *dr = p + 2 * tile + 2 * (size_t)M * (size_t)D;
+      float *tw = tiled ? p + toff : NULL;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t t = 0; t < tasks; t++) {
         int64_t b = t / heads, h = t % heads, oq = b * N * C + h * D, ok = b * M * C + h * D;
@@ -251,8 +287,9 @@ static void attnb_lse_cpu(float *dqd, float *dkd, float *dvd, const float *qd, c
           if (dvh) memset(dvh + j * C, 0, (size_t)D * sizeof(float));
         }
         if (need_dr) attnb_rowdots(dr, dod + oq, od + oq, C, D, 0, N);
-        attnb_lse_rows(dqd ? dqd + oq : NULL, dkh, dvh, qd + oq, kd + ok, vd + ok, dod + oq, lsed + t * N, dr, M, D,
-                       C, C, 0, N, causal, scale, lq, lk, p, p + tile);
+        if (tw) attnb_pack_head(tw, kd + ok, vd + ok, M, D, C);
+        attnb_lse_run(tw, dqd ? dqd + oq : NULL, dkh, dvh, qd + oq, kd + ok, vd + ok, dod + oq, lsed + t * N, dr, M, D,
+                      C, C, 0, N, causal, scale, lq, lk, p, p + tile);
       }
     }
     return;
@@ -263,19 +300,21 @@ static void attnb_lse_cpu(float *dqd, float *dkd, float *dvd, const float *qd, c
 #pragma omp parallel
     {
       float *p = s + (size_t)omp_get_thread_num() * per, *pdk = p + 2 * tile, *pdv = pdk + M * D;
+      float *tw = tiled ? p + toff : NULL;
       int team = omp_get_num_threads();
       if (dkd) memset(pdk, 0, (size_t)(M * D) * sizeof(float));
       if (dvd) memset(pdv, 0, (size_t)(M * D) * sizeof(float));
+      if (tw) attnb_pack_head(tw, kd + ok, vd + ok, M, D, C); /* each thread its own copy: no barrier */
       if (need_dr) {
 #pragma omp for schedule(static)
         for (int64_t qb = 0; qb < nqb; qb++)
-          attnb_rowdots(dr, dod + oq, od + oq, C, D, qb * lq, qb * lq + lq < N ? qb * lq + lq : N);
+          attnb_rowdots(dr, dod + oq, od + oq, C, D, qb * bq, qb * bq + bq < N ? qb * bq + bq : N);
       }
 #pragma omp for schedule(dynamic, 1)
       for (int64_t qb = 0; qb < nqb; qb++) {
-        int64_t i0 = qb * lq, i1 = i0 + lq < N ? i0 + lq : N;
-        attnb_lse_rows(dqd ? dqd + oq : NULL, dkd ? pdk : NULL, dvd ? pdv : NULL, qd + oq, kd + ok, vd + ok, dod + oq,
-                       lsed + t * N, dr, M, D, C, D, i0, i1, causal, scale, lq, lk, p, p + tile);
+        int64_t i0 = qb * bq, i1 = i0 + bq < N ? i0 + bq : N;
+        attnb_lse_run(tw, dqd ? dqd + oq : NULL, dkd ? pdk : NULL, dvd ? pdv : NULL, qd + oq, kd + ok, vd + ok,
+                      dod + oq, lsed + t * N, dr, M, D, C, D, i0, i1, causal, scale, lq, lk, p, p + tile);
       }
       attnb_sum_private(dkd, dvd, ok, C, M, D, s, per, 2 * tile, team);
     }

@@ -6,7 +6,9 @@
  * Used when the CPU has AVX2 and FMA (checked at run time: one binary for every node) and the head
  * dim is a multiple of 8 up to 256; CMDS_NN_ATTN_KERNEL=blas in the environment forces the GEMM
  * path (comparisons). Same inputs, outputs and masks as attention.c's GEMM path; results agree
- * to float rounding (the sums run in another order), and do not depend on the thread count. */
+ * to float rounding (the sums run in another order), and do not depend on the thread count.
+ * The backward's lse path (attention_backward.c) runs its five products per (query block, key
+ * tile) on the same kernels: nn_attention_tiled_backward_rows. */
 #ifndef CMDS_NN_ATTENTION_TILED_H
 #define CMDS_NN_ATTENTION_TILED_H
 
@@ -23,5 +25,21 @@ size_t nn_attention_tiled_floats(int64_t M, int64_t H, int64_t D);
 void nn_attention_tiled(float *o, float *lse, const float *q, const float *k, const float *v, int64_t B, int64_t N,
                         int64_t M, int64_t H, int64_t D, int64_t ld_q, int64_t ld_k, int64_t ld_v, int64_t ld_o,
                         int causal, float *scratch);
+
+/* Query rows per block of the tiled kernels (callers splitting rows over threads use multiples). */
+#define NN_ATTN_TILED_ROWS 96
+/* M rows of D (row stride ld_k) into 16-key panels: nn_attention_tiled_packed_floats(M, D) floats. */
+void nn_attention_tiled_pack(float *kp, const float *k, int64_t M, int64_t D, int64_t ld_k);
+size_t nn_attention_tiled_packed_floats(int64_t M, int64_t D);
+/* The backward with the forward's lse for query rows [r0, r1) of one (image, head), as
+ * attention_backward.c's attnb_lse_rows: q, k, dout, dq at the head's first column, row stride C;
+ * dq rows SET; dk, dv (either may be NULL) ADDED to, row stride ld_kv; lse and dr (rowsum(dO * O))
+ * indexed by query row; kp, vp: the head's K and V packed; ws: nn_attention_tiled_backward_floats(D)
+ * floats of this thread's. */
+size_t nn_attention_tiled_backward_floats(int64_t D);
+void nn_attention_tiled_backward_rows(float *dq, float *dk, float *dv, const float *q, const float *k,
+                                      const float *dout, const float *lse, const float *dr, const float *kp,
+                                      const float *vp, int64_t M, int64_t D, int64_t C, int64_t ld_kv, int64_t r0,
+                                      int64_t r1, int causal, float scale, float *ws);
 
 #endif

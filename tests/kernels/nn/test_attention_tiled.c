@@ -5,7 +5,9 @@
  * 8 .. 256 (16-wide and 8-wide column tiles), causal masks, q/k/v as column blocks of one fused
  * qkv matrix (row stride 3C), and the log-sum-exp output. Outputs start as NaN. Bounds: relative
  * L2 2e-6 for o (float rounding of a different summation order), 2e-5 absolute for lse. Also: the
- * same bits on 1 and 3 threads. Exits 77 where the tiled path cannot run (no AVX2/FMA). */
+ * same bits on 1 and 3 threads. The backward with the forward's lse likewise (its key-tiled kernels
+ * against its OpenBLAS tiles, both thread layouts), bound 1e-5. Exits 77 where the tiled path cannot
+ * run (no AVX2/FMA). */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 
 #include "check.h"
 #include "nn/attention.h"
+#include "nn/backward.h"
 #include "nn/attention_tiled.h"
 #include "rng.h"
 
@@ -88,6 +91,51 @@ static void check_case(int64_t B, int64_t N, int64_t M, int64_t H, int64_t D, in
   if (!fused) free(kb), free(vb);
 }
 
+/* The backward with the forward's lse (nn_attention_ex_backward_lse): the key-tiled kernels
+ * against the OpenBLAS tiles, dq, dk, dv, on `threads` threads (1: one loop; 3 with one (image,
+ * head): a head's query blocks spread over the threads, private dK / dV added up). */
+static void check_backward(int64_t B, int64_t N, int64_t M, int64_t H, int64_t D, int causal, int threads) {
+  int64_t C = H * D;
+  size_t nq = (size_t)(B * N * C), nk = (size_t)(B * M * C);
+  cmds_rng r;
+  cmds_rng_seed(&r, (uint64_t)(N * 7919 + M * 31 + D + causal));
+  float *buf[12];
+  size_t len[12] = {nq, nk, nk, nq, nq, (size_t)(B * H * N), nq, nk, nk, nq, nk, nk};
+  for (int i = 0; i < 12; i++) buf[i] = malloc(sizeof(float) * len[i]);
+  for (int i = 0; i < 4; i++)
+    for (size_t e = 0; e < len[i]; e++) buf[i][e] = (float)(cmds_rng_uniform(&r) * 4.0 - 2.0);
+  omp_set_num_threads(threads);
+  cmds_error err = {0};
+  nn_arena ar;
+  nn_ctx ctx;
+  size_t need = nn_attention_ex_backward_scratch_bytes(B, N, M, C, H) + nn_attention_ex_scratch_bytes(NN_CPU, N, M, H, D);
+  int rc = nn_arena_init(&ar, NN_CPU, need + 8192, &err);
+  if (!rc) rc = nn_ctx_init(&ctx, NN_CPU, &ar, NULL, 0, &err);
+  nn_tensor t[12];
+  int64_t shp[12][3] = {{B, N, C}, {B, M, C}, {B, M, C}, {B, N, C}, {B, N, C}, {B, H, N},
+                        {B, N, C}, {B, M, C}, {B, M, C}, {B, N, C}, {B, M, C}, {B, M, C}};
+  for (int i = 0; i < 12; i++) t[i] = nn_tensor_view(buf[i], NN_F32, NN_CPU, shp[i][0], shp[i][1], shp[i][2], -1);
+  /* 0 q, 1 k, 2 v, 3 dout, 4 o, 5 lse; 6-8 dq, dk, dv (tiled); 9-11 the same (OpenBLAS) */
+  if (!rc) rc = nn_attention_ex_forward_lse(&ctx, &t[4], &t[5], &t[0], &t[1], &t[2], H, causal, &err);
+  for (int i = 6; i < 12; i++)
+    for (size_t e = 0; e < len[i]; e++) buf[i][e] = NAN;
+  if (!rc) rc = nn_attention_ex_backward_lse(&ctx, &t[6], &t[7], &t[8], &t[3], &t[0], &t[1], &t[2], &t[4], &t[5], H, causal, &err);
+  setenv("CMDS_NN_ATTN_KERNEL", "blas", 1);
+  if (!rc) rc = nn_attention_ex_backward_lse(&ctx, &t[9], &t[10], &t[11], &t[3], &t[0], &t[1], &t[2], &t[4], &t[5], H, causal, &err);
+  unsetenv("CMDS_NN_ATTN_KERNEL");
+  CHECK(rc == 0, "backward N %lld M %lld D %lld: %s", (long long)N, (long long)M, (long long)D, err.msg);
+  double e[3];
+  for (int i = 0; i < 3; i++) e[i] = rel_l2(buf[6 + i], buf[9 + i], len[6 + i]);
+  printf("backward B %lld N %4lld M %4lld H %lld D %3lld%s, %d threads: dq %.2e dk %.2e dv %.2e\n", (long long)B,
+         (long long)N, (long long)M, (long long)H, (long long)D, causal ? " causal" : "", threads, e[0], e[1], e[2]);
+  CHECK(e[0] < 1e-5 && e[1] < 1e-5 && e[2] < 1e-5, "backward N %lld M %lld D %lld: dq %.3g dk %.3g dv %.3g",
+        (long long)N, (long long)M, (long long)D, e[0], e[1], e[2]);
+  nn_ctx_free(&ctx);
+  nn_arena_free(&ar);
+  for (int i = 0; i < 12; i++) free(buf[i]);
+  omp_set_num_threads(2);
+}
+
 int main(void) {
   if (!nn_attention_tiled_usable(64)) {
     printf("skipped: this CPU has no AVX2/FMA (the GEMM path runs everywhere)\n");
@@ -106,5 +154,10 @@ int main(void) {
   check_case(2, 197, 197, 4, 16, 0, 1); /* q, k, v column blocks of one fused qkv (the ViT's layout) */
   check_case(1, 785, 785, 2, 64, 0, 1); /* ViT-B/8's token count */
   CHECK(!nn_attention_tiled_usable(12) && !nn_attention_tiled_usable(264), "head dims 12 and 264 take the GEMM path");
+  check_backward(2, 97, 77, 3, 64, 0, 3);   /* (image, head) tasks across the threads; cross-attention */
+  check_backward(1, 600, 600, 1, 64, 0, 3); /* one head: its query blocks over the threads, private dK / dV */
+  check_backward(1, 600, 600, 1, 64, 1, 3);
+  check_backward(1, 300, 17, 2, 24, 0, 1);  /* D 24: a 16- and an 8-wide column tile */
+  check_backward(2, 13, 13, 2, 40, 1, 2);
   return CHECK_DONE();
 }
