@@ -11,7 +11,10 @@
  *      o and m + log l to lse.
  * Nothing is packed per query block, which is what the GEMM path pays OpenBLAS for (K and V
  * repacked for every block: about a third of its time at 9216 keys). Every value's sums run in a
- * fixed order (d, then keys in tile order), so the result does not depend on the thread count. */
+ * fixed order (d, then keys in tile order), so the result does not depend on the thread count.
+ * The backward with the forward's lse (backward_rows) runs on the same two kernels: S and dP by
+ * the score kernel on K and V panels, dV, dQ and dK by the P V kernel (P and dS transposed for
+ * dV and dK). */
 #include "attention_tiled.h"
 
 #include <math.h>
@@ -170,8 +173,8 @@ AVX2 static float online_row(float *s, int64_t kt, int64_t valid, float *m, floa
 }
 
 /* One task: rows [i0, i0 + tq) of head h of image b. ws: this thread's TQ (2 D + TK + 2) floats. */
-AVX2 static void tiled_task(float *o, float *lse, const float *q, const float *kp, const float *v, int64_t N,
-                            int64_t M, int64_t D, int64_t ld_q, int64_t ld_v, int64_t ld_o, int64_t i0, int64_t tq,
+AVX2 static void tiled_task(float *o, float *lse, const float *q, const float *kp, const float *v, int64_t M,
+                            int64_t D, int64_t ld_q, int64_t ld_v, int64_t ld_o, int64_t i0, int64_t tq,
                             int causal, float scale, float *ws) {
   float *qs = ws, *acc = qs + TQ * D, *s = acc + TQ * D, *mrow = s + TQ * TK, *lrow = mrow + TQ;
   for (int64_t r = 0; r < tq; r++) {
@@ -199,7 +202,6 @@ AVX2 static void tiled_task(float *o, float *lse, const float *q, const float *k
     for (int64_t c = 0; c < D; c++) orow[c] = acc[r * D + c] * inv;
     if (lse) lse[i0 + r] = mrow[r] + logf(lrow[r]);
   }
-  (void)N;
 }
 
 /* t (cols, rows; ldt) = a (rows, cols; lda)^T. */
@@ -286,7 +288,7 @@ void nn_attention_tiled(float *o, float *lse, const float *q, const float *k, co
       for (int64_t t = 0; t < tasks; t++) {
         int64_t h = t / nqb, i0 = (t % nqb) * TQ, tq = N - i0 < TQ ? N - i0 : TQ;
         tiled_task(o + b * N * ld_o + h * D, lse ? lse + (b * H + h) * N : NULL, q + b * N * ld_q + h * D,
-                   kp + h * Mp * D, v + b * M * ld_v + h * D, N, M, D, ld_q, ld_v, ld_o, i0, tq, causal, scale, ws);
+                   kp + h * Mp * D, v + b * M * ld_v + h * D, M, D, ld_q, ld_v, ld_o, i0, tq, causal, scale, ws);
       }
     }
   }
