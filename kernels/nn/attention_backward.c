@@ -85,22 +85,20 @@ static size_t attnb_cpu_floats_per_thread(int64_t M, int64_t D) {
   return 2 * (size_t)ATTNB_QB * (size_t)M + 2 * (size_t)M * (size_t)D;
 }
 
-/* The fast path's floats per thread: P and dS tiles, private dK and dV (M, D), Dr (N); where the
- * key-tiled kernels run (attention_tiled.h), then the head's K and V packed and their tiles. */
-static size_t attnb_lse_floats_per_thread(int64_t N, int64_t M, int64_t D) {
-  int64_t lq, lk;
-  attnb_tile(&lq, &lk);
-  size_t f = 2 * (size_t)lq * (size_t)lk + 2 * (size_t)M * (size_t)D + (size_t)N;
-  if (nn_attention_tiled_usable(D))
-    f += 2 * nn_attention_tiled_packed_floats(M, D) + nn_attention_tiled_backward_floats(D);
-  return f;
-}
-
-/* Offset, in a thread's fast-path floats, of the tiled kernels' part (see above). */
+/* The fast path's floats per thread: P and dS tiles, private dK and dV (M, D), Dr (N) (that far:
+ * the offset of the rest); where the key-tiled kernels run (attention_tiled.h), then the head's K
+ * and V packed and their tiles. */
 static size_t attnb_tiled_offset(int64_t N, int64_t M, int64_t D) {
   int64_t lq, lk;
   attnb_tile(&lq, &lk);
   return 2 * (size_t)lq * (size_t)lk + 2 * (size_t)M * (size_t)D + (size_t)N;
+}
+
+static size_t attnb_lse_floats_per_thread(int64_t N, int64_t M, int64_t D) {
+  size_t f = attnb_tiled_offset(N, M, D);
+  if (nn_attention_tiled_usable(D))
+    f += 2 * nn_attention_tiled_packed_floats(M, D) + nn_attention_tiled_backward_floats(D);
+  return f;
 }
 
 /* The tiled kernels' part of a thread's floats: the head's K and V packed (attnb_pack_head), then
