@@ -5,7 +5,7 @@
  * GEGLU 2560 -> 1280 and SiLU. The attentions also with the forward's log-sum-exp kept
  * (attention_*_bwd_lse, CPU; PyTorch's SDPA backward always has it: the same torch time). Also the
  * attention forward at 4096 tokens and at Marigold's 9216 (latent 96 x 96 at 768 px):
- * attention_{4096,9216}_fwd, and on the CPU the same through the OpenBLAS GEMM path
+ * attention_{4096,9216}_fwd, the 3x3 conv's forward (conv3x3_fwd), and on the CPU the attention through the OpenBLAS GEMM path
  * (attention_*_fwd_gemm, CMDS_NN_ATTN_KERNEL=blas) beside the key-tiled default; PyTorch's time is
  * its SDPA forward under both names. One line per op: "<op> <min ms> ms (median <ms>)" over REPS runs
  * after one warm-up (the minimum is the steadier figure on a shared machine);
@@ -108,6 +108,13 @@ typedef struct {
   nn_tensor x, w, dy, dx, dw;
   int with_dw, s, pad;
 } conv_args;
+static int run_conv_fwd(void *p) {
+  conv_args *a = p;
+  cmds_error err = {0};
+  int rc = nn_conv2d_ex_forward(&ctx, &a->dy, &a->x, &a->w, NULL, a->s, a->pad, a->pad, a->pad, a->pad, &err);
+  if (rc) fprintf(stderr, "%s\n", err.msg);
+  return rc;
+}
 static int run_conv(void *p) {
   conv_args *a = p;
   cmds_error err = {0};
@@ -187,6 +194,7 @@ int main(int argc, char **argv) {
     conv_args a = {tensor(4, xs, 8), tensor(4, ws, 9), tensor(4, ys, 10), tensor(4, xs, 11), tensor(4, ws, 12),
                    v == 1, v == 2 ? 2 : 1, 1};
     timeit(v == 0 ? "conv3x3_bwd_dx" : v == 1 ? "conv3x3_bwd_dx_dw" : "conv3x3_s2_bwd_dx", run_conv, &a, reps);
+    if (v == 0) timeit("conv3x3_fwd", run_conv_fwd, &a, reps);
     nn_arena_reset(&data);
   }
   const char *names[] = {"linear_bwd_dx", "linear_bwd_dx_dw_db", "layernorm_bwd", "geglu_bwd", "silu_bwd"};

@@ -70,6 +70,9 @@ for variant in range(3):
     y = F.conv2d(x, w, stride=2 if variant == 2 else 1, padding=1)
     name = ["conv3x3_bwd_dx", "conv3x3_bwd_dx_dw", "conv3x3_s2_bwd_dx"][variant]
     timeit(name, bwd(y, (x, w) if variant == 1 else (x,)))
+    if variant == 0:
+        with torch.no_grad():
+            timeit("conv3x3_fwd", lambda: F.conv2d(x, w, padding=1))
 x, w, b = rnd(N, C, grad=True), rnd(C, C, grad=True), rnd(C, grad=True)
 w0 = w.detach()
 timeit("linear_bwd_dx", bwd(F.linear(x, w0), (x,)))
