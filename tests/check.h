@@ -30,6 +30,19 @@ static int check_passed_ = 0, check_failed_ = 0;
           g_, w_);                                                                      \
   } while (0)
 
+/* ||got - want|| / ||want|| in double (||got - want|| where want is all zeros); INFINITY when a
+ * value is not finite, so NaN never passes a bound. */
+static inline double check_rel_l2(const float *got, const float *want, long long n) {
+  double num = 0, den = 0;
+  for (long long i = 0; i < n; i++) {
+    double d = (double)got[i] - want[i];
+    num += d * d;
+    den += (double)want[i] * want[i];
+  }
+  if (!isfinite(num)) return INFINITY;
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
 #define CHECK_DONE()                                                           \
   (printf("%d passed, %d failed\n", check_passed_, check_failed_), fflush(stdout), \
    check_failed_ ? 1 : 0)

@@ -35,17 +35,6 @@ static void die_on(int rc, const cmds_error *err) {
   }
 }
 
-static double rel_l2(const float *a, const float *b, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double e = (double)a[i] - b[i];
-    num += e * e;
-    den += (double)b[i] * b[i];
-  }
-  if (!isfinite(num)) return INFINITY;
-  return sqrt(num) / (sqrt(den) + 1e-30);
-}
-
 static const cmds_st_tensor *need(const cmds_st_file *f, const char *name) {
   const cmds_st_tensor *t = cmds_st_find(f, name);
   if (!t) {
@@ -143,7 +132,7 @@ static void test_case(const char *name) {
   /* inference forward (no tape) */
   memset(p.data, 0, nn_tensor_bytes(&p));
   die_on(mapper_forward(&m, &cpu, &x, &p, NULL, &err), &err);
-  double e = rel_l2(p.data, pref.data, nn_tensor_numel(&p));
+  double e = check_rel_l2(p.data, pref.data, nn_tensor_numel(&p));
   CHECK(e < 1e-5, "%s: P rel error %.3g", name, e);
 
   /* loss and gradients */
@@ -158,7 +147,7 @@ static void test_case(const char *name) {
     char gname[160];
     snprintf(gname, sizeof gname, "grad.%s", m.params[i].name);
     const cmds_st_tensor *g = need(&f, gname);
-    double r = rel_l2(m.params[i].grad.data, g->data, nn_tensor_numel(&m.params[i].grad));
+    double r = check_rel_l2(m.params[i].grad.data, g->data, nn_tensor_numel(&m.params[i].grad));
     CHECK(r < 1e-4, "%s: grad %s rel error %.3g", name, m.params[i].name, r);
     if (r > worst) worst = r;
   }
@@ -186,7 +175,7 @@ static void test_case(const char *name) {
   for (int i = 0; i < m.nparams; i++) {
     char fname[160];
     snprintf(fname, sizeof fname, "final.%s", m.params[i].name);
-    double r = rel_l2(m.params[i].value.data, need(&f, fname)->data, nn_tensor_numel(&m.params[i].value));
+    double r = check_rel_l2(m.params[i].value.data, need(&f, fname)->data, nn_tensor_numel(&m.params[i].value));
     CHECK(r < 1e-3, "%s: final %s rel error %.3g", name, m.params[i].name, r);
     if (r > worst_w) worst_w = r;
   }

@@ -19,16 +19,6 @@
 #include "nn/attention_tiled.h"
 #include "rng.h"
 
-static double rel_l2(const float *a, const float *b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; i++) {
-    double d = (double)a[i] - b[i];
-    num += d * d;
-    den += (double)b[i] * b[i];
-  }
-  return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 /* attention over B images of N queries and M keys, H heads of D; fused: q, k, v interleaved in one
  * (B, N, 3C) matrix (needs N == M). */
 static void check_case(int64_t B, int64_t N, int64_t M, int64_t H, int64_t D, int causal, int fused) {
@@ -75,7 +65,7 @@ static void check_case(int64_t B, int64_t N, int64_t M, int64_t H, int64_t D, in
     nn_arena_free(&ar);
   }
   unsetenv("CMDS_NN_ATTN_KERNEL");
-  double e = rel_l2(o_t, o_g, no), el = 0;
+  double e = check_rel_l2(o_t, o_g, (long long)no), el = 0;
   if (!fused)
     for (size_t i = 0; i < nl; i++) el = fmax(el, fabs((double)l_t[i] - l_g[i]));
   printf("B %lld N %4lld M %4lld H %lld D %3lld%s%s: o rel L2 %.2e%s", (long long)B, (long long)N, (long long)M,
@@ -125,7 +115,7 @@ static void check_backward(int64_t B, int64_t N, int64_t M, int64_t H, int64_t D
   unsetenv("CMDS_NN_ATTN_KERNEL");
   CHECK(rc == 0, "backward N %lld M %lld D %lld: %s", (long long)N, (long long)M, (long long)D, err.msg);
   double e[3];
-  for (int i = 0; i < 3; i++) e[i] = rel_l2(buf[6 + i], buf[9 + i], len[6 + i]);
+  for (int i = 0; i < 3; i++) e[i] = check_rel_l2(buf[6 + i], buf[9 + i], (long long)len[6 + i]);
   printf("backward B %lld N %4lld M %4lld H %lld D %3lld%s, %d threads: dq %.2e dk %.2e dv %.2e\n", (long long)B,
          (long long)N, (long long)M, (long long)H, (long long)D, causal ? " causal" : "", threads, e[0], e[1], e[2]);
   CHECK(e[0] < 1e-5 && e[1] < 1e-5 && e[2] < 1e-5, "backward N %lld M %lld D %lld: dq %.3g dk %.3g dv %.3g",

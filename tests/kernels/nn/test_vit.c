@@ -30,16 +30,6 @@ static char *fpath(const char *name) {
   return b[k];
 }
 
-static double rel_l2(const float *got, const float *want, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = (double)got[i] - want[i];
-    num += d * d;
-    den += (double)want[i] * want[i];
-  }
-  return isfinite(num) ? sqrt(num / (den > 0 ? den : 1)) : INFINITY;
-}
-
 /* CPU forward of m on B random images (seeded), blocks `blocks`; out (B, nb, NP, D). */
 static int run_random(vit_model *m, int64_t B, const int *blocks, int nb, float *out, cmds_error *err) {
   int64_t G = m->cfg.image / m->cfg.patch, NP = G * G, in = 3 * m->cfg.patch * m->cfg.patch, D = m->cfg.width;
@@ -106,20 +96,20 @@ static void check_model(const char *file, const char *want_plain, const char *wa
     if (npy_load(fpath(fn ? want_norm : want_plain), &want)) exit(1);
     float *got = malloc(sizeof(float) * (size_t)want.count);
     CHECK(run(&m, NN_CPU, fn, 0, got, &err) == 0, "%s: %s", file, err.msg);
-    double e = rel_l2(got, want.data, want.count);
+    double e = check_rel_l2(got, want.data, want.count);
     CHECK(e < 1e-4, "%s (final norm %d): relative L2 error %.2e vs the library", file, fn, e);
     if (nn_cuda_available() && fn == 0) {
       vit_model g;
       float *gg = malloc(sizeof(float) * (size_t)want.count);
       CHECK(vit_load(&g, fpath(file), NN_CUDA, 2, -1, &err) == 0 && run(&g, NN_CUDA, 0, 0, gg, &err) == 0, "cuda: %s",
             err.msg);
-      double eg = rel_l2(gg, got, want.count);
+      double eg = check_rel_l2(gg, got, want.count);
       printf("%s: CUDA vs CPU relative L2 %.2e\n", file, eg);
       CHECK(eg < 1e-5, "%s: CUDA vs CPU %.2e", file, eg);
       /* bf16 weights and activations, f32 accumulation and statistics: bf16 tolerance */
       for (int i = 0; i < want.count; i++) gg[i] = NAN;
       CHECK(run(&g, NN_CUDA, 0, 1, gg, &err) == 0, "cuda bf16: %s", err.msg);
-      eg = rel_l2(gg, got, want.count);
+      eg = check_rel_l2(gg, got, want.count);
       printf("%s: CUDA bf16 vs CPU f32 relative L2 %.2e\n", file, eg);
       CHECK(eg < 2e-2, "%s: CUDA bf16 vs CPU %.2e", file, eg);
       vit_free(&g);

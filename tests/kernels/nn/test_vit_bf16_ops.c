@@ -74,17 +74,6 @@ static void poison(void *d, size_t bytes) {
   free(h);
 }
 
-static double rel_err_host(const float *a, const float *b, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double e = (double)a[i] - b[i];
-    num += e * e;
-    den += (double)b[i] * b[i];
-  }
-  double r = sqrt(num) / (sqrt(den) + 1e-30);
-  return isfinite(r) ? r : INFINITY;
-}
-
 static float *back_bf16(const uint16_t *d, int64_t n) {
   cmds_error err = {0};
   die_on(nn_ctx_sync(&gpu, &err), &err);
@@ -119,7 +108,7 @@ static void check_attention(int64_t B, int64_t N, int64_t H, int64_t D, int fuse
   poison(dout, 2 * (size_t)(B * N * C));
   die_on(nn_flash_attention_bf16_cuda(&gpu, dout, dq, dk, dv, B, N, H, D, ld, ld, ld, C, &err), &err);
   float *got = back_bf16(dout, B * N * C);
-  double e = rel_err_host(got, ref, B * N * C);
+  double e = check_rel_l2(got, ref, B * N * C);
   printf("flash attention bf16 B %lld N %lld H %lld D %lld%s q scale %.1f: rel L2 %.2e\n", (long long)B,
          (long long)N, (long long)H, (long long)D, fused ? " (fused qkv)" : "", qscale, e);
   CHECK(e < 1e-2, "flash attention B %lld N %lld H %lld D %lld: %.2e", (long long)B, (long long)N, (long long)H,
@@ -146,7 +135,7 @@ static void check_gemm(int64_t M, int64_t K, int64_t N) {
   poison(dy, 2 * (size_t)(M * N));
   die_on(nn_lt_gemm_cuda(&gpu, dy, NN_BF16, dx, dw, NN_BF16, db, M, K, N, 0.0f, &err), &err);
   float *got = back_bf16(dy, M * N);
-  double e = rel_err_host(got, ref, M * N);
+  double e = check_rel_l2(got, ref, M * N);
   printf("gemm bf16 -> bf16 + bias %lld x %lld -> %lld: rel L2 %.2e\n", (long long)M, (long long)K, (long long)N, e);
   CHECK(e < 1e-2, "gemm bf16 out: %.2e", e);
   /* f32 out: y += x W^T + b (residual form), bias f32 */
@@ -154,7 +143,7 @@ static void check_gemm(int64_t M, int64_t K, int64_t N) {
   float *dyf = dev_f32(y0, M * N), *dbf = dev_f32(b, N);
   die_on(nn_lt_gemm_cuda(&gpu, dyf, NN_F32, dx, dw, NN_BF16, dbf, M, K, N, 1.0f, &err), &err);
   float *gotf = back_f32(dyf, M * N);
-  e = rel_err_host(gotf, ref, M * N);
+  e = check_rel_l2(gotf, ref, M * N);
   printf("gemm bf16 -> f32, y += x W^T + b, %lld x %lld -> %lld: rel L2 %.2e\n", (long long)M, (long long)K,
          (long long)N, e);
   CHECK(e < 1e-3, "gemm residual f32 out: %.2e", e);
@@ -180,7 +169,7 @@ static void check_layernorm_gelu(int64_t rows, int64_t C) {
   poison(dy, 2 * (size_t)(rows * C) + 16);
   die_on(nn_layernorm_bf16_cuda(&gpu, dy, dx, dg, db, rows, C, 1e-6f, &err), &err);
   float *got = back_bf16(dy, rows * C);
-  double e = rel_err_host(got, ref, rows * C);
+  double e = check_rel_l2(got, ref, rows * C);
   printf("layernorm f32 -> bf16 %lld x %lld: rel L2 %.2e\n", (long long)rows, (long long)C, e);
   CHECK(e < 1e-2, "layernorm bf16: %.2e", e);
   /* GELU in place on the bf16 LayerNorm output; reference from the same bf16 inputs. An odd
@@ -192,7 +181,7 @@ static void check_layernorm_gelu(int64_t rows, int64_t C) {
   }
   die_on(nn_gelu_bf16_cuda(&gpu, dy, n, &err), &err);
   float *gg = back_bf16(dy, rows * C);
-  e = rel_err_host(gg, ref, n);
+  e = check_rel_l2(gg, ref, n);
   printf("gelu bf16 in place, %lld values: rel L2 %.2e\n", (long long)n, e);
   CHECK(e < 1e-2, "gelu bf16: %.2e", e);
   CHECK(gg[n] == got[n] && gg[n + 2] == got[n + 2], "gelu wrote past its %lld values", (long long)n);
@@ -214,7 +203,7 @@ static void check_embed_gather(int64_t B, int64_t NP, int64_t D) {
   poison(dx, sizeof(float) * (size_t)(B * T * D));
   die_on(nn_vit_embed_cuda(&gpu, dx, dp, dc, dpos, B, NP, D, &err), &err);
   float *got = back_f32(dx, B * T * D);
-  double e = rel_err_host(got, ref, B * T * D);
+  double e = check_rel_l2(got, ref, B * T * D);
   CHECK(e < 1e-6, "embed: %.2e", e);
   /* gather into slot 1 of an (B, 2, NP, D) output */
   float *dout = dev_alloc(sizeof(float) * (size_t)(B * 2 * NP * D));
