@@ -1,8 +1,8 @@
 # The two commands of the README's quick start:
 #   make demo   install what is missing, build, run the pipeline on the synthetic dataset
 #   make test   install what is missing, build, run the tests (ctest, without benchmarks), then
-#               the CUDA tests on the CPU emulation (tests/cuda_emu, a kernels-only tree in
-#               EMU_BUILD; EMU=off leaves it out)
+#               the CUDA tests on the CPU emulation (tests/cuda_emu, the whole tree built against
+#               it in EMU_BUILD; EMU=off leaves it out)
 # Other targets: build, emu (the emulation's tree), bench, soak, asan (sanitizer build + tests), clean.
 # Benchmarks live in the CTest configuration `bench` (cmake/CmdsTesting.cmake): a plain
 # `ctest` never lists or starts them; `make bench` = `ctest -C bench -L bench`. The same for
@@ -39,10 +39,10 @@ demo: build
 
 # The CUDA emulation (tests/cuda_emu): the .cu kernels compiled as C++ against a CPU emulation
 # of the CUDA runtime, cuBLAS and cuBLASLt, so every CUDA test (ctest label cuda) runs without a
-# GPU, with launch, barrier, shuffle and memory checks a GPU would not report as clearly.
+# GPU, with launch, barrier, shuffle and memory checks a GPU would not report as clearly. The
+# whole tree is built against it, so the stages' --device cuda paths run too (cuda.pipeline).
 emu: deps
-	@cmake -S . -B $(EMU_BUILD) -DCMAKE_BUILD_TYPE=$(TYPE) -DCMDS_KERNELS_ONLY=ON -DCMDS_CUDA_EMU=ON \
-	  $(CMAKE_FLAGS) >/dev/null
+	@cmake -S . -B $(EMU_BUILD) -DCMAKE_BUILD_TYPE=$(TYPE) -DCMDS_CUDA_EMU=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(EMU_BUILD) -j $(JOBS)
 
 test: build $(if $(filter on,$(EMU)),emu)
